@@ -1,0 +1,51 @@
+"""The error family of shortllm.
+
+Core code raises these with a message naming the problem and a hint naming the fix; the CLI's
+one handler (``cli/app.py``) turns them into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+
+class ShortLLMError(Exception):
+    """A failure the user can fix. ``hint`` says how."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        """The message and hint as one line for stderr."""
+        text = self.message.rstrip(".")
+        if self.hint:
+            text += f". {self.hint.rstrip('.')}."
+        else:
+            text += "."
+        return " ".join(text.split())
+
+
+class ModelLoadError(ShortLLMError):
+    """A model spec that cannot be resolved or loaded."""
+
+
+class UnsupportedArchitectureError(ShortLLMError):
+    """A model whose blocks shortllm cannot locate (or an encoder-only model)."""
+
+
+class BlockSelectionError(ShortLLMError):
+    """Bad block indices, ratios or counts."""
+
+
+class OutputError(ShortLLMError):
+    """An output path that cannot be written."""
+
+
+class DeviceError(ShortLLMError):
+    """A device or dtype that is unknown or not available."""
+
+
+class DataError(ShortLLMError):
+    """Calibration or evaluation data that cannot be found or is too small."""
