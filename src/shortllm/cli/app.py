@@ -1,0 +1,88 @@
+"""The ``shortllm`` command: registers the verbs, the global options, and the one error handler."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from typing import Annotated, Callable
+
+import typer
+
+from shortllm import __version__
+from shortllm.cli import inspect as inspect_cmd
+from shortllm.cli import prune as prune_cmd
+from shortllm.cli.output import err_console, state
+from shortllm.errors import ShortLLMError
+
+app = typer.Typer(
+    name="shortllm",
+    help="Make LLMs shorter: remove whole transformer blocks, heal, and measure.\n\n"
+    "Examples:\n\n"
+    "  shortllm inspect\n\n"
+    "  shortllm prune --blocks 20,21 --out pruned/",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Turn ShortLLMError into one line on stderr and exit code 2 (traceback with SHORTLLM_DEBUG=1)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ShortLLMError as err:
+            if os.environ.get("SHORTLLM_DEBUG") == "1":
+                raise
+            sys.stderr.write(f"error: {err.one_line()}\n")
+            raise typer.Exit(err.exit_code) from None
+        except KeyboardInterrupt:
+            sys.stderr.write("interrupted; nothing was written\n")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"shortllm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging (-vv: debug).")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors; no progress.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Make LLMs shorter: remove whole transformer blocks, heal, and measure."""
+    state["quiet"], state["verbose"] = quiet, verbose
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    from rich.logging import RichHandler
+
+    root = logging.getLogger("shortllm")
+    root.handlers[:] = [RichHandler(console=err_console, show_path=False, show_time=False)]
+    root.setLevel(level)
+    root.propagate = False
+    # The libraries underneath are chatty; show their messages only when asked.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "info" if verbose >= 2 else "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1" if quiet else "0")
+
+
+app.command("inspect", no_args_is_help=False)(handle_errors(inspect_cmd.inspect))
+app.command("prune")(handle_errors(prune_cmd.prune))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

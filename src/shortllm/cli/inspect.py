@@ -1,0 +1,65 @@
+"""``shortllm inspect``: what a model is made of, and what each pruning ratio would remove."""
+
+from __future__ import annotations
+
+from shortllm.cli.options import (DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, RevisionOpt, TrustRemoteCodeOpt,
+                                  load_settings)
+from shortllm.cli.output import console, human, print_json, status
+
+
+def inspect(
+    model: ModelOpt = None,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    trust_remote_code: TrustRemoteCodeOpt = False,
+    revision: RevisionOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show a model's architecture, blocks, parameters and per-layer types, without loading weights.
+
+    Also lists how many blocks --ratio 0.1 .. 0.8 would remove (never more parameters than asked).
+
+    Examples:
+
+      shortllm inspect
+
+      shortllm inspect -m Qwen/Qwen2.5-0.5B --json
+
+      shortllm inspect -m ./pruned
+    """
+    from shortllm.models.summary import describe
+
+    settings = load_settings(dtype, device, None, trust_remote_code, revision)
+    with status("Reading the model config"):
+        info = describe(model, settings)
+    if json_out:
+        print_json(info)
+        return
+    _render(info)
+
+
+def _render(info: dict) -> None:
+    from rich.table import Table
+
+    p = info["params"]
+    console.print(
+        f"[bold]{info['model']}[/] ({info['architecture']}, type {info['model_type']}, dtype {info['dtype']})\n"
+        f"{info['num_blocks']} blocks, hidden {info['hidden_size']}, vocab {info['vocab_size']}, "
+        f"tied embeddings: {'yes' if info['tied_embeddings'] else 'no'}\n"
+        f"parameters: {human(p['total'])} total = {human(p['blocks'])} in blocks + {human(p['embeddings'])} "
+        f"embeddings + {human(p['head'])} head + {human(p['other'])} other"
+    )
+    blocks = Table(title="Blocks", show_lines=False)
+    for col in ("block", "original", "params", "share", "layer type"):
+        blocks.add_column(col, justify="right" if col != "layer type" else "left")
+    for b in info["blocks"]:
+        blocks.add_row(str(b["index"]), str(b["original_index"]), human(b["params"]),
+                       f"{b['params'] / p['total']:.2%}", b["layer_type"])
+    console.print(blocks)
+    ratios = Table(title="--ratio plans")
+    for col in ("ratio", "blocks removed", "params after", "achieved"):
+        ratios.add_column(col, justify="right")
+    for r in info["ratios"]:
+        ratios.add_row(f"{r['ratio']:.1f}", str(r["num_blocks"]), human(r["params_after"]),
+                       f"{r['achieved_ratio']:.2%}")
+    console.print(ratios)

@@ -1,0 +1,36 @@
+"""Console output for the CLI: rich tables on stdout, logs and progress on stderr, JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+state = {"quiet": False, "verbose": 0}
+
+
+def print_json(obj: Any) -> None:
+    """Print one JSON object on stdout (plain, no markup)."""
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def status(message: str):
+    """A spinner on stderr for a long step (silent with --quiet)."""
+    import contextlib
+
+    if state["quiet"] or not err_console.is_terminal:
+        return contextlib.nullcontext()
+    return err_console.status(message)
+
+
+def human(n: int) -> str:
+    """Parameter counts as 134.5M / 6.74B."""
+    for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.{2 if unit == 'B' else 1}f}{unit}"
+    return str(n)

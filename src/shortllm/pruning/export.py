@@ -1,0 +1,170 @@
+"""Writing outputs: atomic folders, the ``shortllm.json`` manifest, model cards, and the reload check."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from shortllm import __version__
+from shortllm.errors import OutputError, ShortLLMError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "shortllm.json"
+
+
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Refuse an output path that cannot be used, before any slow work starts.
+
+    Raises:
+        OutputError: ``out`` is a file, a non-empty directory without ``overwrite``, or not writable.
+    """
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is an existing file", "choose a directory path")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise OutputError(f"--out {out} is not empty", "choose another directory or pass --overwrite")
+    parent = out.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write to {out}: {parent} is not writable", "choose a writable directory")
+
+
+@contextlib.contextmanager
+def atomic_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory beside ``out``; on success rename it to ``out``, else delete it.
+
+    Nothing half-written is ever left at ``out``: a failure (or Ctrl-C) inside the block removes the
+    temporary directory, and an existing ``out`` is only replaced once the new one is complete.
+    """
+    check_output_dir(out, overwrite)
+    out = out.resolve()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as err:
+        raise OutputError(f"cannot write to {out}: {err.strerror}", "choose a writable directory") from err
+    try:
+        yield tmp
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def versions() -> dict[str, str]:
+    """Versions of shortllm and the libraries that shape its results."""
+    import torch
+    import transformers
+
+    return {
+        "shortllm": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def write_manifest(folder: Path, verb: str, options: dict[str, Any], source: dict[str, Any],
+                   results: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
+    """Write ``shortllm.json`` (how the folder was made and what came out). Returns the manifest."""
+    manifest = {
+        "verb": verb,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "options": options,
+        "source": source,
+        "versions": versions(),
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "results": results,
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    return manifest
+
+
+def save_model(model: Any, tokenizer: Any, folder: Path) -> None:
+    """Save model (safetensors), tokenizer and generation config into ``folder``."""
+    model.save_pretrained(folder, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+
+
+def verify_reload(folder: Path, model: Any, tokens: int = 8, atol: float = 1e-5) -> float:
+    """Reload ``folder`` with stock transformers and compare logits with ``model`` on a few tokens.
+
+    Returns:
+        The largest absolute logit difference.
+
+    Raises:
+        ShortLLMError: if the reloaded model disagrees.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    device = next(model.parameters()).device
+    reloaded = AutoModelForCausalLM.from_pretrained(folder, dtype=model.dtype).to(device).eval()
+    vocab = model.config.get_text_config().vocab_size
+    ids = torch.arange(1, tokens + 1, device=device).remainder(vocab).unsqueeze(0)
+    with torch.no_grad():
+        a = model(ids, use_cache=False).logits.float()
+        b = reloaded(ids, use_cache=False).logits.float()
+    diff = (a - b).abs().max().item()
+    scale = max(1.0, a.abs().max().item())
+    if diff > atol * scale:
+        raise ShortLLMError(
+            f"the saved model in {folder} does not reproduce the pruned model (max logit diff {diff:.3g})",
+            "please report this with SHORTLLM_DEBUG=1 output",
+        )
+    return diff
+
+
+def model_card(name: str, source_spec: str, removed: list[int], kept: list[int], num_blocks: int,
+               params_before: int, params_after: int, how: str, command: str) -> str:
+    """A model card README.md for a pruned model."""
+    ratio = 1 - params_after / params_before
+    return f"""---
+library_name: transformers
+tags:
+- shortllm
+- depth-pruning
+base_model: {source_spec}
+---
+
+# {name}
+
+Depth-pruned from `{source_spec}` with [shortllm](https://pypi.org/project/shortllm/): {len(removed)} of
+{num_blocks} transformer blocks removed ({how}). It is a plain Hugging Face checkpoint: load it with
+`AutoModelForCausalLM.from_pretrained` — no custom code.
+
+| | before | after |
+|---|---:|---:|
+| blocks | {num_blocks} | {len(kept)} |
+| parameters | {params_before:,} | {params_after:,} |
+| parameters removed | | {params_before - params_after:,} ({ratio:.2%}) |
+
+- Removed blocks (original indices): {', '.join(map(str, removed))}
+- Kept blocks (new index -> original index): {', '.join(f'{i}->{o}' for i, o in enumerate(kept))}
+
+Made with:
+
+```
+{command}
+```
+
+The model has not been retrained after pruning unless stated elsewhere; expect lower quality than the
+original until it is healed (`shortllm retrain`). See `shortllm.json` for the full provenance.
+"""

@@ -1,0 +1,136 @@
+"""Pruning plans: which blocks to remove, from explicit indices or a parameter ratio.
+
+Ratio semantics (DESIGN.md): ``--ratio r`` removes the largest number of blocks whose parameters do not
+exceed ``r`` x the model's total parameters (embeddings and head included) -- never more than asked.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from shortllm.errors import BlockSelectionError
+from shortllm.models.surgery import ParamCount, validate_indices
+
+TABLE_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+
+
+def parse_blocks(text: str) -> list[int]:
+    """Parse ``"3,7,10-12"`` into ``[3, 7, 10, 11, 12]`` (order kept; ranges inclusive).
+
+    Raises:
+        BlockSelectionError: for anything that is not a comma-separated list of integers or ranges.
+    """
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            raise BlockSelectionError(f"empty entry in block list {text!r}", "write e.g. --blocks 3,7,10-12")
+        lo, sep, hi = part.partition("-")
+        try:
+            if sep and lo.strip():
+                start, end = int(lo), int(hi)
+                if end < start:
+                    raise BlockSelectionError(f"block range {part!r} runs backwards", "write it low-high")
+                out.extend(range(start, end + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise BlockSelectionError(
+                f"block index {part!r} is not an integer", "write e.g. --blocks 3,7,10-12"
+            ) from None
+    return out
+
+
+def check_ratio(ratio: float) -> None:
+    """Refuse ratios outside (0, 1)."""
+    if not 0.0 < ratio < 1.0:
+        raise BlockSelectionError(
+            f"--ratio {ratio:g} is outside (0, 1)", "give the fraction of parameters to remove, e.g. 0.2"
+        )
+
+
+def blocks_within_ratio(counts: ParamCount, ratio: float, order: Sequence[int] | None = None) -> int:
+    """Largest k such that the first k blocks of ``order`` hold at most ``ratio`` x total parameters.
+
+    ``order`` defaults to block index order (irrelevant when all blocks have the same size).
+    """
+    check_ratio(ratio)
+    order = list(range(len(counts.per_block))) if order is None else list(order)
+    budget = ratio * counts.total
+    removed = 0
+    k = 0
+    for i in order:
+        # Integer sums against the float budget, with a relative tolerance for ratios such as 0.3 whose
+        # product with the total lands a hair below an exact multiple of the block size.
+        if removed + counts.per_block[i] > budget * (1 + 1e-12):
+            break
+        removed += counts.per_block[i]
+        k += 1
+    return k
+
+
+def smallest_ratio_for_one(counts: ParamCount, order: Sequence[int] | None = None) -> float:
+    """The smallest ratio (rounded up to 3 decimals) that removes at least one block."""
+    first = counts.per_block[order[0] if order else 0]
+    return math.ceil(first / counts.total * 1000) / 1000
+
+
+@dataclass(frozen=True)
+class RatioRow:
+    """What one ratio removes."""
+
+    ratio: float
+    num_blocks: int
+    params_removed: int
+    params_after: int
+    achieved_ratio: float
+
+
+def ratio_row(counts: ParamCount, ratio: float, order: Sequence[int] | None = None) -> RatioRow:
+    """The plan summary for one ratio."""
+    order = list(range(len(counts.per_block))) if order is None else list(order)
+    k = blocks_within_ratio(counts, ratio, order)
+    removed = sum(counts.per_block[i] for i in order[:k])
+    return RatioRow(ratio, k, removed, counts.total - removed, removed / counts.total)
+
+
+def ratio_table(counts: ParamCount, ratios: Sequence[float] = TABLE_RATIOS) -> list[dict]:
+    """Rows of :func:`ratio_row` for each ratio, as dicts (for JSON and tables)."""
+    return [asdict(ratio_row(counts, r)) for r in ratios]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A resolved pruning plan over current block indices."""
+
+    num_blocks: int
+    removed: list[int]
+    params_before: int
+    params_after: int
+
+    @property
+    def kept(self) -> list[int]:
+        gone = set(self.removed)
+        return [i for i in range(self.num_blocks) if i not in gone]
+
+    @property
+    def achieved_ratio(self) -> float:
+        return 1 - self.params_after / self.params_before
+
+
+def plan_from_blocks(counts: ParamCount, blocks: Sequence[int]) -> Plan:
+    """Plan removing exactly ``blocks``.
+
+    Raises:
+        BlockSelectionError: for bad indices, an empty list, or removing every block.
+    """
+    n = len(counts.per_block)
+    if not blocks:
+        raise BlockSelectionError("no blocks to remove were given", "write e.g. --blocks 20,21")
+    removed = validate_indices(list(blocks), n)
+    if len(removed) == n:
+        raise BlockSelectionError(f"removing all {n} blocks leaves no model", "keep at least one block")
+    after = counts.total - sum(counts.per_block[i] for i in removed)
+    return Plan(num_blocks=n, removed=removed, params_before=counts.total, params_after=after)
