@@ -72,7 +72,11 @@ def main_options(
     root.propagate = False
     # The libraries underneath are chatty; show their messages only when asked.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "info" if verbose >= 2 else "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1" if quiet else "0")
+    if not verbose:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 app.command("inspect", no_args_is_help=False)(handle_errors(inspect_cmd.inspect))

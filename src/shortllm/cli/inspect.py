@@ -60,6 +60,9 @@ def _render(info: dict) -> None:
     for col in ("ratio", "blocks removed", "params after", "achieved"):
         ratios.add_column(col, justify="right")
     for r in info["ratios"]:
-        ratios.add_row(f"{r['ratio']:.1f}", str(r["num_blocks"]), human(r["params_after"]),
-                       f"{r['achieved_ratio']:.2%}")
+        if r["removes_all"]:
+            ratios.add_row(f"{r['ratio']:.1f}", f"all {r['num_blocks']}: refused", "-", "-")
+        else:
+            ratios.add_row(f"{r['ratio']:.1f}", str(r["num_blocks"]), human(r["params_after"]),
+                           f"{r['achieved_ratio']:.2%}")
     console.print(ratios)

@@ -55,6 +55,7 @@ def atomic_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
         raise OutputError(f"cannot write to {out}: {err.strerror}", "choose a writable directory") from err
     try:
         yield tmp
+        _normalise_permissions(tmp)
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
             out.rename(old)
@@ -65,6 +66,16 @@ def atomic_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _normalise_permissions(folder: Path) -> None:
+    # mkdtemp makes 0700 and some writers make 0600 files; the output should look like any folder the
+    # user makes, so apply the process umask as a normal mkdir/open would.
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def versions() -> dict[str, str]:

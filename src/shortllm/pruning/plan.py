@@ -86,6 +86,7 @@ class RatioRow:
     params_removed: int
     params_after: int
     achieved_ratio: float
+    removes_all: bool  # --ratio would be refused: no block would be left
 
 
 def ratio_row(counts: ParamCount, ratio: float, order: Sequence[int] | None = None) -> RatioRow:
@@ -93,7 +94,8 @@ def ratio_row(counts: ParamCount, ratio: float, order: Sequence[int] | None = No
     order = list(range(len(counts.per_block))) if order is None else list(order)
     k = blocks_within_ratio(counts, ratio, order)
     removed = sum(counts.per_block[i] for i in order[:k])
-    return RatioRow(ratio, k, removed, counts.total - removed, removed / counts.total)
+    return RatioRow(ratio, k, removed, counts.total - removed, removed / counts.total,
+                    removes_all=k == len(counts.per_block))
 
 
 def ratio_table(counts: ParamCount, ratios: Sequence[float] = TABLE_RATIOS) -> list[dict]:

@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny saved models, a CLI runner, and the embedded demo model."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from shortllm.cli.app import app
+from tests.tiny_models import tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    """A tiny random 4-block llama saved as a Hugging Face directory (safetensors, no tokenizer)."""
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tiny_model("llama").save_pretrained(path)
+    return path
+
+
+def tree_digest(path: Path) -> str:
+    """Digest of every file name and content under ``path`` (to prove an input is untouched)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def run_cli(*args: str):
+    """Invoke the shortllm CLI in-process; returns click's Result (exit_code, stdout, stderr)."""
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="session")
+def demo_dir() -> Path:
+    """The embedded SmolLM2-135M-Instruct as a converted HF directory (converted once per cache)."""
+    from shortllm.models.demo import demo_model_dir
+
+    return demo_model_dir()
