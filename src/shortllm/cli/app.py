@@ -13,6 +13,7 @@ import typer
 from shortllm import __version__
 from shortllm.cli import inspect as inspect_cmd
 from shortllm.cli import prune as prune_cmd
+from shortllm.cli import score as score_cmd
 from shortllm.cli.output import err_console, state
 from shortllm.errors import ShortLLMError
 
@@ -21,7 +22,8 @@ app = typer.Typer(
     help="Make LLMs shorter: remove whole transformer blocks, heal, and measure.\n\n"
     "Examples:\n\n"
     "  shortllm inspect\n\n"
-    "  shortllm prune --blocks 20,21 --out pruned/",
+    "  shortllm score --criterion ppl --out scores/\n\n"
+    "  shortllm prune --ratio 0.2 --out pruned/",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -80,6 +82,7 @@ def main_options(
 
 
 app.command("inspect", no_args_is_help=False)(handle_errors(inspect_cmd.inspect))
+app.command("score")(handle_errors(score_cmd.score))
 app.command("prune")(handle_errors(prune_cmd.prune))
 
 

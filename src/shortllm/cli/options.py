@@ -39,3 +39,41 @@ def load_settings(dtype: str, device: str, device_map: str | None, trust_remote_
 
     return LoadSettings(dtype=dtype, device=device, device_map=device_map,
                         trust_remote_code=trust_remote_code, revision=revision)
+
+
+# Criterion names for help text; the registry (shortllm.scoring) is the authority at run time.
+CRITERIA_HELP = "ppl | taylor | taylor+ | magnitude | bi | angular | sleb | chop"
+
+CriterionOpt = Annotated[str, typer.Option("--criterion", "-c", help=f"Block-importance criterion: {CRITERIA_HELP}.")]
+ProtectFirstOpt = Annotated[Optional[int], typer.Option(
+    "--protect-first", help="Never remove the first N blocks (default: the criterion's own; taylor+ = 4).",
+    show_default=False)]
+ProtectLastOpt = Annotated[Optional[int], typer.Option(
+    "--protect-last", help="Never remove the last N blocks (default: the criterion's own; taylor+ = 2).",
+    show_default=False)]
+NormOpt = Annotated[int, typer.Option("--norm", help="p of magnitude/taylor: 1 (abs) or 2 (squares).")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option(
+    "--batch-size", help="Calibration rows per forward pass (default: all at once).", show_default=False)]
+DataOpt = Annotated[str, typer.Option(
+    "--data", "-d", help="Calibration text: pydoc (built in), wikitext2, ptb, c4, bookcorpus, slimpajama "
+    "(name[:split]), or a .txt/.jsonl/.json/.parquet file or folder.")]
+DataDirOpt = Annotated[Optional[str], typer.Option(
+    "--data-dir", help="Local copies of named datasets (default: $SHORTLLM_DATA_DIR); see docs/data.md.",
+    show_default=False)]
+TextFieldOpt = Annotated[str, typer.Option("--text-field", help="Field holding the text in .jsonl/.json/.parquet.")]
+SamplesOpt = Annotated[int, typer.Option("--samples", help="Number of calibration windows.")]
+SeqLenOpt = Annotated[int, typer.Option("--seq-len", help="Tokens per calibration window.")]
+AddBosOpt = Annotated[bool, typer.Option("--add-bos", help="Start every calibration window with the BOS token.")]
+
+
+def score_options(criterion: str, protect_first, protect_last, norm: int, batch_size, data: str, data_dir,
+                  text_field: str, samples: int, seq_len: int, seed: int, add_bos: bool):
+    """Bundle the scoring/calibration options into the core's ScoreOptions (lazy import)."""
+    from shortllm.scoring.run import Calibration, ScoreOptions
+
+    return ScoreOptions(
+        criterion=criterion, protect_first=protect_first, protect_last=protect_last, norm=norm,
+        batch_size=batch_size,
+        calibration=Calibration(data=data, split="train", data_dir=data_dir, text_field=text_field,
+                                samples=samples, seq_len=seq_len, seed=seed, add_bos=add_bos),
+    )

@@ -34,3 +34,22 @@ def human(n: int) -> str:
         if abs(n) >= div:
             return f"{n / div:.{2 if unit == 'B' else 1}f}{unit}"
     return str(n)
+
+
+def progress_bar(description: str):
+    """A rich progress bar on stderr; yields a ``(done, total)`` callback. Silent with --quiet."""
+    import contextlib
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    @contextlib.contextmanager
+    def bar():
+        if state["quiet"]:
+            yield lambda done, total: None
+            return
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TimeRemainingColumn(), console=err_console, transient=True) as progress:
+            task = progress.add_task(description, total=None)
+            yield lambda done, total: progress.update(task, completed=done, total=total)
+
+    return bar()

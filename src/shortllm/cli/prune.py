@@ -4,24 +4,48 @@ from __future__ import annotations
 
 import shlex
 import sys
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
-from shortllm.cli.options import (DeviceMapOpt, DeviceOpt, DryRunOpt, DtypeOpt, JsonOpt, ModelOpt, OutOpt,
-                                  OverwriteOpt, RevisionOpt, TrustRemoteCodeOpt, load_settings)
-from shortllm.cli.output import console, human, print_json, status
+from shortllm.cli.options import (AddBosOpt, BatchSizeOpt, CriterionOpt, DataDirOpt, DataOpt, DeviceMapOpt,
+                                  DeviceOpt, DryRunOpt, DtypeOpt, JsonOpt, ModelOpt, NormOpt, OutOpt,
+                                  OverwriteOpt, ProtectFirstOpt, ProtectLastOpt, RevisionOpt, SamplesOpt, SeedOpt,
+                                  SeqLenOpt, TextFieldOpt, TrustRemoteCodeOpt, load_settings, score_options)
+from shortllm.cli.output import console, human, print_json, progress_bar
 
-BlocksOpt = Annotated[
-    str, typer.Option("--blocks", "-b", help="Blocks to remove (original indices), e.g. 20,21 or 10-12.",
-                      show_default=False)
-]
+BlocksOpt = Annotated[Optional[str], typer.Option(
+    "--blocks", "-b", help="Remove exactly these blocks (original indices), e.g. 20,21 or 10-12.",
+    show_default=False)]
+RatioOpt = Annotated[Optional[float], typer.Option(
+    "--ratio", "-r", help="Remove the most blocks whose parameters stay within this fraction of the total.",
+    show_default=False)]
+NumBlocksOpt = Annotated[Optional[int], typer.Option("--num-blocks", "-k", help="Remove this many blocks.",
+                                                     show_default=False)]
+ScoresOpt = Annotated[Optional[Path], typer.Option(
+    "--scores", help="Reuse a `shortllm score --out` folder instead of scoring now.", show_default=False)]
 
 
 def prune(
-    blocks: BlocksOpt,
     out: OutOpt = None,
+    ratio: RatioOpt = None,
+    num_blocks: NumBlocksOpt = None,
+    blocks: BlocksOpt = None,
+    criterion: CriterionOpt = "ppl",
+    scores: ScoresOpt = None,
     model: ModelOpt = None,
+    protect_first: ProtectFirstOpt = None,
+    protect_last: ProtectLastOpt = None,
+    norm: NormOpt = 1,
+    data: DataOpt = "pydoc",
+    data_dir: DataDirOpt = None,
+    text_field: TextFieldOpt = "text",
+    samples: SamplesOpt = 10,
+    seq_len: SeqLenOpt = 128,
+    seed: SeedOpt = 1234,
+    add_bos: AddBosOpt = False,
+    batch_size: BatchSizeOpt = None,
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "auto",
     device_map: DeviceMapOpt = None,
@@ -33,40 +57,43 @@ def prune(
 ) -> None:
     """Remove transformer blocks and save the shorter model (safetensors, tokenizer, manifest, card).
 
-    The result is reloaded with plain transformers and its logits checked before success is reported.
+    With --ratio or --num-blocks the blocks are ranked by --criterion (scored now on calibration text) or
+    taken from a saved --scores folder; --blocks names them directly. The result is reloaded with plain
+    transformers and its logits checked before success is reported.
 
     Examples:
 
-      shortllm prune --blocks 20,21 --out pruned/
+      shortllm prune --ratio 0.2 --out pruned/
 
-      shortllm prune -m Qwen/Qwen2.5-0.5B --blocks 14-17 --out qwen-short/ --dtype bfloat16
+      shortllm prune -m Qwen/Qwen2.5-0.5B -k 6 -c taylor+ --out qwen-short/ --dtype bfloat16
 
       shortllm prune --blocks 20,21 --dry-run
     """
-    from shortllm.errors import OutputError
     from shortllm.pruning.plan import parse_blocks
     from shortllm.pruning.run import PruneRequest
     from shortllm.pruning.run import prune as run_prune
 
-    if out is None and not dry_run:
-        raise OutputError("--out is required", "give an output directory, or use --dry-run to only see the plan")
     request = PruneRequest(
-        model=model, blocks=parse_blocks(blocks), out=out,
+        model=model, out=out, blocks=parse_blocks(blocks) if blocks is not None else None, ratio=ratio,
+        num_blocks=num_blocks, scores_dir=scores,
+        scoring=score_options(criterion, protect_first, protect_last, norm, batch_size, data, data_dir,
+                              text_field, samples, seq_len, seed, add_bos),
         settings=load_settings(dtype, device, device_map, trust_remote_code, revision),
         overwrite=overwrite, dry_run=dry_run, command=shlex.join(["shortllm", *sys.argv[1:]]),
     )
-    with status("Pruning" if not dry_run else "Planning"):
-        result = run_prune(request)
-    info = result.as_dict()
+    with progress_bar(f"Scoring blocks ({criterion})") as tick:
+        result = run_prune(request, progress=tick)
     if json_out:
-        print_json(info)
+        print_json(result.as_dict())
         return
     plan = result.plan
     verb = "Would remove" if dry_run else "Removed"
+    ratio_note = f" (asked for at most {result.requested_ratio:.0%})" if result.requested_ratio else ""
     console.print(
-        f"{verb} {len(plan.removed)} of {plan.num_blocks} blocks: {', '.join(map(str, result.removed_original))}\n"
-        f"parameters {human(plan.params_before)} -> {human(plan.params_after)} "
-        f"({plan.achieved_ratio:.2%} removed); kept blocks {', '.join(map(str, result.kept_original))}"
+        f"{verb} {len(plan.removed)} of {plan.num_blocks} blocks: {', '.join(map(str, result.removed_original))}"
+        f" — {result.how}\n"
+        f"parameters {human(plan.params_before)} -> {human(plan.params_after)}: "
+        f"{plan.achieved_ratio:.2%} removed{ratio_note}; kept blocks {', '.join(map(str, result.kept_original))}"
     )
     if not dry_run:
         console.print(f"Saved to [bold]{result.out}[/] (reload check: max logit diff {result.reload_max_diff:.2g})")

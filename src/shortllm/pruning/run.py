@@ -1,4 +1,5 @@
-"""The prune job: plan on the config alone, then load, cut, save atomically and verify the reload."""
+"""The prune job: decide the blocks (explicit, or k by ratio/count ranked by a criterion or a saved score
+run), then load, cut, save atomically and verify the reload."""
 
 from __future__ import annotations
 
@@ -8,22 +9,31 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shortllm.models.loading import LoadSettings, check_settings, load_model, load_skeleton
-from shortllm.models.surgery import count_params, drop_blocks, original_indices
+from shortllm.errors import BlockSelectionError
+from shortllm.models.loading import (Loaded, LoadSettings, check_settings, fingerprint, load_config, load_model,
+                                     load_skeleton, resolve_source)
+from shortllm.models.surgery import ParamCount, count_params, drop_blocks, original_indices
 from shortllm.pruning.export import (atomic_dir, check_output_dir, model_card, save_model, verify_reload,
                                      write_manifest)
-from shortllm.pruning.plan import Plan, plan_from_blocks
+from shortllm.pruning.plan import (Plan, blocks_within_ratio, check_ratio, plan_from_blocks,
+                                   smallest_ratio_for_one)
+from shortllm.scoring.base import Progress
+from shortllm.scoring.run import ScoreOptions, read_score_report, removal_from_report, score_loaded
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class PruneRequest:
-    """Everything the prune job needs; built by ``cli/prune.py``."""
+    """Everything the prune job needs; built by ``cli/prune.py``. Exactly one of blocks/ratio/num_blocks."""
 
     model: str | None
-    blocks: list[int]
     out: Path | None
+    blocks: list[int] | None = None
+    ratio: float | None = None
+    num_blocks: int | None = None
+    scores_dir: Path | None = None
+    scoring: ScoreOptions = field(default_factory=ScoreOptions)
     settings: LoadSettings = field(default_factory=LoadSettings)
     overwrite: bool = False
     dry_run: bool = False
@@ -39,6 +49,9 @@ class PruneResult:
     plan: Plan
     removed_original: list[int]
     kept_original: list[int]
+    how: str
+    requested_ratio: float | None = None
+    scores: dict[str, Any] | None = None
     out: str | None = None
     reload_max_diff: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -47,6 +60,7 @@ class PruneResult:
         return {
             "model": self.model,
             "fingerprint": self.fingerprint,
+            "how": self.how,
             "num_blocks_before": self.plan.num_blocks,
             "num_blocks_after": len(self.plan.kept),
             "removed": self.plan.removed,
@@ -55,40 +69,111 @@ class PruneResult:
             "kept_original": self.kept_original,
             "params_before": self.plan.params_before,
             "params_after": self.plan.params_after,
+            "requested_ratio": self.requested_ratio,
             "achieved_ratio": round(self.plan.achieved_ratio, 6),
+            "scores": self.scores,
             "out": self.out,
             "reload_max_diff": self.reload_max_diff,
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
 
-def prune(req: PruneRequest) -> PruneResult:
-    """Run the prune job; with ``dry_run`` only the plan is computed (no weights loaded, nothing written).
+def blocks_to_remove(req: PruneRequest, counts: ParamCount) -> int:
+    """How many blocks ``--ratio`` or ``--num-blocks`` asks for (checked against the model).
 
     Raises:
-        ShortLLMError: for bad input (checked before any slow work) or a failed reload check.
+        BlockSelectionError: bad ratio, a ratio too small for one block, removing every block.
+    """
+    n = len(counts.per_block)
+    if req.ratio is not None:
+        check_ratio(req.ratio)
+        k = blocks_within_ratio(counts, req.ratio)
+        if k == 0:
+            raise BlockSelectionError(
+                f"--ratio {req.ratio:g} is too small to remove one block ({counts.per_block[0]:,} of "
+                f"{counts.total:,} parameters)", f"use --ratio {smallest_ratio_for_one(counts):g} or more",
+            )
+    else:
+        k = req.num_blocks
+        if k is None or k < 1:
+            raise BlockSelectionError(f"--num-blocks {k} must be at least 1")
+    if k >= n:
+        what = f"--ratio {req.ratio:g}" if req.ratio is not None else f"--num-blocks {k}"
+        raise BlockSelectionError(f"{what} would remove all {n} blocks", "keep at least one block")
+    return k
+
+
+def _mode_check(req: PruneRequest) -> None:
+    given = [name for name, v in (("--blocks", req.blocks), ("--ratio", req.ratio), ("--num-blocks", req.num_blocks))
+             if v is not None]
+    if len(given) != 1:
+        raise BlockSelectionError(
+            "give exactly one of --blocks, --ratio, --num-blocks" + (f" (got {', '.join(given)})" if given else ""),
+            "e.g. --ratio 0.2",
+        )
+    if req.blocks is not None and req.scores_dir is not None:
+        raise BlockSelectionError("--scores only applies with --ratio or --num-blocks")
+
+
+def prune(req: PruneRequest, progress: Progress = lambda d, t: None) -> PruneResult:
+    """Run the prune job. ``dry_run`` computes the plan (scoring if needed) and writes nothing.
+
+    Raises:
+        ShortLLMError: for bad input (checked before slow work where possible) or a failed reload check.
     """
     t0 = time.perf_counter()
+    _mode_check(req)
     check_settings(req.settings)
     if not req.dry_run:
-        assert req.out is not None, "the CLI requires --out unless --dry-run"
+        if req.out is None:
+            raise BlockSelectionError("--out is required", "give an output directory, or --dry-run")
         check_output_dir(req.out, req.overwrite)
     skeleton, source = load_skeleton(req.model, req.settings)
     counts = count_params(skeleton)
-    plan = plan_from_blocks(counts, req.blocks)
-    origin = original_indices(skeleton.config, plan.num_blocks)
+    n = len(counts.per_block)
+    origin = original_indices(skeleton.config, n)
+    loaded: Loaded | None = None
+    report = None
+    if req.blocks is not None:
+        removed, how = req.blocks, "blocks chosen by hand (--blocks)"
+    else:
+        k = blocks_to_remove(req, counts)
+        if req.scores_dir is not None:
+            fp = fingerprint(source, load_config(source, req.settings.trust_remote_code))
+            report = read_score_report(req.scores_dir, fp)
+            removed = removal_from_report(report, k)
+            how = f"criterion {report['criterion']} from {req.scores_dir}"
+        else:
+            t1 = time.perf_counter()
+            loaded = load_model(req.model, req.settings)
+            result_load = time.perf_counter() - t1
+            report = score_loaded(loaded, req.scoring, k, progress)
+            report["timings_s"]["load"] = round(result_load, 3)
+            removed = removal_from_report(report, k)
+            cal = report["calibration"]
+            how = f"criterion {report['criterion']}" + (
+                f" on {cal['samples']} x {cal['seq_len']} tokens of {cal['data']}" if cal else "")
+        if req.ratio is not None and not report["contiguous"]:
+            # Blocks of unequal size (e.g. MoE and dense blocks mixed): never remove more than asked.
+            fits = blocks_within_ratio(counts, req.ratio, report["order"])
+            if fits < len(removed):
+                removed = sorted(report["order"][:fits])
+        how += f", --ratio {req.ratio:g}" if req.ratio is not None else f", --num-blocks {k}"
+    plan = plan_from_blocks(counts, removed)
     result = PruneResult(
-        model=source.spec, fingerprint=None, plan=plan,
+        model=source.spec, fingerprint=loaded.fingerprint if loaded else None, plan=plan,
         removed_original=[origin[i] for i in plan.removed], kept_original=[origin[i] for i in plan.kept],
+        how=how, requested_ratio=req.ratio, scores=_brief(report),
     )
     result.timings["plan"] = time.perf_counter() - t0
     if req.dry_run:
         return result
 
-    t1 = time.perf_counter()
-    loaded = load_model(req.model, req.settings)
+    if loaded is None:
+        t1 = time.perf_counter()
+        loaded = load_model(req.model, req.settings)
+        result.timings["load"] = time.perf_counter() - t1
     result.fingerprint = loaded.fingerprint
-    result.timings["load"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     drop_blocks(loaded.model, plan.removed)
     with atomic_dir(req.out, req.overwrite) as tmp:
@@ -101,14 +186,27 @@ def prune(req: PruneRequest) -> PruneResult:
         (tmp / "README.md").write_text(model_card(
             name=req.out.name, source_spec=source.spec, removed=result.removed_original,
             kept=result.kept_original, num_blocks=len(origin), params_before=plan.params_before,
-            params_after=plan.params_after, how="blocks chosen by hand (--blocks)", command=req.command,
+            params_after=plan.params_after, how=how, command=req.command,
         ))
         result.timings["total"] = time.perf_counter() - t0
         write_manifest(
             tmp, "prune",
-            options={"blocks": req.blocks, **asdict(req.settings), "overwrite": req.overwrite},
+            options={"blocks": req.blocks, "ratio": req.ratio, "num_blocks": req.num_blocks,
+                     "scores_dir": str(req.scores_dir) if req.scores_dir else None,
+                     "scoring": asdict(req.scoring) if report and not req.scores_dir else None,
+                     **asdict(req.settings), "overwrite": req.overwrite},
             source={"spec": source.spec, "kind": source.kind, "path": source.path,
                     "fingerprint": loaded.fingerprint},
             results=result.as_dict(), timings=result.timings,
         )
     return result
+
+
+def _brief(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    keep = ("criterion", "scores", "order", "protected", "calibration", "timings_s")
+    return {k: report.get(k) for k in keep}
+
+
+__all__ = ["PruneRequest", "PruneResult", "prune", "resolve_source"]

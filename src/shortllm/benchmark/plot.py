@@ -1,0 +1,81 @@
+"""``bench.png``: throughput and latency against batch size, one line per model, readable on its own."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+# (metric, panel title, scale of the value for display, y label)
+_PANELS = (
+    ("decode_tokens_per_s", "Decode throughput (after the first token)", 1.0, "tokens / s (all rows)"),
+    ("throughput_tokens_per_s", "Total throughput (batch x new tokens / latency)", 1.0, "tokens / s"),
+    ("prefill_s", "Time to first token (prefill)", 1000.0, "ms"),
+    ("latency_s", "End-to-end latency (whole generate call)", 1.0, "s"),
+)
+
+
+def plot_bench(report: dict[str, Any], path: Path) -> Path:
+    """Draw a 2x2 figure from a bench report (``BenchResult.as_dict()``) and save it as PNG at ``path``.
+
+    Each panel plots one metric against batch size (log scale), one line per model and prompt/generation
+    length; markers are medians and bars span min..max of the repeats. Non-first models are annotated with
+    their measured speedup over the first model, and the ideal one from FLOPs, on the decode panel.
+    """
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+
+    rows = report["results"]
+    models = [m["label"] for m in report["models"]]
+    combos = sorted({(r["prompt_len"], r["new_tokens"]) for r in rows})
+    series: dict[tuple[str, int, int], list[dict]] = defaultdict(list)
+    for r in rows:
+        series[(r["model"], r["prompt_len"], r["new_tokens"])].append(r)
+
+    fig = Figure(figsize=(13, 9), dpi=100, layout="constrained")
+    axes = fig.subplots(2, 2)
+    colors = [f"C{i}" for i in range(10)]
+    styles = ["-", "--", ":", "-."]
+    batches = sorted({r["batch_size"] for r in rows})
+    for ax, (metric, title, scale, ylabel) in zip(axes.flat, _PANELS):
+        for mi, model in enumerate(models):
+            for ci, (prompt_len, new_tokens) in enumerate(combos):
+                pts = sorted(series[(model, prompt_len, new_tokens)], key=lambda r: r["batch_size"])
+                pts = [p for p in pts if p[metric] is not None]
+                if not pts:
+                    continue
+                x = [p["batch_size"] for p in pts]
+                y = [p[metric] * scale for p in pts]
+                lo = [max(0.0, (p[metric] - p["min"][metric]) * scale) for p in pts]
+                hi = [max(0.0, (p["max"][metric] - p[metric]) * scale) for p in pts]
+                label = model if len(combos) == 1 else f"{model} (prompt {prompt_len}, {new_tokens} new)"
+                ax.errorbar(x, y, yerr=[lo, hi], color=colors[mi % 10], linestyle=styles[ci % 4], marker="o",
+                            capsize=4, linewidth=2, label=label)
+                if metric == "decode_tokens_per_s" and mi > 0:
+                    for p, xv, yv in zip(pts, x, y):
+                        if p["speedup"] is not None:
+                            ax.annotate(f"x{p['speedup']:.2f} (ideal x{p['ideal_speedup']:.2f})", (xv, yv),
+                                        textcoords="offset points", xytext=(6, 6), fontsize=9,
+                                        color=colors[mi % 10])
+        ax.set_title(title, fontsize=12)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(ylabel)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.minorticks_off()
+        ax.grid(True, alpha=0.3)
+        ax.set_ylim(bottom=0)
+        if len(batches) == 1:
+            ax.set_xlim(batches[0] / 2, batches[0] * 2)
+    axes[0][0].legend(fontsize=9, loc="upper left")
+
+    env, settings = report["environment"], report["settings"]
+    lengths = ", ".join(f"prompt {p} + {n} new tokens" for p, n in combos)
+    fig.suptitle(
+        f"shortllm bench: {lengths}; {env['device']} ({env.get('device_name') or '?'}), "
+        f"{env['torch_threads']} torch threads\nmedian of {settings['repeats']} repeats after "
+        f"{settings['warmup']} warm-up, models alternating; bars = min..max; speedups vs {models[0]}",
+        fontsize=12,
+    )
+    path = Path(path)
+    fig.savefig(path, format="png")
+    return path

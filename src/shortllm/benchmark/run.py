@@ -1,0 +1,370 @@
+"""The bench job: check everything, load every model, sweep, alternate models run by run, summarise.
+
+For each sweep point (batch size x prompt length x new tokens) the models run ``warmup`` times each and
+then ``repeats`` times each, interleaved A B A B ..., so drift of the machine (thermal, other load) hits
+all of them alike. Each row reports the median of the repeats with min/max and every raw value, and the
+speedup of each model over the first next to the ideal one from forward FLOPs per token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shortllm.benchmark.flops import FlopsShape, efficiency, flops_per_token, ideal_speedup, ratio, spread
+from shortllm.errors import ShortLLMError
+from shortllm.models.loading import LoadSettings, check_settings, load_config, load_model, resolve_source
+
+log = logging.getLogger(__name__)
+
+# Config keys that bound the sequence length, in the order families use them.
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
+METRICS = ("prefill_s", "decode_tokens_per_s", "latency_s", "throughput_tokens_per_s", "peak_memory_bytes")
+
+
+class BenchSettingsError(ShortLLMError):
+    """A sweep that cannot be run (sizes, counts, context length)."""
+
+
+@dataclass
+class BenchRequest:
+    """Everything the bench job needs; built by ``cli/bench.py`` (or a script)."""
+
+    models: list[str | None]  # None = the embedded default
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
+    prompt_lens: list[int] = field(default_factory=lambda: [64])
+    new_tokens: list[int] = field(default_factory=lambda: [128])
+    warmup: int = 2
+    repeats: int = 5
+    threads: int | None = None  # torch CPU threads; None = torch's own choice
+    seed: int = 1234
+    settings: LoadSettings = field(default_factory=LoadSettings)
+    out: Path | None = None
+    overwrite: bool = False
+    command: str = "shortllm bench"
+
+    def points(self) -> list[tuple[int, int, int]]:
+        """The sweep, as (batch size, prompt length, new tokens), batch size varying fastest."""
+        return [(b, p, n) for p in self.prompt_lens for n in self.new_tokens for b in self.batch_sizes]
+
+    def total_runs(self) -> int:
+        return len(self.points()) * (self.warmup + self.repeats) * len(self.models)
+
+
+def parse_sizes(text: str, option: str) -> list[int]:
+    """Parse ``"1,8"`` into ``[1, 8]`` (each entry a positive integer).
+
+    Raises:
+        BenchSettingsError: naming the option, for anything else.
+    """
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            value = int(part)
+        except ValueError:
+            raise BenchSettingsError(f"{option} {text!r}: {part!r} is not an integer",
+                                     f"write e.g. {option} 1,8") from None
+        if value <= 0:
+            raise BenchSettingsError(f"{option} must be positive, got {value}", f"write e.g. {option} 1,8")
+        out.append(value)
+    return out
+
+
+def check_request(req: BenchRequest) -> None:
+    """Check the sweep's numbers before anything is loaded.
+
+    Raises:
+        BenchSettingsError: empty or non-positive sizes, negative warmup, fewer than one repeat or thread.
+    """
+    for option, values in (("--batch-sizes", req.batch_sizes), ("--prompt-len", req.prompt_lens),
+                           ("--new-tokens", req.new_tokens)):
+        if not values:
+            raise BenchSettingsError(f"{option} is empty", f"give at least one value, e.g. {option} 8")
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise BenchSettingsError(f"{option} must be positive, got {v}", f"write e.g. {option} 8")
+    if req.warmup < 0:
+        raise BenchSettingsError(f"--warmup must be 0 or more, got {req.warmup}", "write e.g. --warmup 2")
+    if req.repeats < 1:
+        raise BenchSettingsError(f"--repeats must be at least 1, got {req.repeats}", "write e.g. --repeats 5")
+    if req.threads is not None and req.threads < 1:
+        raise BenchSettingsError(f"--threads must be at least 1, got {req.threads}", "write e.g. --threads 4")
+    if not req.models:
+        raise BenchSettingsError("no model to benchmark", "give --model/-m once per model")
+
+
+def max_context(config: Any) -> int | None:
+    """The longest sequence a config allows (prompt + generated), or None if it does not say."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for key in _CONTEXT_KEYS:
+        value = getattr(text, key, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def check_context(label: str, config: Any, prompt_lens: Sequence[int], new_tokens: Sequence[int]) -> None:
+    """Refuse a sweep whose longest prompt + generation does not fit the model's context.
+
+    Raises:
+        BenchSettingsError: naming the model, the length asked and the limit.
+    """
+    limit = max_context(config)
+    longest = max(prompt_lens) + max(new_tokens)
+    if limit is not None and longest > limit:
+        raise BenchSettingsError(
+            f"--prompt-len {max(prompt_lens)} + --new-tokens {max(new_tokens)} = {longest} tokens is beyond "
+            f"the context of {label} ({limit} positions)",
+            "lower --prompt-len or --new-tokens",
+        )
+
+
+def labels_for(specs: Sequence[str | None]) -> list[str]:
+    """Display names of the models: the spec as given (default: the alias), made unique with #2, #3..."""
+    from shortllm.models.demo import DEMO_ALIAS
+
+    out: list[str] = []
+    for spec in specs:
+        base = spec or DEMO_ALIAS
+        name, n = base, 1
+        while name in out:
+            n += 1
+            name = f"{base} #{n}"
+        out.append(name)
+    return out
+
+
+def flops_shape(model: Any) -> FlopsShape:
+    """Read a loaded (or meta) model's :class:`FlopsShape`: block and head parameters, attention width."""
+    from shortllm.models.surgery import count_params
+
+    config = model.config.get_text_config()
+    counts = count_params(model)
+    head = model.get_output_embeddings()
+    head_params = head.weight.numel() if head is not None else config.vocab_size * config.hidden_size
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    layer_types = getattr(config, "layer_types", None)
+    window = getattr(config, "sliding_window", None)
+    windows: tuple[int | None, ...] = ()
+    if isinstance(layer_types, (list, tuple)) and len(layer_types) == len(counts.per_block) and window:
+        windows = tuple(int(window) if "sliding" in str(t) else None for t in layer_types)
+    return FlopsShape(block_params=counts.blocks, head_params=int(head_params),
+                      num_blocks=len(counts.per_block), attn_dim=int(heads * head_dim), windows=windows)
+
+
+# ----------------------------------------------------------------------------------------------- result
+
+@dataclass
+class ModelInfo:
+    """One benchmarked model."""
+
+    label: str
+    spec: str
+    fingerprint: str
+    num_blocks: int
+    params: int
+    model_bytes: int  # parameters and buffers as loaded
+    dtype: str
+    shape: FlopsShape
+
+    def as_dict(self) -> dict[str, Any]:
+        info = asdict(self)
+        info["shape"] = asdict(self.shape)
+        return info
+
+
+@dataclass
+class BenchResult:
+    """Everything measured; ``as_dict`` is the JSON of ``--json`` and ``bench.json``."""
+
+    models: list[ModelInfo]
+    rows: list[dict[str, Any]]
+    environment: dict[str, Any]
+    settings: dict[str, Any]
+    out: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "results": self.rows,
+            "models": [m.as_dict() for m in self.models],
+            "environment": self.environment,
+            "settings": self.settings,
+            "out": self.out,
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+def summarise(models: Sequence[ModelInfo], point: tuple[int, int, int], runs: Sequence[Sequence[Any]],
+              memory_kind: str) -> list[dict[str, Any]]:
+    """One result row per model for one sweep point: medians, min/max, raw repeats, speedups vs the first.
+
+    ``runs[i]`` holds model i's measured :class:`~shortllm.benchmark.timing.RunTiming` repeats.
+    "speedup" is the decode throughput ratio (the part depth pruning speeds up); the end-to-end latency
+    ratio is given beside it as "latency_speedup".
+    """
+    batch, prompt_len, new_tokens = point
+    rows = []
+    base_flops = flops_per_token(models[0].shape, prompt_len)
+    for info, timings in zip(models, runs):
+        raw = {m: [getattr(t, m) for t in timings] for m in METRICS}
+        stats = {m: spread(raw[m]) for m in METRICS}
+        flops = flops_per_token(info.shape, prompt_len)
+        row = {
+            "model": info.label, "batch_size": batch, "prompt_len": prompt_len, "new_tokens": new_tokens,
+            **{m: stats[m]["median"] for m in METRICS},
+            "memory_kind": memory_kind,
+            "flops_per_token": flops,
+            "ideal_speedup": ideal_speedup(base_flops, flops),
+        }
+        rows.append(row | {"min": {m: stats[m]["min"] for m in METRICS},
+                           "max": {m: stats[m]["max"] for m in METRICS},
+                           "raw": raw | {"decode_s": [t.decode_s for t in timings]},
+                           "generated_tokens": [t.new_tokens for t in timings]})
+    first = rows[0]
+    for row in rows:
+        row["speedup"] = ratio(row["decode_tokens_per_s"], first["decode_tokens_per_s"])
+        row["latency_speedup"] = ratio(row["latency_s"], first["latency_s"], higher_is_better=False)
+        row["prefill_speedup"] = ratio(row["prefill_s"], first["prefill_s"], higher_is_better=False)
+        row["efficiency"] = efficiency(row["speedup"], row["ideal_speedup"])
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------- the job
+
+def _environment(device: str) -> dict[str, Any]:
+    import torch
+
+    from shortllm.pruning.export import versions
+
+    env = {
+        "device": device,
+        "device_name": torch.cuda.get_device_name(device) if device.startswith("cuda") else
+        (platform.processor() or platform.machine()),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "versions": versions(),
+    }
+    if hasattr(os, "sched_getaffinity"):
+        env["cpus_usable"] = len(os.sched_getaffinity(0))
+    if hasattr(os, "getloadavg"):
+        env["load_average_start"] = list(os.getloadavg())
+    return env
+
+
+def _model_info(label: str, loaded: Any) -> ModelInfo:
+    from shortllm.models.arch import blocks_of
+    from shortllm.models.surgery import count_params
+
+    model = loaded.model
+    size = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+    return ModelInfo(label=label, spec=loaded.source.spec, fingerprint=loaded.fingerprint,
+                     num_blocks=len(blocks_of(model).layers), params=count_params(model).total,
+                     model_bytes=int(size), dtype=str(model.dtype).removeprefix("torch."),
+                     shape=flops_shape(model))
+
+
+def run_bench(req: BenchRequest, progress: Callable[[int, int, str], None] | None = None) -> BenchResult:
+    """Run the sweep of ``req`` and (with ``req.out``) write bench.json, bench.png and shortllm.json.
+
+    Args:
+        req: the request.
+        progress: called after every generate call with (runs done, runs in all, what ran).
+
+    Raises:
+        ShortLLMError: bad sizes, unknown device or model, a sweep beyond a model's context, an unusable
+            ``--out`` -- all before any weights are loaded.
+    """
+    import torch
+
+    from shortllm.benchmark.timing import MemoryMeter, left_pad, special_ids, synthetic_prompts, timed_generate
+    from shortllm.pruning.export import check_output_dir
+
+    t0 = time.perf_counter()
+    check_request(req)
+    device = check_settings(req.settings)
+    labels = labels_for(req.models)
+    for label, spec in zip(labels, req.models):
+        config = load_config(resolve_source(spec, req.settings.revision), req.settings.trust_remote_code)
+        check_context(label, config, req.prompt_lens, req.new_tokens)
+    if req.out is not None:
+        check_output_dir(req.out, req.overwrite)
+    if req.threads is not None:
+        torch.set_num_threads(req.threads)
+
+    loaded = [load_model(spec, req.settings) for spec in req.models]
+    infos = [_model_info(label, lm) for label, lm in zip(labels, loaded)]
+    devices = [next(lm.model.parameters()).device for lm in loaded]
+    run_device = str(devices[0])
+    meter = MemoryMeter(run_device)
+    environment = _environment(run_device)
+    timings = {"load": time.perf_counter() - t0}
+
+    t1 = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    done, total = 0, req.total_runs()
+    for point in req.points():
+        batch, prompt_len, new_tokens = point
+        inputs = []
+        for lm, dev in zip(loaded, devices):
+            pad, eos, special = special_ids(lm.model, lm.tokenizer)
+            vocab = lm.model.config.get_text_config().vocab_size
+            ids, mask = left_pad(synthetic_prompts(vocab, batch, prompt_len, req.seed, special), pad)
+            inputs.append((torch.tensor(ids, device=dev), torch.tensor(mask, device=dev), pad, eos))
+        measured: list[list[Any]] = [[] for _ in loaded]
+        for step in range(req.warmup + req.repeats):
+            for i, lm in enumerate(loaded):  # A B A B ...: every model sees the same machine state
+                ids, mask, pad, eos = inputs[i]
+                timing, _ = timed_generate(lm.model, ids, mask, new_tokens, pad, eos, meter)
+                if step >= req.warmup:
+                    measured[i].append(timing)
+                done += 1
+                if progress is not None:
+                    phase = "warmup" if step < req.warmup else f"repeat {step - req.warmup + 1}"
+                    progress(done, total, f"batch {batch}, prompt {prompt_len}, {new_tokens} new: "
+                                          f"{infos[i].label} ({phase})")
+        rows.extend(summarise(infos, point, measured, meter.kind))
+    timings["sweep"] = time.perf_counter() - t1
+    if hasattr(os, "getloadavg"):
+        environment["load_average_end"] = list(os.getloadavg())
+
+    settings = {"models": list(req.models), "batch_sizes": req.batch_sizes,
+                "prompt_lens": req.prompt_lens, "new_tokens": req.new_tokens, "warmup": req.warmup,
+                "repeats": req.repeats, "threads": req.threads, "seed": req.seed,
+                "prompts": "synthetic: seeded random token ids, special tokens excluded, left-padded",
+                "generation": "greedy, min_new_tokens = max_new_tokens (EOS masked), KV cache on",
+                **asdict(req.settings)}
+    result = BenchResult(models=infos, rows=rows, environment=environment, settings=settings, timings=timings)
+    if req.out is not None:
+        write_outputs(result, req)
+    result.timings["total"] = time.perf_counter() - t0
+    return result
+
+
+def write_outputs(result: BenchResult, req: BenchRequest) -> None:
+    """Write bench.json (every raw timing and the manifest), bench.png and shortllm.json atomically."""
+    from shortllm.benchmark.plot import plot_bench
+    from shortllm.pruning.export import atomic_dir, write_manifest
+
+    assert req.out is not None
+    result.out = str(req.out)
+    with atomic_dir(req.out, req.overwrite) as tmp:
+        plot_bench(result.as_dict(), tmp / "bench.png")
+        manifest = write_manifest(
+            tmp, "bench", options=result.settings | {"command": req.command},
+            source={"models": [{"spec": m.spec, "fingerprint": m.fingerprint} for m in result.models]},
+            results={"results": result.rows}, timings=result.timings,
+        )
+        payload = result.as_dict() | {"manifest": {k: v for k, v in manifest.items() if k != "results"}}
+        (tmp / "bench.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")

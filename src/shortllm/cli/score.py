@@ -1,0 +1,94 @@
+"""``shortllm score``: rank blocks by importance -> scores.json, block_order.csv, scores.png."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from shortllm.cli.options import (AddBosOpt, BatchSizeOpt, CriterionOpt, DataDirOpt, DataOpt, DeviceMapOpt,
+                                  DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, NormOpt, OutOpt, OverwriteOpt,
+                                  ProtectFirstOpt, ProtectLastOpt, RevisionOpt, SamplesOpt, SeedOpt, SeqLenOpt,
+                                  TextFieldOpt, TrustRemoteCodeOpt, load_settings, score_options)
+from shortllm.cli.output import console, print_json, progress_bar
+
+NumBlocksOpt = Annotated[Optional[int], typer.Option(
+    "--num-blocks", "-k", help="Blocks the plan removes: highlighted in the plot; sleb and angular need it "
+    "(default: what --ratio 0.2 removes).", show_default=False)]
+RatioOpt = Annotated[Optional[float], typer.Option(
+    "--ratio", help="Or give the plan as a parameter ratio (default 0.2).", show_default=False)]
+
+
+def score(
+    criterion: CriterionOpt = "ppl",
+    out: OutOpt = None,
+    model: ModelOpt = None,
+    num_blocks: NumBlocksOpt = None,
+    ratio: RatioOpt = None,
+    protect_first: ProtectFirstOpt = None,
+    protect_last: ProtectLastOpt = None,
+    norm: NormOpt = 1,
+    data: DataOpt = "pydoc",
+    data_dir: DataDirOpt = None,
+    text_field: TextFieldOpt = "text",
+    samples: SamplesOpt = 10,
+    seq_len: SeqLenOpt = 128,
+    seed: SeedOpt = 1234,
+    add_bos: AddBosOpt = False,
+    batch_size: BatchSizeOpt = None,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    device_map: DeviceMapOpt = None,
+    trust_remote_code: TrustRemoteCodeOpt = False,
+    revision: RevisionOpt = None,
+    overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Rank the model's blocks by importance (least important first) with one criterion.
+
+    Writes scores.json (inside the shortllm.json manifest too), block_order.csv and scores.png to --out.
+    Calibration follows Shortened LLaMA: 10 random windows of 128 tokens, seed 1234.
+
+    Examples:
+
+      shortllm score --criterion ppl --out scores/
+
+      shortllm score -c taylor+ --data wikitext2 --data-dir ../shared/data --out taylor/ --json
+
+      shortllm score -c angular -k 6 -m Qwen/Qwen2.5-0.5B --out angular/
+    """
+    from shortllm.scoring.run import ScoreRequest, run_score
+
+    request = ScoreRequest(
+        model=model, out=out, num_blocks=num_blocks, ratio=ratio, overwrite=overwrite,
+        options=score_options(criterion, protect_first, protect_last, norm, batch_size, data, data_dir,
+                              text_field, samples, seq_len, seed, add_bos),
+        settings=load_settings(dtype, device, device_map, trust_remote_code, revision),
+    )
+    with progress_bar(f"Scoring blocks ({criterion})") as tick:
+        report = run_score(request, progress=tick)
+    if json_out:
+        print_json(report)
+        return
+    _render(report)
+
+
+def _render(report: dict) -> None:
+    from rich.table import Table
+
+    rank = {b: r for r, b in enumerate(report["order"])}
+    table = Table(title=f"{report['criterion']} scores of {report['model']} (lower = less important)")
+    for col in ("block", "score", "rank", ""):
+        table.add_column(col, justify="right" if col != "" else "left")
+    removal, protected = set(report["removal"]), set(report["protected"])
+    for i, s in enumerate(report["scores"]):
+        mark = "[red]remove[/]" if i in removal else "[dim]protected[/]" if i in protected else ""
+        table.add_row(str(i), "-" if s is None else f"{s:.6g}", str(rank.get(i, "-")), mark)
+    console.print(table)
+    base = report["extras"].get("baseline_ppl")
+    console.print(
+        f"Order (least important first): {','.join(map(str, report['order']))}\n"
+        f"Removing {len(removal)} blocks: {', '.join(map(str, report['removal']))}"
+        + (f"; calibration perplexity of the full model {base:.3f}" if base else "")
+        + (f"\nSaved to [bold]{report['out']}[/]" if report.get("out") else "")
+    )

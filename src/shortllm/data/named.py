@@ -1,0 +1,158 @@
+"""Named datasets: the papers' Hugging Face configs, and their local copies in a data directory.
+
+With a data directory (``--data-dir`` / ``$SHORTLLM_DATA_DIR``) a named dataset is read from the file the
+layout table names, never from the network; without one it goes through ``datasets.load_dataset``.
+Local and hub copies give the same rows: WikiText-2 rows are the file's lines with blank lines as ``""``
+and every other line keeping its ``"\\n"``; PTB rows are the file's lines stripped (the HF
+``ptb_text_only`` builder does ``line.strip()``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shortllm.data.files import read_path
+from shortllm.errors import DataError
+
+log = logging.getLogger(__name__)
+
+SPLIT_ALIASES = {"valid": "validation", "val": "validation", "dev": "validation"}
+
+
+@dataclass(frozen=True)
+class NamedDataset:
+    """How to find one named dataset on the hub and in a data directory."""
+
+    name: str
+    hub_path: str
+    hub_config: str | None
+    field: str
+    default_split: str  # used when neither the spec nor the caller names a split
+    local: dict[str, tuple[str, ...]]  # split -> candidate paths under the data dir (first found wins)
+    reader: str = "file"  # "wikitext" | "ptb" | "file" (read by suffix, field "text")
+    data_files: dict[str, str] = field(default_factory=dict)  # split -> hub file (C4 reads one shard)
+    stream_limit: int | None = None  # stream only the first N rows of huge corpora
+    separator: str = "\n\n"  # how the evaluation recipe joins rows
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return tuple(self.local)
+
+    @property
+    def hub_name(self) -> str:
+        return f"hf:{self.hub_path}" + (f"/{self.hub_config}" if self.hub_config else "")
+
+
+def _three(folder: str, pattern: str) -> dict[str, tuple[str, ...]]:
+    return {s: (f"{folder}/{pattern.format(f)}",) for s, f in
+            (("train", "train"), ("validation", "valid"), ("test", "test"))}
+
+
+DATASETS: dict[str, NamedDataset] = {
+    d.name: d
+    for d in (
+        NamedDataset("wikitext2", "wikitext", "wikitext-2-raw-v1", "text", "test",
+                     _three("wikitext-2-raw", "wiki.{}.raw"), reader="wikitext"),
+        NamedDataset("ptb", "ptb_text_only", "penn_treebank", "sentence", "test",
+                     _three("ptb", "ptb.{}.txt"), reader="ptb", separator=" "),
+        NamedDataset("c4", "allenai/c4", None, "text", "validation",
+                     {"train": ("pretrain/c4_en_train_first1000.jsonl", "pretrain/c4_en_train.jsonl"),
+                      "validation": ("pretrain/c4_en_validation.jsonl",)},
+                     data_files={"train": "en/c4-train.00000-of-01024.json.gz",
+                                 "validation": "en/c4-validation.00000-of-00008.json.gz"}),
+        NamedDataset("bookcorpus", "bookcorpus/bookcorpus", None, "text", "train",
+                     {"train": ("pretrain/bookcorpus_train.jsonl",)}, stream_limit=100_000),
+        NamedDataset("slimpajama", "DKYoon/SlimPajama-6B", None, "text", "test",
+                     {s: (f"pretrain/slimpajama_{s}.jsonl",) for s in ("train", "validation", "test")},
+                     stream_limit=20_000),
+    )
+}
+
+
+def resolve_split(ds: NamedDataset, split: str | None) -> str:
+    """Normalise a split name (``valid``/``dev`` -> ``validation``); None gives the dataset's default.
+
+    Raises:
+        DataError: a split the dataset does not have.
+    """
+    if split is None:
+        return ds.default_split
+    name = SPLIT_ALIASES.get(split.lower(), split.lower())
+    if name not in ds.local:
+        raise DataError(f"{ds.name} has no split '{split}'", f"use one of {', '.join(ds.splits)}")
+    return name
+
+
+def _wikitext_rows(path: Path) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    return ["" if not line.strip() else line for line in lines]
+
+
+def _ptb_rows(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def load_local(ds: NamedDataset, split: str, root: Path) -> tuple[list[str], str]:
+    """Read a named dataset from the data directory ``root``; returns (rows, file path).
+
+    Raises:
+        DataError: naming the file expected when it is absent.
+    """
+    candidates = [root / rel for rel in ds.local[split]]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        others = [s for s in ds.splits if s != split and any((root / r).is_file() for r in ds.local[s])]
+        expected = " or ".join(str(p) for p in candidates)
+        raise DataError(
+            f"data directory {root} has no {ds.name} {split} split: expected {expected}",
+            "add that file (layout in docs/data.md)"
+            + (f", or use split {', '.join(others)}" if others else "")
+            + ", or drop --data-dir / SHORTLLM_DATA_DIR to download from the hub",
+        )
+    try:
+        if ds.reader == "wikitext":
+            rows = _wikitext_rows(path)
+        elif ds.reader == "ptb":
+            rows = _ptb_rows(path)
+        else:
+            rows = read_path(path, ds.field)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path} is not UTF-8 text", "replace it with the original file") from err
+    log.info("read %s %s from %s (%d rows)", ds.name, split, path, len(rows))
+    return rows, str(path)
+
+
+def load_hub(ds: NamedDataset, split: str) -> tuple[list[str], str]:
+    """Load a named dataset with ``datasets.load_dataset``; returns (rows, ``hf:path/config``).
+
+    Large corpora (``stream_limit``) are streamed and only their first rows kept.
+
+    Raises:
+        DataError: the dataset cannot be fetched (offline, unknown, gated) or lacks its text field.
+    """
+    where = ds.hub_name
+    hint = "put a local copy in SHORTLLM_DATA_DIR (layout in docs/data.md) or pass a file"
+    try:
+        import datasets
+    except ImportError as err:
+        raise DataError(f"cannot load {ds.name}: the 'datasets' package is not installed",
+                        "pip install datasets, or " + hint) from err
+    kwargs = {"data_files": {split: ds.data_files[split]}} if split in ds.data_files else {}
+    log.info("loading %s %s from the Hugging Face hub (%s)", ds.name, split, where)
+    try:
+        data = datasets.load_dataset(ds.hub_path, ds.hub_config, split=split,
+                                     streaming=ds.stream_limit is not None, **kwargs)
+        if ds.stream_limit is not None:
+            rows = [row[ds.field] for row in itertools.islice(data, ds.stream_limit)]
+        else:
+            rows = list(data[ds.field])
+    except KeyError as err:
+        raise DataError(f"{where} {split} has no '{ds.field}' field", hint) from err
+    except Exception as err:  # datasets raises ConnectionError, FileNotFoundError, DatasetNotFoundError, ...
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"cannot load {ds.name} ({where}, {split}) from the Hugging Face hub (offline?): "
+                        f"{first[:200]}", hint) from err
+    return rows, where

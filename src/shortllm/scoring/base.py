@@ -1,0 +1,107 @@
+"""What every criterion receives and returns, and the registry the CLI's choices come from."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shortllm.errors import BlockSelectionError
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+@dataclass
+class ScoreContext:
+    """Inputs of a criterion.
+
+    Attributes:
+        model: the loaded causal LM (eval mode).
+        input_ids: ``[N, T]`` calibration windows, or None for data-free criteria.
+        num_remove: how many blocks the plan will remove (iterative and contiguous criteria need it).
+        candidates: blocks that may be removed (protection applied), ascending.
+        norm: the p of ``magnitude``/``taylor``.
+        batch_size: calibration rows per forward (None: all at once).
+        progress: called as work advances.
+    """
+
+    model: Any
+    input_ids: Any
+    num_remove: int
+    candidates: list[int]
+    norm: int = 1
+    batch_size: int | None = None
+    progress: Progress = lambda done, total: None
+
+    @property
+    def num_blocks(self) -> int:
+        from shortllm.models.arch import blocks_of
+
+        return len(blocks_of(self.model).layers)
+
+
+@dataclass
+class ScoreResult:
+    """A criterion's answer.
+
+    Attributes:
+        scores: one number per block, lower = less important (None where not defined, e.g. protected).
+        order: every candidate block, least important first; the plan removes ``order[:k]``.
+        extras: criterion-specific details (baseline perplexity, SLEB steps, angular distance table...).
+    """
+
+    scores: list[float | None]
+    order: list[int]
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """A registered criterion."""
+
+    name: str
+    run: Callable[[ScoreContext], ScoreResult]
+    summary: str
+    needs_data: bool = True
+    contiguous: bool = False  # removes a contiguous run
+    iterative: bool = False  # the order depends on how many blocks are removed
+    protect_first: int = 0
+    protect_last: int = 0
+    reference: str = ""
+
+
+REGISTRY: dict[str, Criterion] = {}
+
+
+def register(criterion: Criterion) -> Criterion:
+    """Add a criterion to the registry (one line per criterion, at the bottom of its module)."""
+    REGISTRY[criterion.name] = criterion
+    return criterion
+
+
+def get_criterion(name: str) -> Criterion:
+    """Look up a criterion by name.
+
+    Raises:
+        BlockSelectionError: for an unknown name, listing the known ones.
+    """
+    import shortllm.scoring  # noqa: F401  (registers the built-in criteria)
+
+    if name not in REGISTRY:
+        raise BlockSelectionError(
+            f"unknown criterion '{name}'", f"choose one of {', '.join(criterion_names())}"
+        )
+    return REGISTRY[name]
+
+
+def criterion_names() -> list[str]:
+    """Registered criterion names, in registration order."""
+    import shortllm.scoring  # noqa: F401
+
+    preferred = ["ppl", "taylor", "taylor+", "magnitude", "bi", "angular", "sleb", "chop"]
+    return sorted(REGISTRY, key=lambda n: (preferred.index(n) if n in preferred else len(preferred), n))
+
+
+def order_by_score(scores: list[float | None], candidates: list[int]) -> list[int]:
+    """Candidates sorted by score ascending (least important first); ties by index."""
+    return sorted(candidates, key=lambda i: (scores[i], i))

@@ -1,0 +1,277 @@
+"""The score job: calibration data -> a criterion -> a report (and, for ``shortllm score``, its files)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shortllm.errors import BlockSelectionError, DataError
+from shortllm.models.arch import blocks_of
+from shortllm.models.loading import Loaded, LoadSettings
+from shortllm.scoring.base import Criterion, Progress, ScoreContext, get_criterion
+
+log = logging.getLogger(__name__)
+
+SCORES_FILE = "scores.json"
+ORDER_FILE = "block_order.csv"
+PLOT_FILE = "scores.png"
+
+
+@dataclass
+class Calibration:
+    """Where calibration windows come from (paper defaults: 10 x 128 tokens, seed 1234)."""
+
+    data: str = "pydoc"
+    split: str = "train"
+    data_dir: str | None = None
+    text_field: str = "text"
+    samples: int = 10
+    seq_len: int = 128
+    seed: int = 1234
+    add_bos: bool = False
+
+
+@dataclass
+class ScoreOptions:
+    """How to score: criterion, protection, norm, batch size, calibration."""
+
+    criterion: str = "ppl"
+    protect_first: int | None = None  # None: the criterion's default
+    protect_last: int | None = None
+    norm: int = 1
+    batch_size: int | None = None
+    calibration: Calibration = field(default_factory=Calibration)
+
+
+def protected_blocks(criterion: Criterion, num_blocks: int, first: int | None, last: int | None) -> list[int]:
+    """Blocks that may not be removed: the first ``first`` and last ``last`` (criterion defaults if None).
+
+    Raises:
+        BlockSelectionError: negative counts, or protecting every block.
+    """
+    first = criterion.protect_first if first is None else first
+    last = criterion.protect_last if last is None else last
+    if first < 0 or last < 0:
+        raise BlockSelectionError("--protect-first/--protect-last must be >= 0")
+    protected = sorted(set(range(min(first, num_blocks))) | set(range(max(num_blocks - last, 0), num_blocks)))
+    if len(protected) >= num_blocks:
+        raise BlockSelectionError(
+            f"protecting {first} first and {last} last blocks leaves none of the {num_blocks} to remove",
+            "lower --protect-first/--protect-last",
+        )
+    return protected
+
+
+def check_candidates(num_remove: int, candidates: list[int], protected: list[int]) -> None:
+    """Refuse a plan that needs more blocks than protection leaves."""
+    if num_remove > len(candidates):
+        raise BlockSelectionError(
+            f"{num_remove} blocks must be removed but only {len(candidates)} are not protected "
+            f"(protected: {', '.join(map(str, protected))})",
+            "lower --protect-first/--protect-last or remove fewer blocks",
+        )
+
+
+def calibration_ids(loaded: Loaded, cal: Calibration) -> tuple[Any, dict[str, Any]]:
+    """Sample the calibration windows for ``loaded``'s tokenizer.
+
+    Returns:
+        (``[samples, seq_len]`` token ids on the model's device, a JSON-ready description with fingerprints).
+
+    Raises:
+        DataError: no tokenizer, bad sizes, ``seq_len`` beyond the model's context, too little text.
+    """
+    from shortllm.data.corpora import load_documents
+    from shortllm.data.sampling import calibration_windows
+
+    if cal.samples <= 0 or cal.seq_len <= 1:
+        raise DataError(f"--samples {cal.samples} / --seq-len {cal.seq_len} must be positive (seq-len >= 2)",
+                        "the paper uses --samples 10 --seq-len 128")
+    context = getattr(loaded.model.config.get_text_config(), "max_position_embeddings", None)
+    if context and cal.seq_len > context:
+        raise DataError(f"--seq-len {cal.seq_len} is longer than the model's context ({context} tokens)",
+                        f"use --seq-len {min(128, context)} or less")
+    if loaded.tokenizer is None:
+        raise DataError(f"model '{loaded.source.spec}' has no tokenizer to encode calibration text",
+                        "use a model folder that includes its tokenizer files")
+    corpus = load_documents(cal.data, cal.split, data_dir=cal.data_dir, text_field=cal.text_field)
+    ids = calibration_windows(loaded.tokenizer, corpus, n_samples=cal.samples, seq_len=cal.seq_len,
+                              seed=cal.seed, add_bos=cal.add_bos)
+    digest = hashlib.sha256(ids.cpu().numpy().tobytes()).hexdigest()[:16]
+    info = {**asdict(cal), "corpus": corpus.name, "corpus_split": corpus.split, "corpus_source": corpus.source,
+            "corpus_fingerprint": corpus.fingerprint(), "fingerprint": digest}
+    device = next(loaded.model.parameters()).device
+    return ids.to(device), info
+
+
+def score_loaded(loaded: Loaded, options: ScoreOptions, num_remove: int,
+                 progress: Progress = lambda d, t: None) -> dict[str, Any]:
+    """Score every block of an already loaded model.
+
+    Args:
+        num_remove: blocks the plan will remove (used by iterative/contiguous criteria and the removal set).
+
+    Returns:
+        The report: criterion, per-block scores, order (least important first), protected blocks,
+        removal set, calibration description with fingerprints, extras and timings.
+    """
+    criterion = get_criterion(options.criterion)
+    n = len(blocks_of(loaded.model).layers)
+    protected = protected_blocks(criterion, n, options.protect_first, options.protect_last)
+    candidates = [i for i in range(n) if i not in protected]
+    check_candidates(num_remove, candidates, protected)
+    if options.norm not in (1, 2):
+        raise BlockSelectionError(f"--norm {options.norm} is not supported", "use --norm 1 or --norm 2")
+    t0 = time.perf_counter()
+    ids, calibration = (None, None)
+    if criterion.needs_data:
+        ids, calibration = calibration_ids(loaded, options.calibration)
+    t1 = time.perf_counter()
+    ctx = ScoreContext(model=loaded.model, input_ids=ids, num_remove=num_remove, candidates=candidates,
+                       norm=options.norm, batch_size=options.batch_size, progress=progress)
+    result = criterion.run(ctx)
+    t2 = time.perf_counter()
+    return {
+        "criterion": criterion.name,
+        "reference": criterion.reference,
+        "contiguous": criterion.contiguous,
+        "iterative": criterion.iterative,
+        "model": loaded.source.spec,
+        "fingerprint": loaded.fingerprint,
+        "num_blocks": n,
+        "num_remove": num_remove,
+        "protected": protected,
+        "scores": result.scores,
+        "order": result.order,
+        "removal": sorted(result.order[:num_remove]),
+        "norm": options.norm if criterion.name in ("magnitude", "taylor", "taylor+") else None,
+        "calibration": calibration,
+        "extras": result.extras,
+        "timings_s": {"calibration": round(t1 - t0, 3), "scoring": round(t2 - t1, 3)},
+    }
+
+
+def removal_from_report(report: dict[str, Any], k: int) -> list[int]:
+    """The ``k`` blocks a saved score report removes (contiguous criteria re-plan the run for ``k``).
+
+    Raises:
+        BlockSelectionError: when the report cannot plan ``k`` blocks (protection, or an iterative
+            criterion scored for fewer blocks).
+    """
+    from shortllm.scoring.similarity import best_run
+
+    candidates = [i for i in range(report["num_blocks"]) if i not in report["protected"]]
+    check_candidates(k, candidates, report["protected"])
+    if report["criterion"] == "angular":
+        distances = report["extras"]["distances"].get(str(k))
+        start = best_run(distances, k, candidates) if distances else None
+        if start is None:
+            raise BlockSelectionError(f"no run of {k} unprotected contiguous blocks exists",
+                                      "lower --protect-first/--protect-last or remove fewer blocks")
+        return list(range(start, start + k))
+    if report["iterative"] and k > report["num_remove"]:
+        raise BlockSelectionError(
+            f"the {report['criterion']} scores were computed for {report['num_remove']} blocks, not {k}",
+            f"score again with --num-blocks {k}",
+        )
+    return sorted(report["order"][:k])
+
+
+def write_score_files(folder: Path, report: dict[str, Any]) -> None:
+    """scores.json, block_order.csv (one line, least important first, then protected) and scores.png."""
+    import json
+
+    from shortllm.scoring.plot import plot_scores
+
+    (folder / SCORES_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    line = report["order"] + [i for i in report["protected"] if i not in report["order"]]
+    (folder / ORDER_FILE).write_text(",".join(map(str, line)) + "\n")
+    plot_scores(report, folder / PLOT_FILE)
+
+
+def read_score_report(folder: Path, fingerprint: str | None) -> dict[str, Any]:
+    """Read a ``shortllm score`` folder and check it was made for the same model.
+
+    Raises:
+        BlockSelectionError: missing/unreadable scores.json or a fingerprint from another model.
+    """
+    import json
+
+    path = Path(folder) / SCORES_FILE
+    try:
+        report = json.loads(path.read_text())
+        report["order"], report["protected"], report["num_blocks"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise BlockSelectionError(f"--scores {folder}: cannot read {SCORES_FILE} ({err})",
+                                  "pass a folder written by `shortllm score --out`") from err
+    if fingerprint is not None and report.get("fingerprint") != fingerprint:
+        raise BlockSelectionError(
+            f"--scores {folder} was computed for another model ({report.get('model')}, fingerprint "
+            f"{report.get('fingerprint')}), not this one ({fingerprint})",
+            "score this model first, or pass the matching --model",
+        )
+    return report
+
+
+__all__ = ["Calibration", "ScoreOptions", "LoadSettings", "score_loaded", "removal_from_report",
+           "write_score_files", "read_score_report", "protected_blocks"]
+
+
+@dataclass
+class ScoreRequest:
+    """The ``shortllm score`` job; built by ``cli/score.py``."""
+
+    model: str | None
+    out: Path | None = None
+    num_blocks: int | None = None
+    ratio: float | None = None
+    options: ScoreOptions = field(default_factory=ScoreOptions)
+    settings: LoadSettings = field(default_factory=LoadSettings)
+    overwrite: bool = False
+
+
+def run_score(req: ScoreRequest, progress: Progress = lambda d, t: None) -> dict[str, Any]:
+    """Load the model, score its blocks, and (with ``out``) write scores.json, block_order.csv, scores.png
+    and the manifest atomically. Returns the report (with ``out`` when written).
+
+    Raises:
+        ShortLLMError: bad options (checked before loading weights where possible), data or model problems.
+    """
+    from shortllm.models.loading import check_settings, load_model, load_skeleton
+    from shortllm.models.surgery import count_params
+    from shortllm.pruning.export import atomic_dir, check_output_dir, write_manifest
+    from shortllm.pruning.run import PruneRequest, blocks_to_remove
+
+    t0 = time.perf_counter()
+    get_criterion(req.options.criterion)
+    check_settings(req.settings)
+    if req.out is not None:
+        check_output_dir(req.out, req.overwrite)
+    if req.num_blocks is not None and req.ratio is not None:
+        raise BlockSelectionError("give --num-blocks or --ratio, not both")
+    skeleton, source = load_skeleton(req.model, req.settings)
+    counts = count_params(skeleton)
+    plan_req = PruneRequest(model=req.model, out=None, num_blocks=req.num_blocks,
+                            ratio=req.ratio if req.ratio is not None or req.num_blocks is not None else 0.2)
+    k = blocks_to_remove(plan_req, counts)
+    t1 = time.perf_counter()
+    loaded = load_model(req.model, req.settings)
+    t2 = time.perf_counter()
+    report = score_loaded(loaded, req.options, k, progress)
+    report["timings_s"] = {"load": round(t2 - t1, 3), **report["timings_s"],
+                           "total": round(time.perf_counter() - t0, 3)}
+    if req.out is None:
+        return report
+    with atomic_dir(req.out, req.overwrite) as tmp:
+        report["out"] = str(req.out)
+        write_score_files(tmp, report)
+        write_manifest(tmp, "score", options={**asdict(req.options), "num_blocks": req.num_blocks,
+                                              "ratio": req.ratio, **asdict(req.settings)},
+                       source={"spec": source.spec, "kind": source.kind, "path": source.path,
+                               "fingerprint": loaded.fingerprint},
+                       results=report, timings=report["timings_s"])
+    return report

@@ -1,0 +1,1 @@
+"""shortllm.data: corpora, local layouts, calibration sampling, packing."""
