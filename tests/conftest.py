@@ -40,3 +40,24 @@ def demo_dir() -> Path:
     from shortllm.models.demo import demo_model_dir
 
     return demo_model_dir()
+
+
+@pytest.fixture(scope="session")
+def tiny_tok_dir(tmp_path_factory, demo_dir) -> Path:
+    """A tiny random 6-block llama with the embedded model's tokenizer (so it can read real text)."""
+    from transformers import AutoTokenizer
+
+    from tests.tiny_models import tiny_config
+
+    path = tmp_path_factory.mktemp("tiny-llama-tok")
+    tok = AutoTokenizer.from_pretrained(demo_dir)
+    config = tiny_config("llama", num_layers=6)
+    config.vocab_size = len(tok)
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

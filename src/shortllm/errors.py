@@ -21,7 +21,8 @@ class ShortLLMError(Exception):
         """The message and hint as one line for stderr."""
         text = self.message.rstrip(".")
         if self.hint:
-            text += f". {self.hint.rstrip('.')}."
+            hint = self.hint.rstrip(".")
+            text += f". {hint[:1].upper()}{hint[1:]}."
         else:
             text += "."
         return " ".join(text.split())

@@ -64,8 +64,7 @@ def plot_bench(report: dict[str, Any], path: Path) -> Path:
         ax.minorticks_off()
         ax.grid(True, alpha=0.3)
         ax.set_ylim(bottom=0)
-        if len(batches) == 1:
-            ax.set_xlim(batches[0] / 2, batches[0] * 2)
+        ax.set_xlim(batches[0] / 1.6, batches[-1] * 1.6)  # room for the end labels
     axes[0][0].legend(fontsize=9, loc="upper left")
 
     env, settings = report["environment"], report["settings"]

@@ -11,6 +11,7 @@ from typing import Annotated, Callable
 import typer
 
 from shortllm import __version__
+from shortllm.cli import bench as bench_cmd
 from shortllm.cli import inspect as inspect_cmd
 from shortllm.cli import prune as prune_cmd
 from shortllm.cli import score as score_cmd
@@ -84,6 +85,7 @@ def main_options(
 app.command("inspect", no_args_is_help=False)(handle_errors(inspect_cmd.inspect))
 app.command("score")(handle_errors(score_cmd.score))
 app.command("prune")(handle_errors(prune_cmd.prune))
+app.command("bench")(handle_errors(bench_cmd.bench))
 
 
 def main() -> None:

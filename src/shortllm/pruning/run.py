@@ -17,7 +17,7 @@ from shortllm.pruning.export import (atomic_dir, check_output_dir, model_card, s
                                      write_manifest)
 from shortllm.pruning.plan import (Plan, blocks_within_ratio, check_ratio, plan_from_blocks,
                                    smallest_ratio_for_one)
-from shortllm.scoring.base import Progress
+from shortllm.scoring.base import Progress, get_criterion
 from shortllm.scoring.run import ScoreOptions, read_score_report, removal_from_report, score_loaded
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,8 @@ def prune(req: PruneRequest, progress: Progress = lambda d, t: None) -> PruneRes
     """
     t0 = time.perf_counter()
     _mode_check(req)
+    if req.blocks is None and req.scores_dir is None:
+        get_criterion(req.scoring.criterion)
     check_settings(req.settings)
     if not req.dry_run:
         if req.out is None:

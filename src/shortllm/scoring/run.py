@@ -255,9 +255,14 @@ def run_score(req: ScoreRequest, progress: Progress = lambda d, t: None) -> dict
         raise BlockSelectionError("give --num-blocks or --ratio, not both")
     skeleton, source = load_skeleton(req.model, req.settings)
     counts = count_params(skeleton)
-    plan_req = PruneRequest(model=req.model, out=None, num_blocks=req.num_blocks,
-                            ratio=req.ratio if req.ratio is not None or req.num_blocks is not None else 0.2)
-    k = blocks_to_remove(plan_req, counts)
+    if req.num_blocks is None and req.ratio is None:
+        # Nothing asked: highlight what --ratio 0.2 would remove, kept within 1..n-1 for odd shapes.
+        from shortllm.pruning.plan import blocks_within_ratio
+
+        k = min(max(blocks_within_ratio(counts, 0.2), 1), len(counts.per_block) - 1)
+    else:
+        k = blocks_to_remove(PruneRequest(model=req.model, out=None, num_blocks=req.num_blocks, ratio=req.ratio),
+                             counts)
     t1 = time.perf_counter()
     loaded = load_model(req.model, req.settings)
     t2 = time.perf_counter()

@@ -1,0 +1,220 @@
+"""Perplexity of a causal LM over a corpus, by two protocols.
+
+``paper`` (Shortened LLaMA / LLM-Pruner ``PPLMetric``): the documents joined with ``"\\n\\n"`` and tokenized once
+with the tokenizer's own special tokens (so BOS appears only at the very start, if the tokenizer adds one), cut
+into non-overlapping windows of ``seq_len`` tokens; the last partial window is dropped. Each window is scored on
+its own: ``seq_len - 1`` predicted tokens. ``bos_every`` is the reference repo's ``ppl_bos`` variant: the stream is
+tokenized without special tokens, cut into windows of ``seq_len - 1`` tokens, and BOS is put before each one.
+
+``sliding`` (the Hugging Face strided recipe): the corpus joined with its own separator, windows of ``seq_len``
+tokens starting every ``stride`` tokens; each token after the first is predicted exactly once, in the window
+that ends first after it, with up to ``seq_len - 1`` tokens of context.
+
+Both report ``exp(mean NLL)`` over all predicted tokens. The maths (window plans, summed NLL) is separate from
+the plumbing (text -> ids) so that it can be checked against a straightforward loop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from shortllm.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
+
+    from shortllm.data.corpora import Corpus
+
+PROTOCOLS = ("paper", "sliding")
+DEFAULT_SEQ_LEN = {"paper": 128, "sliding": 2048}
+TOKENS_PER_FORWARD = 2048  # default rows per forward = this // seq_len: bounds the logits' memory
+
+
+@dataclass(frozen=True)
+class Window:
+    """One forward pass: tokens ``[start, end)`` of the stream, scoring predictions of positions ``>= target``.
+
+    ``bos`` puts the BOS token before the window (``bos_every``); it is never scored as a target.
+    """
+
+    start: int
+    end: int
+    target: int
+    bos: bool = False
+
+
+@dataclass
+class PplResult:
+    """The perplexity of one model on one corpus, and how it was measured."""
+
+    dataset: str
+    split: str
+    protocol: str
+    seq_len: int
+    stride: int | None
+    bos_every: bool
+    windows: int
+    tokens_in_text: int  # length of the token stream
+    tokens_scored: int  # predicted tokens (the NLL's denominator)
+    nll: float  # mean negative log-likelihood per scored token, nats
+    ppl: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def paper_windows(n_tokens: int, seq_len: int, bos_every: bool = False, limit: int | None = None) -> list[Window]:
+    """Non-overlapping windows of the paper protocol; the last partial window is dropped; first ``limit`` kept.
+
+    With ``bos_every`` each window holds ``seq_len - 1`` stream tokens after a BOS, and the stream token right
+    after the BOS is scored too (BOS is its context), so every window scores ``seq_len - 1`` tokens either way.
+    """
+    size = seq_len - 1 if bos_every else seq_len
+    count = n_tokens // size if size > 0 else 0
+    if limit is not None:
+        count = min(count, limit)
+    if bos_every:
+        return [Window(i * size, (i + 1) * size, i * size, bos=True) for i in range(count)]
+    return [Window(i * size, (i + 1) * size, i * size + 1) for i in range(count)]
+
+
+def sliding_windows(n_tokens: int, seq_len: int, stride: int, limit: int | None = None) -> list[Window]:
+    """Strided windows: start every ``stride`` tokens; each token after the first is scored exactly once.
+
+    The last window may be shorter than ``seq_len`` (it ends with the stream). ``limit`` keeps the first N.
+    """
+    windows: list[Window] = []
+    prev_end = 0
+    for start in range(0, max(n_tokens - 1, 1), stride):
+        end = min(start + seq_len, n_tokens)
+        windows.append(Window(start, end, max(prev_end, start + 1)))
+        prev_end = end
+        if end == n_tokens or (limit is not None and len(windows) >= limit):
+            break
+    return windows
+
+
+def check_protocol(protocol: str, seq_len: int, stride: int | None, bos_every: bool) -> None:
+    """Validate protocol options before any slow work.
+
+    Raises:
+        DataError: unknown protocol, non-positive sizes, a stride larger than the window, bos_every with sliding.
+    """
+    if protocol not in PROTOCOLS:
+        raise DataError(f"unknown perplexity protocol '{protocol}'", f"use one of {', '.join(PROTOCOLS)}")
+    if seq_len < (3 if bos_every else 2):
+        raise DataError(f"--seq-len {seq_len} is too short to score a token", "use --seq-len 128 or more")
+    if protocol == "sliding":
+        if bos_every:
+            raise DataError("--bos-every only applies to --ppl-protocol paper", "drop --bos-every")
+        if stride is None or not 0 < stride <= seq_len:
+            raise DataError(f"--stride {stride} must be between 1 and --seq-len {seq_len}",
+                            "e.g. --seq-len 2048 --stride 512")
+
+
+def token_stream(tokenizer: Any, corpus: Corpus, protocol: str, bos_every: bool = False) -> list[int]:
+    """The token ids a protocol scores (see the module docstring for the text and special tokens of each)."""
+    if protocol == "paper":
+        text = corpus.joined("\n\n")
+        return list(tokenizer(text, add_special_tokens=not bos_every, verbose=False)["input_ids"])
+    return list(tokenizer(corpus.joined(corpus.separator), verbose=False)["input_ids"])
+
+
+def plan_windows(n_tokens: int, protocol: str, seq_len: int, stride: int | None, bos_every: bool,
+                 limit: int | None, what: str) -> list[Window]:
+    """The windows of ``protocol`` over a stream of ``n_tokens``.
+
+    Raises:
+        DataError: the text is shorter than one window (paper) or than two tokens.
+    """
+    if protocol == "paper":
+        windows = paper_windows(n_tokens, seq_len, bos_every, limit)
+        if not windows:
+            raise DataError(f"{what} has only {n_tokens} tokens, less than one window of {seq_len}",
+                            "use more text or a smaller --seq-len")
+        return windows
+    if n_tokens < 2:
+        raise DataError(f"{what} has only {n_tokens} tokens: nothing to predict", "use more text")
+    return sliding_windows(n_tokens, seq_len, stride or seq_len, limit)
+
+
+def _batch_nll(model: Any, rows: torch.Tensor, first_target: list[int]) -> tuple[float, int]:
+    """Summed NLL (float64) and count of the tokens at positions ``>= first_target[r]`` of each row."""
+    import torch
+
+    logits = model(input_ids=rows, use_cache=False).logits[:, :-1].float()
+    labels = rows[:, 1:]
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none")  # [B, T-1]
+    positions = torch.arange(1, rows.shape[1], device=rows.device)
+    mask = positions.unsqueeze(0) >= torch.tensor(first_target, device=rows.device).unsqueeze(1)
+    return float(nll[mask].double().sum()), int(mask.sum())
+
+
+def score_windows(model: Any, ids: list[int], windows: list[Window], bos_id: int | None = None,
+                  batch_size: int | None = None, progress=lambda done, total: None) -> tuple[float, int]:
+    """Summed NLL and number of scored tokens over ``windows`` of ``ids``, batching windows of equal length.
+
+    Returns:
+        (sum of NLL in nats, tokens scored).
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    stream = torch.tensor(ids, dtype=torch.long)
+    bos = torch.tensor([bos_id if bos_id is not None else 0], dtype=torch.long)
+    total_nll, total_tokens, done = 0.0, 0, 0
+    groups: dict[int, list[Window]] = {}
+    for w in windows:
+        groups.setdefault(w.end - w.start + w.bos, []).append(w)
+    with torch.no_grad():
+        for length, group in groups.items():
+            rows_per_batch = batch_size or max(1, TOKENS_PER_FORWARD // length)
+            for i in range(0, len(group), rows_per_batch):
+                chunk = group[i:i + rows_per_batch]
+                rows = torch.stack([torch.cat([bos, stream[w.start:w.end]]) if w.bos else stream[w.start:w.end]
+                                    for w in chunk]).to(device)
+                # row position p holds stream token start + p - bos; score positions whose token index >= target
+                first = [w.target - w.start + w.bos for w in chunk]
+                nll, count = _batch_nll(model, rows, first)
+                total_nll += nll
+                total_tokens += count
+                done += len(chunk)
+                progress(done, len(windows))
+    return total_nll, total_tokens
+
+
+def perplexity(model: Any, tokenizer: Any, corpus: Corpus, protocol: str = "paper", seq_len: int | None = None,
+               stride: int | None = 512, bos_every: bool = False, limit: int | None = None,
+               batch_size: int | None = None, progress=lambda done, total: None) -> PplResult:
+    """Perplexity of ``model`` on ``corpus`` by ``protocol`` (see the module docstring).
+
+    Args:
+        seq_len: window length (default: 128 for paper, 2048 for sliding).
+        stride: step between sliding windows (sliding only).
+        bos_every: BOS before every window (paper only; needs a tokenizer with a BOS token).
+        limit: score only the first N windows.
+        batch_size: windows per forward (default: as many as fit in 2048 tokens, at least 1).
+
+    Returns:
+        A :class:`PplResult`.
+
+    Raises:
+        DataError: bad options, a tokenizer without BOS for ``bos_every``, too little text.
+    """
+    seq_len = seq_len or DEFAULT_SEQ_LEN.get(protocol, 128)
+    check_protocol(protocol, seq_len, stride, bos_every)
+    if tokenizer is None:
+        raise DataError("the model has no tokenizer, so its perplexity on text cannot be measured",
+                        "save a tokenizer with the model")
+    bos_id = getattr(tokenizer, "bos_token_id", None)
+    if bos_every and bos_id is None:
+        raise DataError("the tokenizer has no BOS token", "drop --bos-every")
+    ids = token_stream(tokenizer, corpus, protocol, bos_every)
+    windows = plan_windows(len(ids), protocol, seq_len, stride, bos_every, limit, f"{corpus.name} ({corpus.split})")
+    nll, count = score_windows(model, ids, windows, bos_id, batch_size, progress)
+    mean = nll / count
+    return PplResult(dataset=corpus.name, split=corpus.split, protocol=protocol, seq_len=seq_len,
+                     stride=stride if protocol == "sliding" else None, bos_every=bos_every, windows=len(windows),
+                     tokens_in_text=len(ids), tokens_scored=count, nll=mean, ppl=math.exp(mean))

@@ -1,0 +1,187 @@
+"""What one retrain run is: the options, their checks, and the run identity that resume relies on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shortllm.errors import ShortLLMError
+from shortllm.models.loading import LoadSettings
+
+METHODS = ("lora", "cpt", "kd")
+FORMATS = ("auto", "text", "instruction")
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+
+
+class TrainingError(ShortLLMError):
+    """Bad training options, an unusable checkpoint, or a run that diverged."""
+
+
+@dataclass(frozen=True)
+class LoraOptions:
+    """peft LoRA settings; the defaults are the paper's (r=8, alpha=16, dropout 0.05)."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    targets: tuple[str, ...] | None = None  # None: every attention and MLP projection of the architecture
+    save_adapter: bool = False  # keep the adapter only instead of merging it into a full model
+
+
+@dataclass(frozen=True)
+class KDOptions:
+    """Distillation: loss = alpha * T^2 * KL(teacher || student at T) + (1 - alpha) * CE."""
+
+    teacher: str | None = None  # None: the unpruned source named in the model folder's shortllm.json
+    alpha: float = 0.5
+    temperature: float = 1.0
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Training text: a data spec (docs/data.md), its format, and how the held-out split is made."""
+
+    data: str = "pydoc:train"
+    data_dir: str | None = None
+    text_field: str = "text"
+    format: str = "auto"  # auto | text | instruction (Alpaca instruction/input/output records)
+    eval_data: str | None = None  # held-out data; None: hold out eval_fraction of the training rows
+    eval_fraction: float = 0.05
+    max_eval_rows: int = 64
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of a retrain run (built by ``cli/retrain.py``)."""
+
+    method: str
+    model: str | None = None
+    out: Path | None = None
+    data: DataOptions = field(default_factory=DataOptions)
+    seq_len: int = 256
+    batch_size: int = 4  # rows per device per micro-step
+    grad_accum: int = 1
+    max_steps: int | None = None
+    max_tokens: int | None = None  # None and no max_steps: one pass over the training rows
+    lr: float = 1e-4
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int | None = None  # None: 5% of the steps (at least 1 when there are 20 or more)
+    min_lr_ratio: float = 0.1  # cosine decays to this fraction of lr
+    max_grad_norm: float = 1.0
+    lora: LoraOptions = field(default_factory=LoraOptions)
+    kd: KDOptions = field(default_factory=KDOptions)
+    eval_every: int = 50  # 0: only at the end
+    save_every: int = 100  # 0: no intermediate checkpoints
+    keep_checkpoints: int = 2
+    checkpoint_dir: Path | None = None  # None: "<out>.checkpoints" beside --out
+    resume: bool = False
+    stop_after: int | None = None  # end this session after N steps (checkpointed); continue with resume
+    gradient_checkpointing: bool = False
+    mixed_precision: str = "auto"  # auto: bf16 on CUDA when supported, else none
+    seed: int = 1234
+    settings: LoadSettings = field(default_factory=lambda: LoadSettings(dtype="float32"))
+    overwrite: bool = False
+    command: str = "shortllm retrain"
+
+    def checkpoints_path(self) -> Path:
+        """Where checkpoints go: ``--checkpoint-dir``, else ``<out>.checkpoints`` beside ``--out``."""
+        if self.checkpoint_dir is not None:
+            return Path(self.checkpoint_dir)
+        assert self.out is not None
+        out = Path(self.out)
+        return out.parent / f"{out.name}.checkpoints"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able options for the manifest."""
+        d = asdict(self)
+        d["out"] = str(self.out) if self.out else None
+        d["checkpoint_dir"] = str(self.checkpoints_path()) if self.out or self.checkpoint_dir else None
+        return d
+
+
+def _bad(message: str, hint: str | None = None) -> TrainingError:
+    return TrainingError(message, hint)
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Check the options before anything slow happens.
+
+    Raises:
+        TrainingError: an unknown method/format/precision, a non-positive size or rate, a bad ratio.
+    """
+    if cfg.method not in METHODS:
+        raise _bad(f"unknown --method '{cfg.method}'", f"use one of {', '.join(METHODS)}")
+    if cfg.data.format not in FORMATS:
+        raise _bad(f"unknown --format '{cfg.data.format}'", f"use one of {', '.join(FORMATS)}")
+    if cfg.mixed_precision not in MIXED_PRECISION:
+        raise _bad(f"unknown --mixed-precision '{cfg.mixed_precision}'", f"use one of {', '.join(MIXED_PRECISION)}")
+    if cfg.out is None:
+        raise _bad("--out is required", "give the folder for the healed model, e.g. --out healed/")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise _bad(f"--lr {cfg.lr:g} must be a positive number", "the paper uses 1e-4")
+    checks = [
+        (cfg.seq_len >= 2, f"--seq-len {cfg.seq_len} must be at least 2"),
+        (cfg.batch_size >= 1, f"--batch-size {cfg.batch_size} must be at least 1"),
+        (cfg.grad_accum >= 1, f"--grad-accum {cfg.grad_accum} must be at least 1"),
+        (cfg.max_steps is None or cfg.max_steps >= 1, f"--max-steps {cfg.max_steps} must be at least 1"),
+        (cfg.max_tokens is None or cfg.max_tokens >= 1, f"--max-tokens {cfg.max_tokens} must be at least 1"),
+        (cfg.weight_decay >= 0, f"--weight-decay {cfg.weight_decay:g} must not be negative"),
+        (cfg.warmup_steps is None or cfg.warmup_steps >= 0, f"--warmup-steps {cfg.warmup_steps} is negative"),
+        (0 <= cfg.min_lr_ratio <= 1, f"--min-lr-ratio {cfg.min_lr_ratio:g} must be within 0..1"),
+        (cfg.max_grad_norm > 0, f"--max-grad-norm {cfg.max_grad_norm:g} must be positive"),
+        (cfg.eval_every >= 0, f"--eval-every {cfg.eval_every} is negative"),
+        (cfg.save_every >= 0, f"--save-every {cfg.save_every} is negative"),
+        (cfg.keep_checkpoints >= 1, f"--keep-checkpoints {cfg.keep_checkpoints} must be at least 1"),
+        (cfg.stop_after is None or cfg.stop_after >= 1, f"--stop-after {cfg.stop_after} must be at least 1"),
+        (0 <= cfg.data.eval_fraction < 0.5, f"--eval-fraction {cfg.data.eval_fraction:g} must be within 0..0.5"),
+        (cfg.lora.r >= 1, f"--lora-r {cfg.lora.r} must be at least 1"),
+        (cfg.lora.alpha > 0, f"--lora-alpha {cfg.lora.alpha} must be positive"),
+        (0 <= cfg.lora.dropout < 1, f"--lora-dropout {cfg.lora.dropout:g} must be within 0..1"),
+        (0 <= cfg.kd.alpha <= 1, f"--kd-alpha {cfg.kd.alpha:g} must be within 0..1"),
+        (cfg.kd.temperature > 0, f"--kd-temperature {cfg.kd.temperature:g} must be positive"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise _bad(message)
+    if cfg.max_steps is not None and cfg.max_tokens is not None:
+        raise _bad("give --max-steps or --max-tokens, not both")
+    if cfg.method != "lora" and cfg.lora.save_adapter:
+        raise _bad("--save-adapter only applies to --method lora")
+    if cfg.method != "kd" and cfg.kd.teacher is not None:
+        raise _bad("--teacher only applies to --method kd")
+
+
+def run_identity(cfg: TrainConfig, model_fingerprint: str, data_fingerprint: str, total_steps: int,
+                 global_batch: int) -> dict[str, Any]:
+    """The options that shape the training trajectory: a checkpoint only resumes a run with the same ones.
+
+    Session-only options (where to write, how often to evaluate or save, when to stop this session) and the
+    number of processes (for the same global batch) are not part of it.
+    """
+    return {
+        "method": cfg.method,
+        "model_fingerprint": model_fingerprint,
+        "data_fingerprint": data_fingerprint,
+        "seq_len": cfg.seq_len,
+        "global_batch": global_batch,
+        "total_steps": total_steps,
+        "lr": cfg.lr, "weight_decay": cfg.weight_decay, "betas": list(cfg.betas),
+        "warmup_steps": cfg.warmup_steps, "min_lr_ratio": cfg.min_lr_ratio, "max_grad_norm": cfg.max_grad_norm,
+        "lora": ({k: v for k, v in asdict(cfg.lora).items() if k != "save_adapter"}
+                 if cfg.method == "lora" else None),
+        "kd": asdict(cfg.kd) if cfg.method == "kd" else None,
+        "seed": cfg.seed,
+        "dtype": cfg.settings.dtype,
+        "gradient_checkpointing": cfg.gradient_checkpointing,
+    }
+
+
+def identity_hash(identity: dict[str, Any]) -> str:
+    """Short stable hash of a run identity."""
+    blob = json.dumps(identity, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

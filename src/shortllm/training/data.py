@@ -1,0 +1,310 @@
+"""Training rows: packed plain text or Alpaca instruction records (prompt masked), a held-out split, and the
+deterministic order in which global batches visit them.
+
+Plain text is packed with :func:`shortllm.data.pack_documents` (documents in order, EOS between them, cut into
+``seq_len`` blocks). Instruction records are ``{"instruction", "input" (optional), "output"}`` objects in a
+``.json`` list or ``.jsonl`` file; each becomes the Stanford Alpaca prompt followed by the output and EOS, and
+only the output and EOS tokens count in the loss.
+
+The batch order is a pure function of the seed and the step: epoch ``e`` visits the training rows in the order
+``randperm(n, seed + e)``; step ``s`` takes the next ``global_batch`` rows of that endless stream. Process ``r``
+of ``W`` takes, in micro-step ``m``, the rows ``m*b*W + r*b ... + b - 1`` of the step's batch. The same global
+batch therefore reaches the optimizer whatever the number of processes, and resuming at step ``s`` needs no
+saved data position beyond ``s`` itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from shortllm.data import load_documents, pack_documents
+from shortllm.errors import DataError
+from shortllm.training.config import DataOptions
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+IGNORE = -100  # label of a token that is not predicted (prompt, padding)
+
+PROMPT_WITH_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+)
+PROMPT_NO_INPUT = (
+    "Below is an instruction that describes a task. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Response:\n"
+)
+
+
+@dataclass
+class Rows:
+    """Token rows of one split: ``input_ids[i]`` and ``labels[i]`` are 1-D long tensors of equal length."""
+
+    input_ids: list[Any]
+    labels: list[Any]
+    targets: list[int] = field(default_factory=list)  # predicted tokens per row (labels[1:] != IGNORE)
+
+    def __post_init__(self) -> None:
+        if not self.targets:
+            self.targets = [int((lab[1:] != IGNORE).sum()) for lab in self.labels]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def subset(self, idx: list[int]) -> Rows:
+        return Rows([self.input_ids[i] for i in idx], [self.labels[i] for i in idx], [self.targets[i] for i in idx])
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(len(x) for x in self.input_ids)
+
+
+@dataclass
+class TrainData:
+    """The training and held-out rows with their provenance (for the manifest)."""
+
+    train: Rows
+    eval: Rows
+    kind: str  # "text" | "instruction"
+    fingerprint: str
+    info: dict[str, Any]
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+
+def _looks_like_instructions(spec: str, root: Path | None) -> bool:
+    """auto format: a .json/.jsonl file whose first record has an ``instruction`` field."""
+    path = Path(spec).expanduser()
+    if not path.exists() and root is not None and (root / spec).exists():
+        path = root / spec
+    if not path.is_file() or path.suffix.lower() not in (".json", ".jsonl"):
+        return False
+    try:
+        with path.open(encoding="utf-8") as f:
+            head = f.read(1 << 16).lstrip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    if head.startswith("["):
+        head = head[1:].lstrip()
+    return head.startswith("{") and '"instruction"' in head.split("}", 1)[0]
+
+
+def read_instructions(path: Path) -> list[dict[str, str]]:
+    """Read Alpaca records from a ``.json`` list or a ``.jsonl`` file.
+
+    Raises:
+        DataError: unreadable file, invalid JSON, or a record without ``instruction``/``output`` strings
+            (naming the line of a .jsonl file or the item of a .json list).
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"cannot read {path}: {err}", "give a UTF-8 .json or .jsonl file") from err
+    records: list[tuple[str, Any]] = []
+    try:
+        data = json.loads(text)
+        rows = data if isinstance(data, list) else [data]
+        records = [(f"{path} item {i}", r) for i, r in enumerate(rows)]
+    except json.JSONDecodeError:
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append((f"{path}:{number}", json.loads(line)))
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{number} is not valid JSON ({err.msg})",
+                                "write one JSON object per line, or one JSON list") from err
+    out = []
+    for where, rec in records:
+        if not isinstance(rec, dict):
+            raise DataError(f"{where} is a {type(rec).__name__}, not an object with instruction/output fields",
+                            "write Alpaca records: {\"instruction\": ..., \"input\": ..., \"output\": ...}")
+        for key in ("instruction", "output"):
+            if not isinstance(rec.get(key), str):
+                what = "has no" if key not in rec else "has a non-string"
+                raise DataError(f"{where} {what} '{key}' field",
+                                "every record needs 'instruction' and 'output' strings ('input' is optional)")
+        if "input" in rec and rec["input"] is not None and not isinstance(rec["input"], str):
+            raise DataError(f"{where} has a non-string 'input' field", "make 'input' a string or leave it out")
+        out.append({"instruction": rec["instruction"], "input": rec.get("input") or "", "output": rec["output"]})
+    if not out:
+        raise DataError(f"{path} holds no instruction records", "give at least one record")
+    return out
+
+
+def format_prompt(record: dict[str, str]) -> str:
+    """The Stanford Alpaca prompt of a record (the part masked from the loss)."""
+    template = PROMPT_WITH_INPUT if record.get("input") else PROMPT_NO_INPUT
+    return template.format(instruction=record["instruction"], input=record.get("input", ""))
+
+
+def instruction_rows(tokenizer: Any, records: list[dict[str, str]], seq_len: int) -> tuple[Rows, int]:
+    """Tokenize records as prompt + output + EOS, labels IGNORE on the prompt; truncate to ``seq_len``.
+
+    Returns:
+        The rows (records whose output is cut off entirely are dropped) and the number dropped.
+    """
+    import torch
+
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise DataError("the tokenizer has no EOS token", "instruction data needs one to end each response")
+    bos = tokenizer.bos_token_id if getattr(tokenizer, "add_bos_token", False) else None
+    prompts = tokenizer([format_prompt(r) for r in records], add_special_tokens=False, verbose=False)["input_ids"]
+    answers = tokenizer([r["output"] for r in records], add_special_tokens=False, verbose=False)["input_ids"]
+    ids, labels, dropped = [], [], 0
+    for p, a in zip(prompts, answers):
+        prompt = ([bos] if bos is not None else []) + list(p)
+        answer = list(a) + [eos]
+        full = (prompt + answer)[:seq_len]
+        lab = ([IGNORE] * len(prompt) + answer)[:seq_len]
+        if len(full) < 2 or all(x == IGNORE for x in lab[1:]):
+            dropped += 1
+            continue
+        ids.append(torch.tensor(full, dtype=torch.long))
+        labels.append(torch.tensor(lab, dtype=torch.long))
+    return Rows(ids, labels), dropped
+
+
+def text_rows(tokenizer: Any, corpus: Any, seq_len: int) -> Rows:
+    """Pack a corpus into ``seq_len`` blocks; every token is a target."""
+    blocks = pack_documents(tokenizer, corpus, seq_len)
+    rows = list(blocks.unbind(0))
+    return Rows(rows, rows, [seq_len - 1] * len(rows))
+
+
+def _records_fingerprint(records: list[dict[str, str]]) -> str:
+    h = hashlib.sha256()
+    for r in records:
+        h.update(json.dumps([r["instruction"], r["input"], r["output"]]).encode())
+    return h.hexdigest()[:16]
+
+
+def _load_split(tokenizer: Any, spec: str, opts: DataOptions, seq_len: int, split: str) -> tuple[Rows, str, dict]:
+    from shortllm.data import data_dir
+
+    root = data_dir(opts.data_dir)
+    kind = opts.format
+    if kind == "auto":
+        kind = "instruction" if _looks_like_instructions(spec, root) else "text"
+    if kind == "instruction":
+        path = Path(spec).expanduser()
+        if not path.exists() and root is not None and (root / spec).exists():
+            path = root / spec
+        if not path.is_file():
+            raise DataError(f"no such instruction file: {spec}", "give a .json or .jsonl file of Alpaca records")
+        records = read_instructions(path)
+        rows, dropped = instruction_rows(tokenizer, records, seq_len)
+        if dropped:
+            log.warning("%d of %d instruction records have no response tokens within --seq-len %d: dropped",
+                        dropped, len(records), seq_len)
+        info = {"spec": spec, "format": "instruction", "source": str(path), "records": len(records),
+                "dropped": dropped, "fingerprint": _records_fingerprint(records)}
+        return rows, kind, info
+    corpus = load_documents(spec, split, data_dir=opts.data_dir, text_field=opts.text_field)
+    rows = text_rows(tokenizer, corpus, seq_len)
+    info = {"spec": spec, "format": "text", "source": corpus.source, "name": corpus.name, "split": corpus.split,
+            "documents": len(corpus), "fingerprint": corpus.fingerprint()}
+    return rows, kind, info
+
+
+def load_train_data(tokenizer: Any, opts: DataOptions, seq_len: int) -> TrainData:
+    """Read, tokenize and split the training data.
+
+    The held-out rows are ``--eval-data`` (at most ``max_eval_rows``) or the last ``eval_fraction`` of the
+    training rows (at least 1, at most ``max_eval_rows``): for packed text that is the end of the corpus.
+
+    Raises:
+        DataError: missing or malformed data, or too little text for one block.
+    """
+    if tokenizer is None:
+        raise DataError("the model has no tokenizer, so text cannot be turned into tokens",
+                        "use a model folder that includes its tokenizer files")
+    rows, kind, info = _load_split(tokenizer, opts.data, opts, seq_len, "train")
+    if opts.eval_data:
+        eval_rows, _, eval_info = _load_split(tokenizer, opts.eval_data, opts, seq_len, "validation")
+        eval_rows = eval_rows.subset(list(range(min(len(eval_rows), opts.max_eval_rows))))
+        train = rows
+    else:
+        n_eval = 0 if opts.eval_fraction == 0 else min(opts.max_eval_rows, max(1, round(opts.eval_fraction * len(rows))))
+        if n_eval and len(rows) - n_eval < 1:
+            raise DataError(f"{opts.data} gives only {len(rows)} row(s) of at most {seq_len} tokens, too few to hold "
+                            "some out for evaluation", "use more text, a shorter --seq-len, or --eval-fraction 0")
+        train = rows.subset(list(range(len(rows) - n_eval)))
+        eval_rows = rows.subset(list(range(len(rows) - n_eval, len(rows))))
+        eval_info = {"held_out_from_train": True, "rows": n_eval}
+    fp = hashlib.sha256(json.dumps([info["fingerprint"], eval_info.get("fingerprint"), kind]).encode()).hexdigest()
+    info.update(rows=len(rows), train_rows=len(train), train_tokens=train.num_tokens, eval_rows=len(eval_rows),
+                eval=eval_info)
+    return TrainData(train, eval_rows, kind, fp[:16], info)
+
+
+# ------------------------------------------------------------------------------------------- batch order
+
+
+class BatchOrder:
+    """Which training rows each process uses in each micro-step (see the module docstring)."""
+
+    def __init__(self, num_rows: int, seed: int, micro_batch: int, grad_accum: int, world_size: int):
+        self.num_rows, self.seed = num_rows, seed
+        self.micro_batch, self.grad_accum, self.world_size = micro_batch, grad_accum, world_size
+        self.global_batch = micro_batch * grad_accum * world_size
+        self._perms: dict[int, list[int]] = {}
+
+    def _row(self, position: int) -> int:
+        import torch
+
+        epoch, offset = divmod(position, self.num_rows)
+        if epoch not in self._perms:
+            gen = torch.Generator().manual_seed(self.seed + epoch)
+            self._perms = {epoch: torch.randperm(self.num_rows, generator=gen).tolist()}
+        return self._perms[epoch][offset]
+
+    def step_rows(self, step: int) -> list[int]:
+        """All rows of the global batch of ``step`` (0-based), in order."""
+        start = step * self.global_batch
+        return [self._row(p) for p in range(start, start + self.global_batch)]
+
+    def micro_rows(self, step: int, micro: int, rank: int) -> list[int]:
+        """The rows process ``rank`` uses in micro-step ``micro`` of ``step``."""
+        rows = self.step_rows(step)
+        start = (micro * self.world_size + rank) * self.micro_batch
+        return rows[start:start + self.micro_batch]
+
+
+def collate(rows: Rows, idx: list[int], pad_id: int) -> dict[str, Any]:
+    """Right-pad the chosen rows to the longest; padding gets label IGNORE and attention mask 0."""
+    import torch
+
+    length = max(len(rows.input_ids[i]) for i in idx)
+    ids = torch.full((len(idx), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(idx), length), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(idx), length), dtype=torch.long)
+    for j, i in enumerate(idx):
+        n = len(rows.input_ids[i])
+        ids[j, :n], labels[j, :n], mask[j, :n] = rows.input_ids[i], rows.labels[i], 1
+    batch = {"input_ids": ids, "labels": labels}
+    if not bool(mask.all()):
+        batch["attention_mask"] = mask
+    return batch
+
+
+def plan_steps(num_rows: int, global_batch: int, mean_row_tokens: float, max_steps: int | None,
+               max_tokens: int | None) -> int:
+    """Number of optimizer steps: ``max_steps``, else enough for ``max_tokens``, else one pass over the rows."""
+    if max_steps is not None:
+        return max_steps
+    if max_tokens is not None:
+        return max(1, math.ceil(max_tokens / (global_batch * mean_row_tokens)))
+    return max(1, num_rows // global_batch)
