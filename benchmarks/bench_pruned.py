@@ -34,7 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--blocks", default="21-27", help="blocks to remove (7 = --ratio 0.2 on this model)")
     parser.add_argument("--batch-sizes", default="1,8")
     parser.add_argument("--prompt-len", default="64")
@@ -47,7 +47,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-pruned-"))
     try:
         pruned = work / "smollm2-135m-pruned"
-        # TODO(lead): switch to `--ratio 0.2` once `prune --ratio` lands; it removes 7 blocks on this model too.
+        # TODO(lead): switch to `--ratio 0.2` once `prune --ratio` lands (it removes 7 blocks here too).
         shortllm("prune", "--blocks", args.blocks, "--out", str(pruned), "--device", args.device, "--json")
         bench = ["bench", "-m", "smollm2-135m", "-m", str(pruned), "--batch-sizes", args.batch_sizes,
                  "--prompt-len", args.prompt_len, "--new-tokens", args.new_tokens, "--warmup", args.warmup,
@@ -77,7 +77,8 @@ def main() -> None:
     (args.out / "bench_pruned_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     for p in summary["points"]:
-        print(f"batch {p['batch_size']:>3}: decode speedup x{p['speedup']:.3f}, ideal x{p['ideal_speedup']:.3f}, "
+        print(f"batch {p['batch_size']:>3}: decode speedup x{p['speedup']:.3f}, "
+              f"ideal x{p['ideal_speedup']:.3f}, "
               f"efficiency {p['efficiency']:.1%}; end-to-end x{p['latency_speedup']:.3f}", file=sys.stderr)
 
 

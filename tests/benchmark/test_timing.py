@@ -49,7 +49,8 @@ def _greedy_first_token(model, ids, mask):
 
 
 def test_forced_length_even_when_eos_is_the_greedy_choice(model):
-    ids, mask = (torch.tensor(x) for x in left_pad(synthetic_prompts(128, 2, 8, seed=0)[:1] + [[9, 10, 11]], 0))
+    rows = synthetic_prompts(128, 1, 8, seed=0) + [[9, 10, 11]]  # the second row gets left-padded
+    ids, mask = (torch.tensor(x) for x in left_pad(rows, 0))
     eos = _greedy_first_token(model, ids, mask)
     saved = model.generation_config.eos_token_id
     model.generation_config.eos_token_id = eos

@@ -19,8 +19,8 @@ def test_bench_writes_json_png_and_manifest(tiny_llama_dir, tmp_path):
                      "--out", out, "--json")
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
-    assert [(r["model"], r["batch_size"]) for r in info["results"]] == [
-        (str(tiny_llama_dir), 1), (f"{tiny_llama_dir} #2", 1), (str(tiny_llama_dir), 2), (f"{tiny_llama_dir} #2", 2)]
+    a, b = str(tiny_llama_dir), f"{tiny_llama_dir} #2"
+    assert [(r["model"], r["batch_size"]) for r in info["results"]] == [(a, 1), (b, 1), (a, 2), (b, 2)]
     assert all(r["generated_tokens"] == [3] and r["ideal_speedup"] == 1.0 for r in info["results"])
     assert info["out"] == str(out)
     assert sorted(p.name for p in out.iterdir()) == ["bench.json", "bench.png", "shortllm.json"]
@@ -100,6 +100,8 @@ def test_bench_embedded_model_against_a_pruned_copy(tmp_path):
     assert result.exit_code == 0, result.output
     full, short = json.loads(result.stdout)["results"]
     assert full["generated_tokens"] == short["generated_tokens"] == [4]
-    # 30 -> 23 blocks at prompt 16: (2 x 134,514,432 + 4 x 576 x 30 x 16) / (2 x 109,733,760 + 4 x 576 x 23 x 16)
+    # 30 -> 23 blocks at prompt 16:
+    # (2 x 134,514,432 + 4 x 576 x 30 x 16) / (2 x 109,733,760 + 4 x 576 x 23 x 16)
     assert short["ideal_speedup"] == pytest.approx(270_134_784 / 220_315_392)
-    assert short["speedup"] > 0 and short["efficiency"] == pytest.approx(short["speedup"] / short["ideal_speedup"])
+    assert short["speedup"] > 0
+    assert short["efficiency"] == pytest.approx(short["speedup"] / short["ideal_speedup"])

@@ -7,7 +7,7 @@ import torch
 
 from shortllm.models.surgery import drop_blocks
 from shortllm.scoring.perplexity import nll_sum, perplexity, removal_perplexities
-from shortllm.scoring.weights import taylor_scores
+from shortllm.scoring.weights import calibration_loss, lean_calibration_loss, taylor_scores
 from tests.tiny_models import ARCHS, tiny_inputs, tiny_model
 
 
@@ -46,3 +46,21 @@ def test_lean_taylor_equals_whole_gradient(arch, norm):
     assert all(s > 0 for s in lean)
     assert all(p.grad is None for p in model.parameters())  # nothing left behind
     assert all(p.requires_grad for p in model.parameters())  # flags restored
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_lean_loss_equals_plain_loss_and_gradients(arch):
+    model = tiny_model(arch)
+    if arch == "gemma2":
+        model.config.final_logit_softcapping = 3.0  # exercise the head's own post-processing
+    ids = tiny_inputs(model.config, batch=3, seq=12)
+    plain = calibration_loss(model, ids)
+    plain.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    lean = lean_calibration_loss(model, ids)
+    lean.backward()
+    assert lean.item() == pytest.approx(plain.item(), rel=1e-5)
+    for name, p in model.named_parameters():
+        if name in grads:
+            torch.testing.assert_close(p.grad, grads[name], rtol=1e-4, atol=1e-6)

@@ -47,7 +47,7 @@ def flops_per_token(shape: FlopsShape, context: int) -> int:
 
 
 def ideal_speedup(base_flops: float, flops: float) -> float:
-    """The speedup a model doing ``flops`` per token would have over one doing ``base_flops`` if time ~ FLOPs."""
+    """Speedup of a model doing ``flops`` per token over one doing ``base_flops``, if time ~ FLOPs."""
     return base_flops / flops
 
 
@@ -59,7 +59,7 @@ def efficiency(speedup: float | None, ideal: float | None) -> float | None:
 
 
 def ratio(value: float | None, base: float | None, higher_is_better: bool = True) -> float | None:
-    """Speedup of ``value`` over ``base``: ``value/base`` for rates, ``base/value`` for times; None if unknown."""
+    """Speedup of ``value`` over ``base``: value/base for rates, base/value for times; None if unknown."""
     if value is None or base is None or value == 0 or base == 0:
         return None
     return value / base if higher_is_better else base / value

@@ -36,7 +36,7 @@ def plot_bench(report: dict[str, Any], path: Path) -> Path:
     colors = [f"C{i}" for i in range(10)]
     styles = ["-", "--", ":", "-."]
     batches = sorted({r["batch_size"] for r in rows})
-    for ax, (metric, title, scale, ylabel) in zip(axes.flat, _PANELS):
+    for ax, (metric, title, scale, ylabel) in zip(axes.flat, _PANELS, strict=True):
         for mi, model in enumerate(models):
             for ci, (prompt_len, new_tokens) in enumerate(combos):
                 pts = sorted(series[(model, prompt_len, new_tokens)], key=lambda r: r["batch_size"])
@@ -51,7 +51,7 @@ def plot_bench(report: dict[str, Any], path: Path) -> Path:
                 ax.errorbar(x, y, yerr=[lo, hi], color=colors[mi % 10], linestyle=styles[ci % 4], marker="o",
                             capsize=4, linewidth=2, label=label)
                 if metric == "decode_tokens_per_s" and mi > 0:
-                    for p, xv, yv in zip(pts, x, y):
+                    for p, xv, yv in zip(pts, x, y, strict=True):
                         if p["speedup"] is not None:
                             ax.annotate(f"x{p['speedup']:.2f} (ideal x{p['ideal_speedup']:.2f})", (xv, yv),
                                         textcoords="offset points", xytext=(6, 6), fontsize=9,

@@ -215,7 +215,7 @@ def summarise(models: Sequence[ModelInfo], point: tuple[int, int, int], runs: Se
     batch, prompt_len, new_tokens = point
     rows = []
     base_flops = flops_per_token(models[0].shape, prompt_len)
-    for info, timings in zip(models, runs):
+    for info, timings in zip(models, runs, strict=True):
         raw = {m: [getattr(t, m) for t in timings] for m in METRICS}
         stats = {m: spread(raw[m]) for m in METRICS}
         flops = flops_per_token(info.shape, prompt_len)
@@ -288,14 +288,15 @@ def run_bench(req: BenchRequest, progress: Callable[[int, int, str], None] | Non
     """
     import torch
 
-    from shortllm.benchmark.timing import MemoryMeter, left_pad, special_ids, synthetic_prompts, timed_generate
+    from shortllm.benchmark.timing import (MemoryMeter, left_pad, special_ids, synthetic_prompts,
+                                           timed_generate)
     from shortllm.pruning.export import check_output_dir
 
     t0 = time.perf_counter()
     check_request(req)
-    device = check_settings(req.settings)
+    check_settings(req.settings)
     labels = labels_for(req.models)
-    for label, spec in zip(labels, req.models):
+    for label, spec in zip(labels, req.models, strict=True):
         config = load_config(resolve_source(spec, req.settings.revision), req.settings.trust_remote_code)
         check_context(label, config, req.prompt_lens, req.new_tokens)
     if req.out is not None:
@@ -304,7 +305,7 @@ def run_bench(req: BenchRequest, progress: Callable[[int, int, str], None] | Non
         torch.set_num_threads(req.threads)
 
     loaded = [load_model(spec, req.settings) for spec in req.models]
-    infos = [_model_info(label, lm) for label, lm in zip(labels, loaded)]
+    infos = [_model_info(label, lm) for label, lm in zip(labels, loaded, strict=True)]
     devices = [next(lm.model.parameters()).device for lm in loaded]
     run_device = str(devices[0])
     meter = MemoryMeter(run_device)
@@ -317,7 +318,7 @@ def run_bench(req: BenchRequest, progress: Callable[[int, int, str], None] | Non
     for point in req.points():
         batch, prompt_len, new_tokens = point
         inputs = []
-        for lm, dev in zip(loaded, devices):
+        for lm, dev in zip(loaded, devices, strict=True):
             pad, eos, special = special_ids(lm.model, lm.tokenizer)
             vocab = lm.model.config.get_text_config().vocab_size
             ids, mask = left_pad(synthetic_prompts(vocab, batch, prompt_len, req.seed, special), pad)

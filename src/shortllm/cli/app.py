@@ -12,8 +12,10 @@ import typer
 
 from shortllm import __version__
 from shortllm.cli import bench as bench_cmd
+from shortllm.cli import eval as eval_cmd
 from shortllm.cli import inspect as inspect_cmd
 from shortllm.cli import prune as prune_cmd
+from shortllm.cli import retrain as retrain_cmd
 from shortllm.cli import score as score_cmd
 from shortllm.cli.output import err_console, state
 from shortllm.errors import ShortLLMError
@@ -86,6 +88,8 @@ app.command("inspect", no_args_is_help=False)(handle_errors(inspect_cmd.inspect)
 app.command("score")(handle_errors(score_cmd.score))
 app.command("prune")(handle_errors(prune_cmd.prune))
 app.command("bench")(handle_errors(bench_cmd.bench))
+app.command("eval")(handle_errors(eval_cmd.eval))
+app.command("retrain")(handle_errors(retrain_cmd.retrain))
 
 
 def main() -> None:

@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from shortllm.cli.options import (DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, OutOpt, OverwriteOpt, RevisionOpt,
-                                  SeedOpt, TrustRemoteCodeOpt, load_settings)
+from shortllm.cli.options import (DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, OutOpt, OverwriteOpt,
+                                  RevisionOpt, SeedOpt, TrustRemoteCodeOpt, load_settings)
 from shortllm.cli.output import console, err_console, print_json, state
 
 # ModelOpt is single-valued; bench compares several models, so -m repeats here (same spelling and help).
@@ -20,12 +20,14 @@ ModelsOpt = Annotated[
                  "are against the first.", show_default=False),
 ]
 BatchSizesOpt = Annotated[str, typer.Option("--batch-sizes", help="Batch sizes to sweep, e.g. 1,8.")]
-PromptLenOpt = Annotated[str, typer.Option("--prompt-len", help="Prompt length(s) in tokens, e.g. 64 or 64,512.")]
-NewTokensOpt = Annotated[str, typer.Option("--new-tokens", help="Tokens generated per row (forced), e.g. 128.")]
+PromptLenOpt = Annotated[str, typer.Option("--prompt-len", help="Prompt length(s) in tokens, e.g. 64,512.")]
+NewTokensOpt = Annotated[str, typer.Option("--new-tokens", help="New tokens per row (forced), e.g. 128.")]
 WarmupOpt = Annotated[int, typer.Option("--warmup", help="Untimed runs per model and sweep point.")]
-RepeatsOpt = Annotated[int, typer.Option("--repeats", help="Timed runs per model and sweep point (median reported).")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads (default: torch's choice).",
-                                                   show_default=False)]
+RepeatsOpt = Annotated[int, typer.Option("--repeats", help="Timed runs per model and sweep point (median).")]
+ThreadsOpt = Annotated[
+    Optional[int],
+    typer.Option("--threads", help="torch CPU threads (default: torch's own).", show_default=False),
+]
 
 
 def bench(
@@ -131,7 +133,8 @@ def _render(report: dict) -> None:
                                                             for i, m in enumerate(models)))
     console.print(table)
     kind = report["results"][0]["memory_kind"] if report["results"] else "?"
-    console.print(f"memory: {kind}; ideal = FLOPs-per-token ratio; efficiency = measured decode speedup / ideal")
+    console.print(f"memory: {kind}; ideal = FLOPs-per-token ratio; "
+                  "efficiency = measured decode speedup / ideal")
     if report.get("out"):
         console.print(f"Saved to [bold]{report['out']}[/] (bench.json, bench.png, shortllm.json)")
 

@@ -7,11 +7,14 @@ gradient is freed, so peak memory is about weights + activations.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from shortllm.models.arch import blocks_of
 from shortllm.scoring.base import Criterion, ScoreContext, ScoreResult, order_by_score, register
@@ -33,11 +36,70 @@ def taylor_importance(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], norm: 
 
 
 def calibration_loss(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
-    """Sum over samples of each sample's mean next-token loss (what per-sample backward passes accumulate)."""
+    """Sum over samples of each sample's mean next-token loss (what per-sample backward passes accumulate).
+
+    The straightforward version: one forward, full logits kept for backward.
+    """
     logits = model(input_ids, use_cache=False).logits[:, :-1].float()
     target = input_ids[:, 1:]
     per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
     return per_token.view(target.shape).mean(dim=1).sum()
+
+
+@contextlib.contextmanager
+def _checkpointed_blocks(model: Any):
+    # Keep only each block's input for backward and recompute its insides then: activation memory drops
+    # from every intermediate of every block to one block's worth.
+    patched = []
+    try:
+        for block in blocks_of(model).layers:
+            previous = block.__dict__.get("forward")
+            inner = previous or block.forward
+            block.forward = functools.partial(checkpoint, inner, use_reentrant=False)
+            patched.append((block, previous))
+        yield
+    finally:
+        for block, previous in patched:
+            if previous is None:
+                del block.forward
+            else:
+                block.forward = previous
+
+
+@contextlib.contextmanager
+def _base_returns(model: Any, hidden: torch.Tensor, output_class: type):
+    # The model's own head path (final projection, logit scaling, soft-capping) runs on ``hidden``.
+    base = model.base_model
+    previous = base.__dict__.get("forward")
+    base.forward = lambda *args, **kwargs: output_class(last_hidden_state=hidden)
+    try:
+        yield
+    finally:
+        if previous is None:
+            del base.forward
+        else:
+            base.forward = previous
+
+
+def lean_calibration_loss(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
+    """:func:`calibration_loss` with a small activation footprint, same value and gradients.
+
+    Blocks are checkpointed, and the head + cross-entropy run one sample at a time under a checkpoint,
+    so full-vocabulary logits exist for one sample at a time only (they dominate for large vocabularies).
+    """
+    with _checkpointed_blocks(model):
+        out = model.base_model(input_ids=input_ids, use_cache=False)
+    hidden, output_class = out[0], type(out)  # e.g. gpt2 reads .cross_attentions off its base output
+
+    def sample_loss(h: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        with _base_returns(model, h, output_class):
+            logits = model(input_ids=ids, use_cache=False).logits[:, :-1].float()
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for row in range(input_ids.shape[0]):
+        total = total + checkpoint(sample_loss, hidden[row:row + 1], input_ids[row:row + 1], use_reentrant=False)
+    return total
 
 
 def taylor_scores(model: Any, input_ids: torch.Tensor, norm: int = 1, lean: bool = True) -> list[float]:
@@ -46,6 +108,8 @@ def taylor_scores(model: Any, input_ids: torch.Tensor, norm: int = 1, lean: bool
     Args:
         lean: reduce and free each gradient as soon as it is accumulated (default); ``False`` keeps all
             gradients and reduces at the end (the reference; used by tests and the memory benchmark).
+            Both use the same low-activation loss (:func:`lean_calibration_loss`), so they differ only in
+            the gradient buffer.
     """
     layers = blocks_of(model).layers
     owner = {p: i for i, block in enumerate(layers) for p in block.parameters()}
@@ -63,7 +127,7 @@ def taylor_scores(model: Any, input_ids: torch.Tensor, norm: int = 1, lean: bool
         if lean:
             handles = [p.register_post_accumulate_grad_hook(reduce_and_free) for p in owner]
         with torch.enable_grad():
-            calibration_loss(model, input_ids).backward()
+            lean_calibration_loss(model, input_ids).backward()
         if not lean:
             for p, i in owner.items():
                 if p.grad is not None:

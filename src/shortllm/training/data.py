@@ -245,8 +245,9 @@ def load_train_data(tokenizer: Any, opts: DataOptions, seq_len: int) -> TrainDat
         eval_rows = rows.subset(list(range(len(rows) - n_eval, len(rows))))
         eval_info = {"held_out_from_train": True, "rows": n_eval}
     fp = hashlib.sha256(json.dumps([info["fingerprint"], eval_info.get("fingerprint"), kind]).encode()).hexdigest()
-    info.update(rows=len(rows), train_rows=len(train), train_tokens=train.num_tokens, eval_rows=len(eval_rows),
-                eval=eval_info)
+    info["source_fingerprint"] = info.pop("fingerprint")
+    info.update(fingerprint=fp[:16], rows=len(rows), train_rows=len(train), train_tokens=train.num_tokens,
+                eval_rows=len(eval_rows), eval=eval_info)
     return TrainData(train, eval_rows, kind, fp[:16], info)
 
 

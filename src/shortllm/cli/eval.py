@@ -1,0 +1,148 @@
+"""``shortllm eval``: perplexity and lm-eval zero-shot accuracy, several models side by side -> eval.json."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from shortllm.cli.options import (DataDirOpt, DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, OutOpt, OverwriteOpt,
+                                  RevisionOpt, SeedOpt, TextFieldOpt, TrustRemoteCodeOpt, load_settings)
+from shortllm.cli.output import console, print_json, progress_bar
+
+# ModelOpt is single-valued; eval compares several models, so -m repeats here (same spelling and help).
+ModelsOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--model", "-m", help="Hub id, local HF directory, .gguf file, or alias 'smollm2-135m' "
+                 "(the default: the embedded SmolLM2-135M-Instruct). Repeat to compare models; deltas are "
+                 "against the first.", show_default=False),
+]
+PplOpt = Annotated[Optional[str], typer.Option(
+    "--ppl", help="Perplexity datasets, comma-separated: wikitext2 (test), ptb (validation, as the reference "
+    "code; ptb:test for test), c4, pydoc, name:split, or a local file; 'none' to skip. [default: wikitext2,ptb]",
+    show_default=False)]
+TasksOpt = Annotated[Optional[str], typer.Option(
+    "--tasks", "-t", help="lm-eval tasks, comma-separated; 'none' to skip. [default: the paper's seven: boolq, "
+    "piqa, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa]", show_default=False)]
+ProtocolOpt = Annotated[str, typer.Option(
+    "--ppl-protocol", help="paper: non-overlapping windows, BOS only at the start; sliding: strided windows.")]
+EvalSeqLenOpt = Annotated[Optional[int], typer.Option(
+    "--seq-len", help="Perplexity window in tokens. [default: 128 paper, 2048 sliding]", show_default=False)]
+StrideOpt = Annotated[int, typer.Option("--stride", help="Step between sliding windows (sliding only).")]
+BosEveryOpt = Annotated[bool, typer.Option("--bos-every", help="Put BOS before every perplexity window (paper "
+                                           "protocol; the reference repo's ppl_bos variant).")]
+LimitOpt = Annotated[Optional[int], typer.Option(
+    "--limit", help="Quick runs: the first N perplexity windows and the first N examples of each task.",
+    show_default=False)]
+EvalBatchOpt = Annotated[Optional[int], typer.Option(
+    "--batch-size", help="Rows per forward pass. [default: 8 for tasks; perplexity: 2048 tokens' worth]",
+    show_default=False)]
+FewshotOpt = Annotated[int, typer.Option("--num-fewshot", help="Examples in each task prompt (0 = zero-shot).")]
+IncludeOpt = Annotated[Optional[list[Path]], typer.Option(
+    "--include-path", help="A folder of your own lm-eval task YAML files (repeatable).", show_default=False)]
+GenerateOpt = Annotated[Optional[str], typer.Option(
+    "--generate", help="Add each model's greedy continuation of this prompt to the report.", show_default=False)]
+MaxNewOpt = Annotated[int, typer.Option("--max-new-tokens", help="Tokens generated for --generate.")]
+
+
+def eval(  # noqa: A001 - the verb's name
+    model: ModelsOpt = None,
+    ppl: PplOpt = None,
+    tasks: TasksOpt = None,
+    ppl_protocol: ProtocolOpt = "paper",
+    seq_len: EvalSeqLenOpt = None,
+    stride: StrideOpt = 512,
+    bos_every: BosEveryOpt = False,
+    limit: LimitOpt = None,
+    batch_size: EvalBatchOpt = None,
+    num_fewshot: FewshotOpt = 0,
+    data_dir: DataDirOpt = None,
+    text_field: TextFieldOpt = "text",
+    include_path: IncludeOpt = None,
+    generate: GenerateOpt = None,
+    max_new_tokens: MaxNewOpt = 32,
+    out: OutOpt = None,
+    seed: SeedOpt = 1234,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    device_map: DeviceMapOpt = None,
+    trust_remote_code: TrustRemoteCodeOpt = False,
+    revision: RevisionOpt = None,
+    overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Measure perplexity and zero-shot accuracy of one or more models, side by side.
+
+    Perplexity follows Shortened LLaMA (--ppl-protocol paper, 128-token windows) or the strided recipe
+    (--ppl-protocol sliding). Tasks run through lm-eval on the model already in memory; with --data-dir (or
+    $SHORTLLM_DATA_DIR) the paper's seven tasks read local files instead of downloading (docs/eval.md).
+
+    With --out: eval.json and shortllm.json.
+
+    Examples:
+
+      shortllm eval -m smollm2-135m -m pruned/ --ppl wikitext2,ptb --tasks piqa,arc_easy --limit 200
+
+      shortllm eval -m pruned/ --tasks none --ppl wikitext2 --ppl-protocol sliding --seq-len 2048 --stride 512
+
+      shortllm eval -m healed/ --data-dir ../shared/data --out eval-healed/ --json
+    """
+    from shortllm.evaluation.lmeval import parse_tasks
+    from shortllm.evaluation.run import EvalRequest, parse_ppl, run_eval
+
+    request = EvalRequest(
+        models=list(model) if model else [None], ppl=parse_ppl(ppl), tasks=parse_tasks(tasks),
+        protocol=ppl_protocol, seq_len=seq_len, stride=stride, bos_every=bos_every, limit=limit,
+        batch_size=batch_size, num_fewshot=num_fewshot, seed=seed, data_dir=data_dir, text_field=text_field,
+        include_paths=list(include_path or []), generate=generate, max_new_tokens=max_new_tokens,
+        settings=load_settings(dtype, device, device_map, trust_remote_code, revision),
+        out=out, overwrite=overwrite, command=shlex.join(["shortllm", *sys.argv[1:]]),
+    )
+    report = run_eval(request, phase=progress_bar)
+    if json_out:
+        print_json(report)
+        return
+    _render(report)
+
+
+def _fmt(value, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _render(report: dict) -> None:
+    from rich.table import Table
+
+    from shortllm.evaluation.report import comparison_rows
+
+    models = report["models"]
+    settings = report["settings"]
+    limit = f", first {settings['limit']}" if settings.get("limit") else ""
+    table = Table(title=f"shortllm eval ({settings['protocol']} perplexity, {settings['seq_len']}-token windows"
+                  f"{limit}; deltas vs the first model)")
+    table.add_column("metric")
+    for m in models:
+        table.add_column(m["label"], justify="right")
+    for row in comparison_rows(models):
+        is_ppl = row.name.startswith("ppl ")
+        digits = 2 if is_ppl else 4
+        cells = []
+        for i, (value, stderr, delta) in enumerate(zip(row.values, row.stderrs, row.deltas)):
+            text = _fmt(value, digits) + (f" ± {stderr:.3f}" if stderr is not None else "")
+            if i > 0 and delta is not None:
+                better = (delta > 0) == row.higher_is_better
+                colour = "green" if better and delta != 0 else "red" if delta != 0 else "dim"
+                text += f" [{colour}]({delta:+.{digits}f})[/]"
+            cells.append(text)
+        table.add_row(row.name, *cells)
+    console.print(table)
+    for m in models:
+        if m.get("generation"):
+            from rich.text import Text
+
+            console.print(Text.assemble((f"{m['label']}: ", "bold"), m["generation"]["prompt"],
+                                        (m["generation"]["text"], "cyan")))
+    if report.get("out"):
+        console.print(f"Saved to [bold]{report['out']}[/]")

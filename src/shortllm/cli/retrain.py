@@ -1,0 +1,176 @@
+"""``shortllm retrain``: heal a (pruned) model with LoRA, continued pretraining or distillation."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from shortllm.cli.options import (DataDirOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, OutOpt, OverwriteOpt,
+                                  RevisionOpt, SeedOpt, TextFieldOpt, TrustRemoteCodeOpt, load_settings)
+from shortllm.cli.output import console, err_console, print_json, state
+
+MethodOpt = Annotated[str, typer.Option(
+    "--method", "-M", help="lora (peft adapter, r=8) | cpt (full-parameter continued pretraining) | "
+    "kd (cpt plus distillation from the unpruned teacher).", show_default=False)]
+TrainDataOpt = Annotated[str, typer.Option(
+    "--data", "-d", help="Training text: a named dataset (pydoc, wikitext2, c4, ...; name[:split]), a "
+    ".txt/.jsonl/.json/.parquet file or folder, or an Alpaca .json/.jsonl of instruction/input/output records.")]
+FormatOpt = Annotated[str, typer.Option(
+    "--format", help="auto (Alpaca records if the file has an 'instruction' field) | text | instruction.")]
+EvalDataOpt = Annotated[Optional[str], typer.Option(
+    "--eval-data", help="Held-out data (default: the last --eval-fraction of --data).", show_default=False)]
+TrainSeqLenOpt = Annotated[int, typer.Option("--seq-len", help="Tokens per training row (packed text / truncation).")]
+
+
+def retrain(
+    method: MethodOpt,
+    out: OutOpt = None,
+    model: ModelOpt = None,
+    data: TrainDataOpt = "pydoc:train",
+    data_dir: DataDirOpt = None,
+    text_field: TextFieldOpt = "text",
+    data_format: FormatOpt = "auto",
+    eval_data: EvalDataOpt = None,
+    eval_fraction: Annotated[float, typer.Option("--eval-fraction", help="Share of rows held out.")] = 0.05,
+    max_eval_rows: Annotated[int, typer.Option("--max-eval-rows", help="At most this many held-out rows.")] = 32,
+    seq_len: TrainSeqLenOpt = 256,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per device per micro-step.")] = 4,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Micro-steps per optimizer step.")] = 1,
+    max_steps: Annotated[Optional[int], typer.Option(
+        "--max-steps", help="Optimizer steps (default: one pass over the data).", show_default=False)] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(
+        "--max-tokens", help="Or a budget in training tokens.", show_default=False)] = None,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, betas 0.9/0.95).")] = 1e-4,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay (matrices).")] = 0.1,
+    warmup_steps: Annotated[Optional[int], typer.Option(
+        "--warmup-steps", help="Linear warmup steps (default: 5% of the steps), then cosine decay.",
+        show_default=False)] = None,
+    min_lr_ratio: Annotated[float, typer.Option("--min-lr-ratio", help="Cosine ends at lr x this.")] = 0.1,
+    max_grad_norm: Annotated[float, typer.Option("--max-grad-norm", help="Gradient clipping norm.")] = 1.0,
+    lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank.")] = 8,
+    lora_alpha: Annotated[int, typer.Option("--lora-alpha", help="LoRA alpha.")] = 16,
+    lora_dropout: Annotated[float, typer.Option("--lora-dropout", help="LoRA dropout.")] = 0.05,
+    lora_targets: Annotated[Optional[str], typer.Option(
+        "--lora-targets", help="Comma-separated module names (default: every attention and MLP projection).",
+        show_default=False)] = None,
+    save_adapter: Annotated[bool, typer.Option(
+        "--save-adapter", help="LoRA: save the adapter only (default: merge it into a full model).")] = False,
+    teacher: Annotated[Optional[str], typer.Option(
+        "--teacher", help="KD teacher (default: the unpruned model named in the pruned folder's shortllm.json).",
+        show_default=False)] = None,
+    kd_alpha: Annotated[float, typer.Option("--kd-alpha", help="KD weight: alpha*T^2*KL + (1-alpha)*CE.")] = 0.5,
+    kd_temperature: Annotated[float, typer.Option("--kd-temperature", help="KD softmax temperature T.")] = 1.0,
+    eval_every: Annotated[int, typer.Option("--eval-every", help="Held-out loss every N steps (0: at the end).")] = 50,
+    save_every: Annotated[int, typer.Option("--save-every", help="Checkpoint every N steps (0: never).")] = 100,
+    keep_checkpoints: Annotated[int, typer.Option("--keep-checkpoints", help="Newest checkpoints kept.")] = 2,
+    checkpoint_dir: Annotated[Optional[Path], typer.Option(
+        "--checkpoint-dir", help="Where checkpoints go (default: OUT.checkpoints beside --out).",
+        show_default=False)] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint of this run.")] = False,
+    stop_after: Annotated[Optional[int], typer.Option(
+        "--stop-after", help="End this session after N steps with a checkpoint (continue later with --resume).",
+        show_default=False)] = None,
+    gradient_checkpointing: Annotated[bool, typer.Option(
+        "--gradient-checkpointing", help="Recompute activations in backward (less memory, ~30% slower).")] = False,
+    mixed_precision: Annotated[str, typer.Option(
+        "--mixed-precision", help="auto (bf16 autocast on CUDA, none on CPU) | no | bf16 | fp16.")] = "auto",
+    seed: SeedOpt = 1234,
+    dtype: DtypeOpt = "float32",
+    device: DeviceOpt = "auto",
+    trust_remote_code: TrustRemoteCodeOpt = False,
+    revision: RevisionOpt = None,
+    overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Heal a model by retraining: LoRA, continued pretraining (CPT) or distillation (KD).
+
+    Writes a plain Hugging Face checkpoint (LoRA merged unless --save-adapter), shortllm.json (method,
+    data, tokens, steps, wall time, loss curve) and train_curve.png to --out. Checkpoints go to
+    OUT.checkpoints every --save-every steps; --resume continues a stopped run. Runs the same under
+    `torchrun --nproc_per_node N` or `accelerate launch` (see docs/distributed.md).
+
+    Examples:
+
+      shortllm retrain --method cpt -m pruned/ --data c4 --data-dir ../data --max-steps 500 --out healed/
+
+      shortllm retrain --method kd -m pruned/ --data war_and_peace.txt --max-tokens 2000000 --out kd/
+
+      shortllm retrain --method lora -m pruned/ --data alpaca_data.json --seq-len 256 --out lora/
+    """
+    from shortllm.training.config import DataOptions, KDOptions, LoraOptions, TrainConfig
+    from shortllm.training.run import retrain as run_retrain
+
+    targets = tuple(t.strip() for t in lora_targets.split(",") if t.strip()) if lora_targets else None
+    cfg = TrainConfig(
+        method=method, model=model, out=out,
+        data=DataOptions(data=data, data_dir=data_dir, text_field=text_field, format=data_format,
+                         eval_data=eval_data, eval_fraction=eval_fraction, max_eval_rows=max_eval_rows),
+        seq_len=seq_len, batch_size=batch_size, grad_accum=grad_accum, max_steps=max_steps, max_tokens=max_tokens,
+        lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio,
+        max_grad_norm=max_grad_norm,
+        lora=LoraOptions(r=lora_r, alpha=lora_alpha, dropout=lora_dropout, targets=targets,
+                         save_adapter=save_adapter),
+        kd=KDOptions(teacher=teacher, alpha=kd_alpha, temperature=kd_temperature),
+        eval_every=eval_every, save_every=save_every, keep_checkpoints=keep_checkpoints,
+        checkpoint_dir=checkpoint_dir, resume=resume, stop_after=stop_after,
+        gradient_checkpointing=gradient_checkpointing, mixed_precision=mixed_precision, seed=seed,
+        settings=load_settings(dtype, device, None, trust_remote_code, revision), overwrite=overwrite,
+        command=shlex.join(["shortllm", *sys.argv[1:]]),
+    )
+    with _training_progress(f"retrain {method}", quiet=json_out) as on_step:
+        result = run_retrain(cfg, on_step=on_step)
+    if not result.is_main:
+        return
+    if json_out:
+        print_json(result.as_dict(curves=False))
+        return
+    _render(result)
+
+
+def _training_progress(description: str, quiet: bool):
+    """A rich progress bar with loss, lr and tokens/s on stderr; yields the core's ``on_step`` callback."""
+    import contextlib
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    @contextlib.contextmanager
+    def bar():
+        if state["quiet"] or quiet:
+            yield None
+            return
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), console=err_console,
+                      transient=True) as progress:
+            task = progress.add_task(description, total=None, stats="")
+
+            def on_step(step: int, total: int, s: dict) -> None:
+                stats = f"loss {s['loss']:.4f}  lr {s['lr']:.2e}  {s['tokens_per_s']:.0f} tok/s"
+                if "eval_loss" in s:
+                    stats += f"  held-out {s['eval_loss']:.4f}"
+                    err_console.print(f"step {step}/{total}: held-out loss {s['eval_loss']:.4f}")
+                progress.update(task, completed=step, total=total, stats=stats)
+
+            yield on_step
+
+    return bar()
+
+
+def _render(result) -> None:
+    r = result.as_dict(curves=False)
+    held = ""
+    if r["initial_eval_loss"] is not None and r["final_eval_loss"] is not None:
+        held = f"; held-out loss {r['initial_eval_loss']:.4f} -> {r['final_eval_loss']:.4f}"
+    console.print(
+        f"{r['method']}: {r['steps']}/{r['total_steps']} steps, {r['tokens_seen']:,} tokens in "
+        f"{r['wall_time_s']:.1f} s ({r['tokens_per_s'] or 0:.0f} tokens/s); final train loss "
+        f"{r['final_loss']:.4f}{held}"
+    )
+    if result.finished:
+        console.print(f"Saved the healed {r['saved']} to [bold]{r['out']}[/]")
+    else:
+        console.print(f"Stopped early; checkpoint [bold]{r['checkpoint']}[/]. Continue with the same command "
+                      "and --resume.")

@@ -1,0 +1,156 @@
+"""The lm-eval bridge: zero-shot tasks on the model already in memory (``simple_evaluate`` + ``HFLM``).
+
+Without a data directory lm-eval's own task definitions are used (they download their datasets). With one,
+shortllm's own definitions (``evaluation/tasks/*.yaml``) replace them for the seven tasks of the paper and read
+the local files; any other task name still goes to lm-eval. ``--include-path`` adds user task folders last, so
+a user's YAML wins over both.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shortllm.errors import DataError
+from shortllm.evaluation.tasks import OFFLINE_TASKS, PAPER_METRIC, PAPER_TASKS, TASKS_DIR, check_offline_task
+from shortllm.evaluation.tasks.utils import DATA_DIR_KEY
+
+log = logging.getLogger(__name__)
+
+# For tasks outside the paper's seven: the first of these that the task reports is its headline metric.
+METRIC_PREFERENCE = ("acc", "acc_norm", "exact_match", "f1", "mcc", "word_perplexity")
+
+
+@dataclass
+class TaskPlan:
+    """Checked task names and where each one's definition comes from."""
+
+    names: list[str]
+    offline: list[str]  # names answered by shortllm's offline YAML (data directory given)
+    data_dir: Path | None
+    include_paths: list[Path] = field(default_factory=list)
+    manager: Any = None  # lm_eval TaskManager, built once and shared by every model
+
+    def source(self, name: str) -> str:
+        return f"shortllm offline ({self.data_dir})" if name in self.offline else "lm-eval"
+
+
+def parse_tasks(spec: str | None) -> list[str]:
+    """``"piqa,arc_easy"`` -> names; ``None`` -> the paper's seven; ``""``/``none`` -> no tasks."""
+    if spec is None:
+        return list(PAPER_TASKS)
+    if spec.strip().lower() in ("", "none"):
+        return []
+    names = [t.strip() for t in spec.split(",") if t.strip()]
+    return list(dict.fromkeys(names))
+
+
+def plan_tasks(names: list[str], data_dir: Path | None, include_paths: list[Path] | None = None) -> TaskPlan:
+    """Check task names and files before any model is loaded, and build the shared TaskManager.
+
+    lm-eval's own task index (about 15,000 names, ~10 s to build) is only scanned when some task is not
+    answered by the offline definitions.
+
+    Raises:
+        DataError: an unknown task (the paper's seven are listed), a missing include path, a missing or
+            malformed task file in the data directory.
+    """
+    include_paths = [Path(p).expanduser() for p in include_paths or []]
+    for p in include_paths:
+        if not p.is_dir():
+            raise DataError(f"--include-path {p} is not a directory", "give a folder of lm-eval task YAML files")
+    offline = [n for n in names if data_dir is not None and n in OFFLINE_TASKS]
+    for name in offline:
+        check_offline_task(name, data_dir)
+    plan = TaskPlan(names, offline, data_dir, include_paths)
+    if not names:
+        return plan
+    from lm_eval.tasks import TaskManager
+
+    paths = ([TASKS_DIR] if data_dir is not None else []) + include_paths
+    need_defaults = any(n not in offline for n in names)
+    plan.manager = TaskManager(include_path=[str(p) for p in paths] or None, include_defaults=need_defaults,
+                               metadata={DATA_DIR_KEY: str(data_dir)} if data_dir is not None else None)
+    unknown = [n for n in names if n not in plan.manager.all_tasks]
+    if unknown:
+        raise DataError(
+            f"unknown task {', '.join(repr(n) for n in unknown)} (the paper's: {', '.join(PAPER_TASKS)}; "
+            "or any lm-eval task: `lm-eval ls tasks`)",
+            "check the spelling, or pass --include-path for your own task YAML",
+        )
+    return plan
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not math.isnan(float(value)) else None
+
+
+def summarise(name: str, raw: dict[str, Any], n_samples: dict[str, Any] | None, source: str) -> dict[str, Any]:
+    """One task's lm-eval result row -> ``{metric, value, stderr, metrics, stderrs, samples, source}``.
+
+    ``metric`` is the paper's for its seven tasks, else the first of :data:`METRIC_PREFERENCE` reported.
+    """
+    metrics: dict[str, float | None] = {}
+    stderrs: dict[str, float | None] = {}
+    for key, value in raw.items():
+        metric, _, filt = key.partition(",")
+        if key == "alias" or not filt:
+            continue
+        label = metric if filt == "none" else f"{metric},{filt}"
+        if metric.endswith("_stderr"):
+            stderrs[label.replace("_stderr", "", 1)] = _number(value)
+        else:
+            metrics[label] = _number(value)
+    headline = PAPER_METRIC.get(name) if PAPER_METRIC.get(name) in metrics else next(
+        (m for m in METRIC_PREFERENCE if m in metrics), next(iter(metrics), None))
+    return {"metric": headline, "value": metrics.get(headline), "stderr": stderrs.get(headline),
+            "metrics": metrics, "stderrs": stderrs,
+            "samples": (n_samples or {}).get("effective"), "source": source}
+
+
+def _quiet_lm_eval() -> None:
+    # lm-eval logs every step at INFO/WARNING (e.g. "pretrained is not a str"); show it only with -vv.
+    level = logging.DEBUG if logging.getLogger("shortllm").getEffectiveLevel() <= logging.DEBUG else logging.ERROR
+    logging.getLogger("lm_eval").setLevel(level)
+
+
+def run_tasks(model: Any, tokenizer: Any, plan: TaskPlan, limit: int | None = None, batch_size: int = 8,
+              num_fewshot: int = 0, seed: int = 1234) -> dict[str, dict[str, Any]]:
+    """Evaluate ``plan.names`` on an in-memory model with lm-eval's ``simple_evaluate``.
+
+    Args:
+        limit: the first N examples of each task.
+        batch_size: requests per forward pass.
+        num_fewshot: examples in each prompt (0 = zero-shot, the paper's setting).
+        seed: lm-eval's random, numpy, torch and few-shot seeds.
+
+    Returns:
+        ``{task: summarise(...)}`` for every requested name (groups report their aggregate).
+
+    Raises:
+        DataError: the model has no tokenizer.
+    """
+    if not plan.names:
+        return {}
+    if tokenizer is None:
+        raise DataError("the model has no tokenizer, so lm-eval tasks cannot be run", "save a tokenizer with it")
+    _quiet_lm_eval()
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=batch_size)
+    results = simple_evaluate(
+        model=lm, tasks=list(plan.names), num_fewshot=num_fewshot, limit=limit, task_manager=plan.manager,
+        log_samples=False, bootstrap_iters=1000, random_seed=seed, numpy_random_seed=seed,
+        torch_random_seed=seed, fewshot_random_seed=seed,
+    )
+    table = {**results.get("groups", {}), **results["results"]}
+    n_samples = results.get("n-samples", {})
+    return {name: summarise(name, table.get(name, {}), n_samples.get(name), plan.source(name))
+            for name in plan.names}
+
+
+__all__ = ["TaskPlan", "parse_tasks", "plan_tasks", "run_tasks", "summarise"]

@@ -1,0 +1,256 @@
+"""The one training loop behind lora, cpt and kd, on accelerate.
+
+accelerate does the device placement, mixed precision, gradient accumulation (``accumulate``/``backward``),
+DDP/FSDP/DeepSpeed wrapping and the checkpoint state (``save_state``/``load_state``). This module adds what is
+specific to healing: the token-exact loss normalisation across micro-batches and processes, the optional
+teacher, held-out evaluation, the NaN/inf guard and the curves recorded in the manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from shortllm.training.checkpoint import list_checkpoints, save_checkpoint
+from shortllm.training.config import TrainConfig, TrainingError
+from shortllm.training.data import IGNORE, BatchOrder, Rows, TrainData, collate
+from shortllm.training.losses import ce_sum, kd_objective, kd_sum
+
+log = logging.getLogger(__name__)
+
+StepCallback = Callable[[int, int, dict[str, Any]], None]
+
+
+@dataclass
+class LoopState:
+    """Counters and curves; saved in every checkpoint and in the final manifest."""
+
+    step: int = 0
+    tokens: int = 0  # input tokens (padding excluded) the optimizer has seen, over all processes
+    wall_s: float = 0.0  # training time over all sessions (loading and saving excluded)
+    curve: list[dict[str, float]] = field(default_factory=list)
+    eval_curve: list[dict[str, float]] = field(default_factory=list)
+    sessions: int = 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Trainer:
+    """Everything the loop runs on, built by :func:`build_trainer`."""
+
+    cfg: TrainConfig
+    accelerator: Any
+    model: Any  # prepared (possibly wrapped) student
+    optimizer: Any
+    scheduler: Any
+    teacher: Any | None
+    data: TrainData
+    order: BatchOrder
+    total_steps: int
+    warmup_steps: int
+    pad_id: int
+    checkpoint_root: Path
+    identity: dict[str, Any]
+    identity_hash: str
+
+
+def resolve_mixed_precision(choice: str, device: str) -> str | None:
+    """``auto``: bf16 on CUDA when supported, else none; None defers to an ``accelerate launch`` config.
+
+    Raises:
+        TrainingError: bf16/fp16 asked for without CUDA.
+    """
+    import os
+
+    if choice == "auto":
+        if os.environ.get("ACCELERATE_MIXED_PRECISION"):
+            return None
+        cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+        return "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
+    if choice != "no" and not torch.cuda.is_available():
+        raise TrainingError(f"--mixed-precision {choice} needs a CUDA GPU", "use --mixed-precision no on this machine")
+    return choice
+
+
+def make_accelerator(cfg: TrainConfig) -> Any:
+    """The Accelerator for this run (picks up ``torchrun`` / ``accelerate launch`` environments)."""
+    from accelerate import Accelerator
+
+    from shortllm.models.loading import resolve_device
+
+    device = resolve_device(cfg.settings.device) if cfg.settings.device != "auto" else "auto"
+    return Accelerator(cpu=device == "cpu", mixed_precision=resolve_mixed_precision(cfg.mixed_precision, device),
+                       gradient_accumulation_steps=cfg.grad_accum)
+
+
+def param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
+    """Trainable parameters in two AdamW groups: matrices decay, biases and norm weights do not."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_trainer(cfg: TrainConfig, accelerator: Any, model: Any, teacher: Any | None, data: TrainData,
+                  total_steps: int, pad_id: int, identity: dict[str, Any], identity_hash: str) -> Trainer:
+    """Optimizer (AdamW), warmup + cosine schedule, accelerate preparation, teacher placement."""
+    from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
+
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(0.05 * total_steps)
+    warmup = min(warmup, total_steps)
+    scheduler = get_cosine_with_min_lr_schedule_with_warmup(optimizer, warmup, total_steps,
+                                                            min_lr_rate=cfg.min_lr_ratio)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    # Not prepared: a prepared scheduler steps once per process per step, for dataloaders that shrink with
+    # the number of processes; here the step count is already global.
+    accelerator.register_for_checkpointing(scheduler)
+    if teacher is not None:
+        teacher.to(accelerator.device).eval().requires_grad_(False)
+    order = BatchOrder(len(data.train), cfg.seed, cfg.batch_size, cfg.grad_accum, accelerator.num_processes)
+    return Trainer(cfg, accelerator, model, optimizer, scheduler, teacher, data, order, total_steps, warmup,
+                   pad_id, cfg.checkpoints_path(), identity, identity_hash)
+
+
+def _forward(tr: Trainer, batch: dict[str, Any], with_teacher: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(CE sum, KL sum or 0, predicted-token count) of one micro-batch."""
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch.get("attention_mask"), "use_cache": False}
+    logits = tr.model(**inputs).logits
+    ce, count = ce_sum(logits, batch["labels"])
+    kl = torch.zeros((), device=ce.device)
+    if with_teacher:
+        with torch.no_grad(), tr.accelerator.autocast():
+            teacher_logits = tr.teacher(**inputs).logits
+        kl = kd_sum(logits, teacher_logits, batch["labels"], tr.cfg.kd.temperature)
+    return ce, kl, count
+
+
+def _to(batch: dict[str, Any], device: Any) -> dict[str, Any]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def evaluate(tr: Trainer, rows: Rows) -> float | None:
+    """Token-mean cross-entropy of the student on ``rows``, sharded over processes.
+
+    Every process runs the same number of forward passes (a process short of rows repeats one with all
+    labels ignored), so wrapped models with collectives in their forward (FSDP, ZeRO-3) stay in step.
+    """
+    if len(rows) == 0:
+        return None
+    acc = tr.accelerator
+    world, rank, b = acc.num_processes, acc.process_index, tr.cfg.batch_size
+    mine = list(range(rank, len(rows), world))
+    n_batches = math.ceil(math.ceil(len(rows) / world) / b)
+    totals = torch.zeros(2, dtype=torch.float64, device=acc.device)
+    tr.model.eval()
+    with torch.no_grad():
+        for k in range(n_batches):
+            idx = mine[k * b:(k + 1) * b]
+            batch = collate(rows, idx or [0], tr.pad_id)
+            if not idx:
+                batch["labels"].fill_(IGNORE)
+            ce, _, count = _forward(tr, _to(batch, acc.device), with_teacher=False)
+            totals += torch.stack([ce.double(), count.double()])
+    tr.model.train()
+    totals = acc.reduce(totals, "sum")
+    return float(totals[0] / totals[1]) if totals[1] > 0 else None
+
+
+def _diverged(tr: Trainer, step: int, what: str) -> TrainingError:
+    found = list_checkpoints(tr.checkpoint_root)
+    kept = (f"the last good checkpoint is {found[-1][1]} (step {found[-1][0]}); continue from it with --resume"
+            if found else "no checkpoint was written before it")
+    return TrainingError(f"training stopped: {what} at step {step + 1}; {kept}",
+                         "lower --lr, raise --warmup-steps or use --mixed-precision no; nothing was written to --out")
+
+
+def _checkpoint(tr: Trainer, state: LoopState) -> None:
+    payload = {"identity": tr.identity, "identity_hash": tr.identity_hash, "world_size": tr.accelerator.num_processes,
+               **state.as_dict()}
+    save_checkpoint(tr.accelerator, tr.checkpoint_root, state.step, payload, tr.cfg.keep_checkpoints)
+
+
+def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) -> bool:
+    """Run optimizer steps from ``state.step`` to the end (or to ``stop_after`` steps in this session).
+
+    Each step's loss is the token mean over the whole global batch: micro-batch sums are scaled by
+    ``grad_accum * processes / predicted tokens of the global batch``, which accelerate's accumulation
+    scaling and DDP's gradient averaging turn back into exactly that mean.
+
+    Returns:
+        True when the planned steps are done, False when the session stopped early (checkpoint written).
+
+    Raises:
+        TrainingError: the loss or gradient norm became NaN/inf (nothing is stepped with it).
+    """
+    cfg, acc, data, order = tr.cfg, tr.accelerator, tr.data, tr.order
+    world, rank = acc.num_processes, acc.process_index
+    stop_at = tr.total_steps if cfg.stop_after is None else min(tr.total_steps, state.step + cfg.stop_after)
+    with_teacher = tr.teacher is not None and cfg.kd.alpha > 0
+    alpha = cfg.kd.alpha if tr.teacher is not None else 0.0
+    session_tokens, t0 = 0, time.perf_counter()
+    wall_before = state.wall_s
+    tr.model.train()
+    while state.step < stop_at:
+        step = state.step
+        rows = order.step_rows(step)
+        n_targets = sum(data.train.targets[i] for i in rows)
+        n_inputs = sum(len(data.train.input_ids[i]) for i in rows)
+        scale = cfg.grad_accum * world / max(n_targets, 1)
+        sums = torch.zeros(2, dtype=torch.float64, device=acc.device)
+        grad_norm = None
+        lr = tr.scheduler.get_last_lr()[0]
+        for micro in range(cfg.grad_accum):
+            batch = _to(collate(data.train, order.micro_rows(step, micro, rank), tr.pad_id), acc.device)
+            with acc.accumulate(tr.model):
+                ce, kl, _ = _forward(tr, batch, with_teacher)
+                loss = kd_objective(ce, kl, alpha) if tr.teacher is not None else ce
+                acc.backward(loss * scale)
+                sums += torch.stack([ce.detach().double(), kl.detach().double()])
+                if acc.sync_gradients:
+                    grad_norm = acc.clip_grad_norm_(tr.model.parameters(), cfg.max_grad_norm)
+        sums = acc.reduce(sums, "sum")
+        ce_mean, kl_mean = float(sums[0]) / max(n_targets, 1), float(sums[1]) / max(n_targets, 1)
+        objective = kd_objective(ce_mean, kl_mean, alpha) if tr.teacher is not None else ce_mean
+        norm = float(grad_norm) if grad_norm is not None else float("nan")
+        if not math.isfinite(objective) or (grad_norm is not None and not math.isfinite(norm)):
+            tr.optimizer.zero_grad(set_to_none=True)
+            what = f"the loss is {objective}" if not math.isfinite(objective) else f"the gradient norm is {norm}"
+            raise _diverged(tr, step, what)
+        tr.optimizer.step()
+        tr.scheduler.step()
+        tr.optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        state.tokens += n_inputs
+        session_tokens += n_inputs
+        elapsed = time.perf_counter() - t0
+        state.wall_s = wall_before + elapsed
+        point = {"step": state.step, "loss": objective, "ce": ce_mean, "lr": lr, "tokens": state.tokens,
+                 "grad_norm": norm}
+        if tr.teacher is not None:
+            point["kl"] = kl_mean
+        state.curve.append(point)
+        last = state.step == tr.total_steps
+        if (cfg.eval_every and state.step % cfg.eval_every == 0) or last:
+            eval_loss = evaluate(tr, data.eval)
+            if eval_loss is not None:
+                state.eval_curve.append({"step": state.step, "loss": eval_loss, "tokens": state.tokens})
+                point["eval_loss"] = eval_loss
+        if on_step is not None and acc.is_main_process:
+            on_step(state.step, tr.total_steps, {**point, "tokens_per_s": session_tokens / max(elapsed, 1e-9)})
+        early_stop = state.step == stop_at and not last
+        if not last and ((cfg.save_every and state.step % cfg.save_every == 0) or early_stop):
+            _checkpoint(tr, state)
+    return state.step >= tr.total_steps

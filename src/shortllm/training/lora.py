@@ -1,0 +1,113 @@
+"""LoRA through peft, with targets that follow the architecture: every attention and MLP projection.
+
+The projection names are data, per Hugging Face ``model_type`` (like the block table in ``models/arch.py``).
+An architecture missing from the table falls back to every ``nn.Linear`` / GPT-2 ``Conv1D`` inside the
+transformer blocks, which is the same set for every family listed here.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+from shortllm.errors import UnsupportedArchitectureError
+from shortllm.models.arch import blocks_of
+
+log = logging.getLogger(__name__)
+
+_LLAMA = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_FUSED_QKV = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
+
+# model_type -> leaf names of the attention and MLP projections inside one block.
+PROJECTIONS: dict[str, tuple[str, ...]] = {
+    **{t: _LLAMA for t in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo",
+                           "olmo2", "granite", "cohere", "stablelm", "smollm3")},
+    # MoE families: attention plus the dense/shared MLP projections (fused expert weights are not Linear).
+    "mixtral": ("q_proj", "k_proj", "v_proj", "o_proj"),
+    "qwen2_moe": _LLAMA,
+    "qwen3_moe": _LLAMA,
+    "phi3": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
+    "phi": ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"),
+    "starcoder2": ("q_proj", "k_proj", "v_proj", "o_proj", "c_fc", "c_proj"),
+    "gpt2": ("c_attn", "c_proj", "c_fc"),
+    "gptj": ("q_proj", "k_proj", "v_proj", "out_proj", "fc_in", "fc_out"),
+    "bloom": _FUSED_QKV,
+    "falcon": _FUSED_QKV,
+    "gpt_neox": _FUSED_QKV,
+    "opt": ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),
+}
+
+
+def _linear_types() -> tuple[type, ...]:
+    import torch.nn as nn
+    from transformers.pytorch_utils import Conv1D
+
+    return (nn.Linear, Conv1D)
+
+
+def block_projections(model: Any) -> list[str]:
+    """Full module names of the LoRA targets of ``model``: the table's projections inside the blocks.
+
+    Raises:
+        UnsupportedArchitectureError: no projection found (blocks without linear layers).
+    """
+    blocks = blocks_of(model)
+    prefix = next(name for name, module in model.named_modules() if module is blocks.layers)
+    names = PROJECTIONS.get(getattr(model.config, "model_type", ""))
+    linear = _linear_types()
+    found = []
+    for name, module in blocks.layers.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if isinstance(module, linear) and (names is None or leaf in names):
+            found.append(f"{prefix}.{name}")
+    if not found:
+        raise UnsupportedArchitectureError(
+            f"found no attention or MLP projections to adapt in '{model.config.model_type}' blocks",
+            "name them with --lora-targets, or use --method cpt",
+        )
+    return found
+
+
+def target_modules(model: Any, explicit: tuple[str, ...] | None = None) -> list[str]:
+    """peft ``target_modules``: leaf names when they occur only inside the blocks, else full module names.
+
+    Raises:
+        UnsupportedArchitectureError: an explicit name that matches no linear layer.
+    """
+    if explicit:
+        linear = _linear_types()
+        leaves = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, linear)}
+        missing = [t for t in explicit if t not in leaves]
+        if missing:
+            raise UnsupportedArchitectureError(
+                f"--lora-targets {', '.join(missing)} match no linear layer of this model",
+                f"linear layers here: {', '.join(sorted(leaves))}",
+            )
+        return list(explicit)
+    full = block_projections(model)
+    leaves = sorted({n.rsplit(".", 1)[-1] for n in full})
+    everywhere = [n for n, _ in model.named_modules() if n.rsplit(".", 1)[-1] in leaves]
+    return leaves if sorted(everywhere) == sorted(full) else full
+
+
+def apply_lora(model: Any, r: int, alpha: int, dropout: float, targets: tuple[str, ...] | None = None) -> Any:
+    """Wrap ``model`` in a peft LoRA model (base weights frozen). Returns the peft model."""
+    from peft import LoraConfig, get_peft_model
+    from transformers.pytorch_utils import Conv1D
+
+    modules = target_modules(model, targets)
+    fan_in_fan_out = any(isinstance(m, Conv1D) for m in model.modules())  # GPT-2 stores weights transposed
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules, bias="none",
+                        task_type="CAUSAL_LM", fan_in_fan_out=fan_in_fan_out)
+    with warnings.catch_warnings():  # peft calls a transformers method deprecated in v5
+        warnings.simplefilter("ignore", FutureWarning)
+        peft_model = get_peft_model(model, config)
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    log.info("LoRA r=%d alpha=%d on %s: %d trainable parameters", r, alpha, ", ".join(modules[:8]), trainable)
+    return peft_model
+
+
+def merge(peft_model: Any) -> Any:
+    """Fold the adapter into the base weights; returns the plain transformers model."""
+    return peft_model.merge_and_unload()

@@ -1,0 +1,302 @@
+"""The retrain job: check everything cheap first, load, train, then write the healed model atomically.
+
+Order matters for "nothing half-written": options, output folder, data and teacher are checked before any
+weights load or any checkpoint is written; the final folder appears only when it is complete; only the main
+process writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from shortllm.errors import DataError, ModelLoadError, ShortLLMError
+from shortllm.models.loading import (ModelSource, check_settings, load_config, load_model, load_tokenizer,
+                                     resolve_source)
+from shortllm.pruning.export import MANIFEST, atomic_dir, check_output_dir, save_model, write_manifest
+from shortllm.training.checkpoint import clear_checkpoints, latest_checkpoint, list_checkpoints
+from shortllm.training.config import TrainConfig, TrainingError, identity_hash, run_identity, validate
+from shortllm.training.data import load_train_data, plan_steps
+from shortllm.training.loop import LoopState, build_trainer, evaluate, make_accelerator, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RetrainResult:
+    """What a retrain session did; ``as_dict`` is what the CLI prints and the manifest records."""
+
+    method: str
+    model: str
+    finished: bool
+    steps: int
+    total_steps: int
+    tokens_seen: int
+    wall_time_s: float
+    final_loss: float | None
+    initial_eval_loss: float | None
+    final_eval_loss: float | None
+    teacher: str | None
+    trainable_params: int
+    params: int
+    world_size: int
+    global_batch: int
+    warmup_steps: int
+    data: dict[str, Any]
+    saved: str | None = None  # "merged model" | "adapter" | "model"
+    out: str | None = None
+    checkpoint: str | None = None  # set when the session stopped early
+    resumed_from: str | None = None
+    is_main: bool = True
+    loss_curve: list[dict[str, float]] = field(default_factory=list)
+    eval_curve: list[dict[str, float]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self, curves: bool = True) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("is_main")
+        d["tokens_per_s"] = round(self.tokens_seen / self.wall_time_s, 2) if self.wall_time_s else None
+        d["timings_s"] = {k: round(v, 3) for k, v in d.pop("timings").items()}
+        if not curves:
+            d.pop("loss_curve")
+            d.pop("eval_curve")
+        return d
+
+
+def _read_manifest(source: ModelSource) -> dict[str, Any] | None:
+    path = Path(source.path) / MANIFEST
+    if not source.is_local or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        log.warning("cannot read %s; ignoring it", path)
+        return None
+
+
+def original_model(manifest: dict[str, Any] | None) -> str | None:
+    """The unpruned model a folder descends from: a prune's source, or a retrain's recorded original."""
+    if not manifest:
+        return None
+    source = manifest.get("source") or {}
+    if manifest.get("verb") == "prune":
+        return source.get("spec")
+    return source.get("original")
+
+
+def resolve_teacher(cfg: TrainConfig, source: ModelSource, manifest: dict[str, Any] | None) -> ModelSource:
+    """The teacher of ``--method kd``: ``--teacher``, else the original model the student's manifest names.
+
+    Raises:
+        TrainingError: no teacher can be found or resolved.
+    """
+    spec, where = cfg.kd.teacher, "--teacher"
+    if spec is None:
+        spec = original_model(manifest)
+        where = f"{Path(source.path) / MANIFEST}"
+        if spec is None:
+            raise TrainingError(
+                f"--method kd needs a teacher, and {source.spec} has no shortllm.json naming the model it was "
+                "pruned from", "pass --teacher MODEL (the unpruned model)")
+    try:
+        return resolve_source(spec)
+    except ModelLoadError as err:
+        raise TrainingError(f"the teacher '{spec}' (from {where}) cannot be found: {err.message}",
+                            "pass --teacher with the unpruned model's hub id or folder") from err
+
+
+def check_teacher(student_config: Any, student_tok: Any, teacher: ModelSource, trust_remote_code: bool) -> None:
+    """Refuse a teacher whose vocabulary differs from the student's (KL compares them token by token).
+
+    Raises:
+        TrainingError: different vocabulary sizes or different token -> id maps.
+    """
+    teacher_config = load_config(teacher, trust_remote_code)
+    sv, tv = student_config.get_text_config().vocab_size, teacher_config.get_text_config().vocab_size
+    hint = "distill from the model the student was pruned from, or a teacher with the same tokenizer"
+    if sv != tv:
+        raise TrainingError(f"the teacher '{teacher.spec}' has a vocabulary of {tv} tokens, the student {sv}", hint)
+    teacher_tok = load_tokenizer(teacher, trust_remote_code)
+    if student_tok is not None and teacher_tok is not None and student_tok.get_vocab() != teacher_tok.get_vocab():
+        raise TrainingError(f"the teacher '{teacher.spec}' uses a different tokenizer (same size, other tokens)", hint)
+
+
+def _check_outputs(cfg: TrainConfig) -> None:
+    check_output_dir(cfg.out, cfg.overwrite)
+    root = cfg.checkpoints_path()
+    if root.exists() and not root.is_dir():
+        raise TrainingError(f"checkpoint path {root} is a file", "choose another --checkpoint-dir")
+    if not cfg.resume and list_checkpoints(root) and not cfg.overwrite:
+        raise TrainingError(f"{root} holds checkpoints of an earlier run",
+                            "pass --resume to continue it, or --overwrite to start over")
+
+
+def _reset_accelerate(accelerator: Any) -> None:
+    """Let a later run in this Python process build a fresh Accelerator (tests, notebooks, benchmarks)."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    if accelerator.num_processes > 1:
+        accelerator.end_training()
+        return
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+def retrain(cfg: TrainConfig, on_step=None) -> RetrainResult:
+    """Heal a model with LoRA, continued pretraining or distillation (see docs/retrain.md).
+
+    Args:
+        cfg: the options.
+        on_step: ``(step, total, stats)`` after each optimizer step, on the main process only.
+
+    Returns:
+        The :class:`RetrainResult` (on every process; only the main one has written anything).
+
+    Raises:
+        ShortLLMError: bad options, data, teacher, output folder or checkpoint; a diverged run.
+    """
+    t0 = time.perf_counter()
+    validate(cfg)
+    check_settings(cfg.settings)
+    _check_outputs(cfg)
+    source = resolve_source(cfg.model, cfg.settings.revision)
+    config = load_config(source, cfg.settings.trust_remote_code)
+    manifest = _read_manifest(source)
+    teacher_source = resolve_teacher(cfg, source, manifest) if cfg.method == "kd" else None
+
+    accelerator = make_accelerator(cfg)
+    try:
+        return _run(cfg, accelerator, source, config, manifest, teacher_source, t0, on_step)
+    finally:
+        _reset_accelerate(accelerator)
+
+
+def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, manifest: dict[str, Any] | None,
+         teacher_source: ModelSource | None, t0: float, on_step) -> RetrainResult:
+    from accelerate.utils import set_seed
+
+    timings: dict[str, float] = {}
+    set_seed(cfg.seed)
+    load_settings = replace(cfg.settings, device="cpu", device_map=None)  # accelerate places the model
+    loaded = load_model(cfg.model, load_settings)
+    if teacher_source is not None:
+        check_teacher(config, loaded.tokenizer, teacher_source, cfg.settings.trust_remote_code)
+    data = load_train_data(loaded.tokenizer, cfg.data, cfg.seq_len)
+    world = accelerator.num_processes
+    global_batch = cfg.batch_size * cfg.grad_accum * world
+    if len(data.train) < global_batch:
+        raise DataError(
+            f"{cfg.data.data} gives {len(data.train)} training row(s) of at most {cfg.seq_len} tokens, but one "
+            f"optimizer step needs {global_batch} (--batch-size {cfg.batch_size} x --grad-accum {cfg.grad_accum}"
+            f" x {world} process(es))", "use more text, a shorter --seq-len, or a smaller batch")
+    mean_row = data.train.num_tokens / len(data.train)
+    total_steps = plan_steps(len(data.train), global_batch, mean_row, cfg.max_steps, cfg.max_tokens)
+    identity = run_identity(cfg, loaded.fingerprint, data.fingerprint, total_steps, global_batch)
+    if cfg.kd.teacher is None and teacher_source is not None:
+        identity["kd"] = {**identity["kd"], "teacher": teacher_source.spec}
+    ident_hash = identity_hash(identity)
+    checkpoint = latest_checkpoint(cfg.checkpoints_path(), identity, ident_hash) if cfg.resume else None
+    timings["load"] = time.perf_counter() - t0
+
+    model = loaded.model
+    if cfg.method == "lora":
+        from shortllm.training.lora import apply_lora
+
+        model = apply_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets)
+    teacher = None
+    if teacher_source is not None:
+        teacher = load_model(teacher_source.spec, load_settings).model
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    params = sum(p.numel() for p in model.parameters())
+    pad_id = loaded.tokenizer.pad_token_id
+    pad_id = pad_id if pad_id is not None else (loaded.tokenizer.eos_token_id or 0)
+    tr = build_trainer(cfg, accelerator, model, teacher, data, total_steps, pad_id, identity, ident_hash)
+
+    state = LoopState()
+    if checkpoint is not None:
+        path, saved = checkpoint
+        accelerator.load_state(str(path))
+        fields = {k: saved[k] for k in ("step", "tokens", "wall_s", "curve", "eval_curve", "sessions")}
+        state = LoopState(**fields)
+        state.sessions += 1
+        log.info("resumed from %s (step %d of %d)", path, state.step, total_steps)
+    else:
+        if cfg.overwrite and accelerator.is_main_process:
+            clear_checkpoints(cfg.checkpoints_path())
+        initial = evaluate(tr, data.eval)
+        if initial is not None:
+            state.eval_curve.append({"step": 0, "loss": initial, "tokens": 0})
+    t1 = time.perf_counter()
+    finished = train(tr, state, on_step)
+    timings["train"] = time.perf_counter() - t1
+
+    result = RetrainResult(
+        method=cfg.method, model=source.spec, finished=finished, steps=state.step, total_steps=total_steps,
+        tokens_seen=state.tokens, wall_time_s=round(state.wall_s, 3),
+        final_loss=state.curve[-1]["loss"] if state.curve else None,
+        initial_eval_loss=next((p["loss"] for p in state.eval_curve if p["step"] == 0), None),
+        final_eval_loss=state.eval_curve[-1]["loss"] if state.eval_curve else None,
+        teacher=teacher_source.spec if teacher_source else None, trainable_params=trainable, params=params,
+        world_size=world, global_batch=global_batch, warmup_steps=tr.warmup_steps, data=data.info,
+        resumed_from=str(checkpoint[0]) if checkpoint else None, is_main=accelerator.is_main_process,
+        loss_curve=state.curve, eval_curve=state.eval_curve, timings=timings,
+    )
+    if not finished:
+        from shortllm.training.checkpoint import checkpoint_name
+
+        result.checkpoint = str(cfg.checkpoints_path() / checkpoint_name(state.step))
+        return result
+    _save_final(cfg, tr, loaded, source, manifest, result, t0)
+    return result
+
+
+def _save_final(cfg: TrainConfig, tr: Any, loaded: Any, source: ModelSource, manifest: dict[str, Any] | None,
+                result: RetrainResult, t0: float) -> None:
+    """Write the healed model, the manifest and the curve into ``--out`` (main process; others wait)."""
+    from accelerate.utils import DistributedType
+
+    from shortllm.training.plot import plot_curve
+
+    acc = tr.accelerator
+    t = time.perf_counter()
+    sharded = acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    state_dict = acc.get_state_dict(tr.model) if sharded else None  # collective: every process gathers
+    save_adapter = cfg.method == "lora" and (cfg.lora.save_adapter or sharded)
+    if cfg.method == "lora" and sharded and not cfg.lora.save_adapter:
+        log.warning("sharded training (FSDP/DeepSpeed): saving the LoRA adapter; merge it on one device")
+    if acc.is_main_process:
+        model = acc.unwrap_model(tr.model)
+        if cfg.method == "lora" and not save_adapter:
+            from shortllm.training.lora import merge
+
+            model = merge(model)
+        result.saved = "adapter" if save_adapter else ("merged model" if cfg.method == "lora" else "model")
+        with atomic_dir(cfg.out, cfg.overwrite) as tmp:
+            if state_dict is not None:
+                model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+                if loaded.tokenizer is not None:
+                    loaded.tokenizer.save_pretrained(tmp)
+            else:
+                save_model(model, loaded.tokenizer, tmp)
+            plot_curve(result.loss_curve, result.eval_curve,
+                       f"shortllm retrain --method {cfg.method}: {source.spec}", tmp / "train_curve.png")
+            result.out = str(cfg.out)
+            result.timings["save"] = time.perf_counter() - t
+            result.timings["total"] = time.perf_counter() - t0
+            original = original_model(manifest) if manifest else None
+            write_manifest(
+                tmp, "retrain", options={**cfg.as_dict(), "command": cfg.command},
+                source={"spec": source.spec, "kind": source.kind, "path": source.path,
+                        "fingerprint": tr.identity["model_fingerprint"], "original": original},
+                results=result.as_dict(), timings=result.timings,
+            )
+    else:
+        result.out = str(cfg.out)
+    acc.wait_for_everyone()
+
+
+__all__ = ["RetrainResult", "ShortLLMError", "TrainConfig", "retrain"]
