@@ -9,13 +9,21 @@ from transformers import AutoTokenizer
 
 from shortllm.errors import DataError
 from shortllm.training.config import DataOptions
-from shortllm.training.data import (IGNORE, BatchOrder, collate, format_prompt, instruction_rows, load_train_data,
-                                    plan_steps, read_instructions)
+from shortllm.training.data import (
+    IGNORE,
+    BatchOrder,
+    collate,
+    format_prompt,
+    instruction_rows,
+    load_train_data,
+    plan_steps,
+    read_instructions,
+)
 
 
 @pytest.fixture(scope="module")
-def tok(tiny_tok_dir):
-    return AutoTokenizer.from_pretrained(tiny_tok_dir)
+def tok(tiny_bpe_dir):
+    return AutoTokenizer.from_pretrained(tiny_bpe_dir)
 
 
 def test_read_instructions_names_the_line_without_a_field(tmp_path):
@@ -46,8 +54,10 @@ def test_prompt_tokens_are_masked_and_the_answer_ends_with_eos(tok):
 
 
 def test_records_cut_off_before_the_answer_are_dropped(tok):
+    short = {"instruction": "a", "input": "", "output": "b"}
+    fits = len(tok(format_prompt(short), add_special_tokens=False)["input_ids"]) + 2
     record = {"instruction": "word " * 100, "input": "", "output": "x"}
-    rows, dropped = instruction_rows(tok, [record, {"instruction": "a", "output": "b"}], seq_len=64)
+    rows, dropped = instruction_rows(tok, [record, short], seq_len=fits)
     assert (len(rows), dropped) == (1, 1)
 
 
@@ -55,10 +65,10 @@ def test_auto_format_detects_alpaca_and_holds_out_the_tail(tok, tmp_path):
     path = tmp_path / "alpaca.json"
     path.write_text(json.dumps([{"instruction": f"Count to {i}.", "input": "", "output": " ".join(map(str, range(i)))}
                                 for i in range(1, 21)]))
-    data = load_train_data(tok, DataOptions(data=str(path), eval_fraction=0.1), seq_len=64)
+    data = load_train_data(tok, DataOptions(data=str(path), eval_fraction=0.1), seq_len=256)
     assert data.kind == "instruction"
     assert (len(data.train), len(data.eval)) == (18, 2)
-    assert data.eval.input_ids[-1].tolist() == instruction_rows(tok, read_instructions(path), 64)[0].input_ids[-1].tolist()
+    assert data.eval.input_ids[-1].tolist() == instruction_rows(tok, read_instructions(path), 256)[0].input_ids[-1].tolist()
 
 
 def test_plain_text_is_packed(tok, small_text):

@@ -34,16 +34,17 @@ def test_cpt_writes_a_plain_model_manifest_and_curve(pruned_tiny, small_text, tm
     assert res["data"]["fingerprint"] and res["wall_time_s"] > 0
     assert manifest["source"]["original"] is not None  # the unpruned model, for a later kd run
     reloaded = AutoModelForCausalLM.from_pretrained(out)
-    assert reloaded.config.num_hidden_layers == 4
+    assert reloaded.config.num_hidden_layers == 3
     assert not list_checkpoints(out.parent / "healed.checkpoints")
 
 
 def test_training_lowers_the_loss(pruned_tiny, small_text, tmp_path):
-    cfg = quick_config("cpt", pruned_tiny, small_text, tmp_path / "o", max_steps=12, lr=3e-3, warmup_steps=0)
+    cfg = quick_config("cpt", pruned_tiny, small_text, tmp_path / "o", max_steps=20, lr=1e-2, warmup_steps=2)
     result = retrain(cfg)
-    first, last = result.loss_curve[0]["loss"], result.loss_curve[-1]["loss"]
+    first = sum(p["loss"] for p in result.loss_curve[:3]) / 3
+    last = sum(p["loss"] for p in result.loss_curve[-3:]) / 3
     assert last < first - 0.5
-    assert result.final_eval_loss < result.initial_eval_loss
+    assert result.final_eval_loss < result.initial_eval_loss - 0.5
 
 
 def test_interrupted_and_resumed_run_ends_where_an_uninterrupted_one_does(pruned_tiny, small_text, tmp_path):
@@ -76,7 +77,7 @@ def test_resume_refuses_another_runs_checkpoint(pruned_tiny, small_text, tmp_pat
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(pruned_tiny, small_text, tmp_path, monkeypatch):
-    import shortllm.training.loop as loop
+    from shortllm.training import loop
 
     real, calls = loop.ce_sum, {"n": 0}
 
@@ -93,25 +94,22 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(pruned_tiny, small_te
     assert [s for s, _ in list_checkpoints(tmp_path / "o.checkpoints")] == [2]
 
 
-def test_kd_uses_the_source_named_in_the_pruned_folder(pruned_tiny, small_text, tmp_path, tiny_tok_dir):
+def test_kd_uses_the_source_named_in_the_pruned_folder(pruned_tiny, small_text, tmp_path, tiny_bpe_dir):
     result = retrain(quick_config("kd", pruned_tiny, small_text, tmp_path / "kd", max_steps=2))
-    assert Path(result.teacher) == Path(tiny_tok_dir)
+    assert Path(result.teacher) == Path(tiny_bpe_dir)
     point = result.loss_curve[-1]
     assert point["kl"] > 0 and math.isclose(point["loss"], 0.5 * point["kl"] + 0.5 * point["ce"], rel_tol=1e-9)
 
 
 def test_kd_refuses_a_teacher_with_another_vocabulary(pruned_tiny, small_text, tmp_path, tiny_llama_dir):
-    with pytest.raises(TrainingError, match="vocabulary of 128 tokens, the student 49152"):
-        retrain(quick_config("kd", pruned_tiny, small_text, tmp_path / "kd", teacher=None).__class__(
-            **{**quick_config("kd", pruned_tiny, small_text, tmp_path / "kd").__dict__,
-               "kd": replace(quick_config("kd", pruned_tiny, small_text, tmp_path / "kd").kd,
-                             teacher=str(tiny_llama_dir))}))
+    with pytest.raises(TrainingError, match="vocabulary of 128 tokens, the student 512"):
+        retrain(quick_config("kd", pruned_tiny, small_text, tmp_path / "kd", teacher=str(tiny_llama_dir)))
     assert not (tmp_path / "kd").exists()
 
 
-def test_kd_without_a_teacher_is_refused(tiny_tok_dir, small_text, tmp_path):
+def test_kd_without_a_teacher_is_refused(tiny_bpe_dir, small_text, tmp_path):
     with pytest.raises(TrainingError, match="needs a teacher"):
-        retrain(quick_config("kd", tiny_tok_dir, small_text, tmp_path / "kd"))
+        retrain(quick_config("kd", tiny_bpe_dir, small_text, tmp_path / "kd"))
 
 
 def test_too_little_data_for_one_step(pruned_tiny, small_text, tmp_path):
@@ -136,7 +134,7 @@ def test_two_processes_follow_the_one_process_trajectory(pruned_tiny, small_text
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
            "-m", "shortllm.cli.app", "-q", "retrain", *map(str, common), "--out", str(tmp_path / "two"), "--json"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     two = json.loads((tmp_path / "two" / "shortllm.json").read_text())["results"]
     assert two["world_size"] == 2 and two["global_batch"] == single.global_batch == 4

@@ -331,10 +331,11 @@ def run_bench(req: BenchRequest, progress: Callable[[int, int, str], None] | Non
                 if step >= req.warmup:
                     measured[i].append(timing)
                 done += 1
+                phase = "warmup" if step < req.warmup else f"repeat {step - req.warmup + 1}"
+                what = f"batch {batch}, prompt {prompt_len}, {new_tokens} new: {infos[i].label} ({phase})"
+                log.info("run %d/%d %s: %.2f s", done, total, what, timing.latency_s)
                 if progress is not None:
-                    phase = "warmup" if step < req.warmup else f"repeat {step - req.warmup + 1}"
-                    progress(done, total, f"batch {batch}, prompt {prompt_len}, {new_tokens} new: "
-                                          f"{infos[i].label} ({phase})")
+                    progress(done, total, what)
         rows.extend(summarise(infos, point, measured, meter.kind))
     timings["sweep"] = time.perf_counter() - t1
     if hasattr(os, "getloadavg"):

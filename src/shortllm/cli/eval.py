@@ -9,8 +9,20 @@ from typing import Annotated, Optional
 
 import typer
 
-from shortllm.cli.options import (DataDirOpt, DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, OutOpt, OverwriteOpt,
-                                  RevisionOpt, SeedOpt, TextFieldOpt, TrustRemoteCodeOpt, load_settings)
+from shortllm.cli.options import (
+    DataDirOpt,
+    DeviceMapOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    OutOpt,
+    OverwriteOpt,
+    RevisionOpt,
+    SeedOpt,
+    TextFieldOpt,
+    TrustRemoteCodeOpt,
+    load_settings,
+)
 from shortllm.cli.output import console, print_json, progress_bar
 
 # ModelOpt is single-valued; eval compares several models, so -m repeats here (same spelling and help).
@@ -48,7 +60,7 @@ GenerateOpt = Annotated[Optional[str], typer.Option(
 MaxNewOpt = Annotated[int, typer.Option("--max-new-tokens", help="Tokens generated for --generate.")]
 
 
-def eval(  # noqa: A001 - the verb's name
+def eval(
     model: ModelsOpt = None,
     ppl: PplOpt = None,
     tasks: TasksOpt = None,

@@ -5,12 +5,24 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from shortllm.cli.options import (DataDirOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, OutOpt, OverwriteOpt,
-                                  RevisionOpt, SeedOpt, TextFieldOpt, TrustRemoteCodeOpt, load_settings)
+from shortllm.cli.options import (
+    DataDirOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelOpt,
+    OutOpt,
+    OverwriteOpt,
+    RevisionOpt,
+    SeedOpt,
+    TextFieldOpt,
+    TrustRemoteCodeOpt,
+    load_settings,
+)
 from shortllm.cli.output import console, err_console, print_json, state
 
 MethodOpt = Annotated[str, typer.Option(
@@ -21,7 +33,7 @@ TrainDataOpt = Annotated[str, typer.Option(
     ".txt/.jsonl/.json/.parquet file or folder, or an Alpaca .json/.jsonl of instruction/input/output records.")]
 FormatOpt = Annotated[str, typer.Option(
     "--format", help="auto (Alpaca records if the file has an 'instruction' field) | text | instruction.")]
-EvalDataOpt = Annotated[Optional[str], typer.Option(
+EvalDataOpt = Annotated[str | None, typer.Option(
     "--eval-data", help="Held-out data (default: the last --eval-fraction of --data).", show_default=False)]
 TrainSeqLenOpt = Annotated[int, typer.Option("--seq-len", help="Tokens per training row (packed text / truncation).")]
 
@@ -40,13 +52,13 @@ def retrain(
     seq_len: TrainSeqLenOpt = 256,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per device per micro-step.")] = 4,
     grad_accum: Annotated[int, typer.Option("--grad-accum", help="Micro-steps per optimizer step.")] = 1,
-    max_steps: Annotated[Optional[int], typer.Option(
+    max_steps: Annotated[int | None, typer.Option(
         "--max-steps", help="Optimizer steps (default: one pass over the data).", show_default=False)] = None,
-    max_tokens: Annotated[Optional[int], typer.Option(
+    max_tokens: Annotated[int | None, typer.Option(
         "--max-tokens", help="Or a budget in training tokens.", show_default=False)] = None,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, betas 0.9/0.95).")] = 1e-4,
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay (matrices).")] = 0.1,
-    warmup_steps: Annotated[Optional[int], typer.Option(
+    warmup_steps: Annotated[int | None, typer.Option(
         "--warmup-steps", help="Linear warmup steps (default: 5% of the steps), then cosine decay.",
         show_default=False)] = None,
     min_lr_ratio: Annotated[float, typer.Option("--min-lr-ratio", help="Cosine ends at lr x this.")] = 0.1,
@@ -54,12 +66,12 @@ def retrain(
     lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank.")] = 8,
     lora_alpha: Annotated[int, typer.Option("--lora-alpha", help="LoRA alpha.")] = 16,
     lora_dropout: Annotated[float, typer.Option("--lora-dropout", help="LoRA dropout.")] = 0.05,
-    lora_targets: Annotated[Optional[str], typer.Option(
+    lora_targets: Annotated[str | None, typer.Option(
         "--lora-targets", help="Comma-separated module names (default: every attention and MLP projection).",
         show_default=False)] = None,
     save_adapter: Annotated[bool, typer.Option(
         "--save-adapter", help="LoRA: save the adapter only (default: merge it into a full model).")] = False,
-    teacher: Annotated[Optional[str], typer.Option(
+    teacher: Annotated[str | None, typer.Option(
         "--teacher", help="KD teacher (default: the unpruned model named in the pruned folder's shortllm.json).",
         show_default=False)] = None,
     kd_alpha: Annotated[float, typer.Option("--kd-alpha", help="KD weight: alpha*T^2*KL + (1-alpha)*CE.")] = 0.5,
@@ -67,11 +79,11 @@ def retrain(
     eval_every: Annotated[int, typer.Option("--eval-every", help="Held-out loss every N steps (0: at the end).")] = 50,
     save_every: Annotated[int, typer.Option("--save-every", help="Checkpoint every N steps (0: never).")] = 100,
     keep_checkpoints: Annotated[int, typer.Option("--keep-checkpoints", help="Newest checkpoints kept.")] = 2,
-    checkpoint_dir: Annotated[Optional[Path], typer.Option(
+    checkpoint_dir: Annotated[Path | None, typer.Option(
         "--checkpoint-dir", help="Where checkpoints go (default: OUT.checkpoints beside --out).",
         show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint of this run.")] = False,
-    stop_after: Annotated[Optional[int], typer.Option(
+    stop_after: Annotated[int | None, typer.Option(
         "--stop-after", help="End this session after N steps with a checkpoint (continue later with --resume).",
         show_default=False)] = None,
     gradient_checkpointing: Annotated[bool, typer.Option(
@@ -135,7 +147,14 @@ def _training_progress(description: str, quiet: bool):
     """A rich progress bar with loss, lr and tokens/s on stderr; yields the core's ``on_step`` callback."""
     import contextlib
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     @contextlib.contextmanager
     def bar():

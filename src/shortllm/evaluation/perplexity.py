@@ -7,8 +7,9 @@ its own: ``seq_len - 1`` predicted tokens. ``bos_every`` is the reference repo's
 tokenized without special tokens, cut into windows of ``seq_len - 1`` tokens, and BOS is put before each one.
 
 ``sliding`` (the Hugging Face strided recipe): the corpus joined with its own separator, windows of ``seq_len``
-tokens starting every ``stride`` tokens; each token after the first is predicted exactly once, in the window
-that ends first after it, with up to ``seq_len - 1`` tokens of context.
+tokens starting every ``stride`` tokens; each token is scored once, in the first window that reaches it, with up
+to ``seq_len - 1`` tokens of context. With ``stride < seq_len`` that is every token after the first; with
+``stride == seq_len`` the first token of each window has no context and is not scored, as in the recipe.
 
 Both report ``exp(mean NLL)`` over all predicted tokens. The maths (window plans, summed NLL) is separate from
 the plumbing (text -> ids) so that it can be checked against a straightforward loop.
@@ -81,7 +82,8 @@ def paper_windows(n_tokens: int, seq_len: int, bos_every: bool = False, limit: i
 
 
 def sliding_windows(n_tokens: int, seq_len: int, stride: int, limit: int | None = None) -> list[Window]:
-    """Strided windows: start every ``stride`` tokens; each token after the first is scored exactly once.
+    """Strided windows: start every ``stride`` tokens; each token is scored at most once (every token after the
+    first when ``stride < seq_len``).
 
     The last window may be shorter than ``seq_len`` (it ends with the stream). ``limit`` keeps the first N.
     """

@@ -52,7 +52,14 @@ def save_checkpoint(accelerator: Any, root: Path, step: int, state: dict[str, An
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
+    # Tied embeddings are saved once; accelerate warns about it on every save, and reloads them tied.
+    quiet = logging.getLogger("accelerate.utils.other")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        accelerator.save_state(str(tmp), safe_serialization=True)
+    finally:
+        quiet.setLevel(level)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n")

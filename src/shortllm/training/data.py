@@ -21,14 +21,11 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from shortllm.data import load_documents, pack_documents
 from shortllm.errors import DataError
 from shortllm.training.config import DataOptions
-
-if TYPE_CHECKING:
-    import torch
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +203,9 @@ def _load_split(tokenizer: Any, spec: str, opts: DataOptions, seq_len: int, spli
             raise DataError(f"no such instruction file: {spec}", "give a .json or .jsonl file of Alpaca records")
         records = read_instructions(path)
         rows, dropped = instruction_rows(tokenizer, records, seq_len)
+        if not len(rows):
+            raise DataError(f"no record of {path} keeps any response token within --seq-len {seq_len} "
+                            "(the prompts fill it)", "raise --seq-len")
         if dropped:
             log.warning("%d of %d instruction records have no response tokens within --seq-len %d: dropped",
                         dropped, len(records), seq_len)

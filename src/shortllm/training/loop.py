@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -33,7 +34,7 @@ class LoopState:
 
     step: int = 0
     tokens: int = 0  # input tokens (padding excluded) the optimizer has seen, over all processes
-    wall_s: float = 0.0  # training time over all sessions (loading and saving excluded)
+    wall_s: float = 0.0  # training time over all sessions (evals and checkpoints in it; loading excluded)
     curve: list[dict[str, float]] = field(default_factory=list)
     eval_curve: list[dict[str, float]] = field(default_factory=list)
     sessions: int = 1
@@ -106,7 +107,11 @@ def build_trainer(cfg: TrainConfig, accelerator: Any, model: Any, teacher: Any |
     from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     model.train()
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(0.05 * total_steps)

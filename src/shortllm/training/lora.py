@@ -40,7 +40,7 @@ PROJECTIONS: dict[str, tuple[str, ...]] = {
 
 
 def _linear_types() -> tuple[type, ...]:
-    import torch.nn as nn
+    from torch import nn
     from transformers.pytorch_utils import Conv1D
 
     return (nn.Linear, Conv1D)

@@ -15,8 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from shortllm.errors import DataError, ModelLoadError, ShortLLMError
-from shortllm.models.loading import (ModelSource, check_settings, load_config, load_model, load_tokenizer,
-                                     resolve_source)
+from shortllm.models.loading import (
+    ModelSource,
+    check_settings,
+    load_config,
+    load_model,
+    load_tokenizer,
+    resolve_source,
+)
 from shortllm.pruning.export import MANIFEST, atomic_dir, check_output_dir, save_model, write_manifest
 from shortllm.training.checkpoint import clear_checkpoints, latest_checkpoint, list_checkpoints
 from shortllm.training.config import TrainConfig, TrainingError, identity_hash, run_identity, validate
