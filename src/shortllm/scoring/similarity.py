@@ -30,14 +30,14 @@ def angular_table(states: Sequence[torch.Tensor], run: int) -> list[float]:
     ``states[i]`` is the input of block i (``states[n]`` the last block's output), each ``[N, T, H]``.
     """
     n = len(states) - 1
-    return [angular_distance(states[l][:, -1], states[l + run][:, -1]) for l in range(n - run + 1)]
+    return [angular_distance(states[start][:, -1], states[start + run][:, -1]) for start in range(n - run + 1)]
 
 
 def best_run(distances: list[float], run: int, candidates: Sequence[int]) -> int | None:
     """Start of the run of ``run`` blocks, all candidates, with the smallest distance (None if none fits)."""
     allowed = set(candidates)
-    starts = [l for l in range(len(distances)) if all(b in allowed for b in range(l, l + run))]
-    return min(starts, key=lambda l: (distances[l], l)) if starts else None
+    starts = [s for s in range(len(distances)) if all(b in allowed for b in range(s, s + run))]
+    return min(starts, key=lambda s: (distances[s], s)) if starts else None
 
 
 def bi_criterion(ctx: ScoreContext) -> ScoreResult:
@@ -62,8 +62,8 @@ def angular_criterion(ctx: ScoreContext) -> ScoreResult:
     tables = {m: angular_table(fp.inputs, m) for m in range(1, n)}
     run = max(ctx.num_remove, 1)
     distances = tables[run]
-    scores: list[float | None] = [distances[l] if l < len(distances) and l in ctx.candidates else None
-                                  for l in range(n)]
+    scores: list[float | None] = [distances[b] if b < len(distances) and b in ctx.candidates else None
+                                  for b in range(n)]
     start = best_run(distances, run, ctx.candidates)
     chosen = list(range(start, start + run)) if start is not None else []
     rest = sorted((i for i in ctx.candidates if i not in chosen),
