@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--pruned", type=Path, help="reuse a pruned folder instead of pruning now")
     parser.add_argument("--blocks", help="prune these blocks (e.g. the ppl criterion's choice from an earlier "
                         "`shortllm score`/`prune --ratio 0.2`) instead of scoring now")
+    parser.add_argument("--steps", default="", help="fixed steps per method, e.g. cpt=16,kd=12 (no probe for those)")
     parser.add_argument("--threads", type=int, help="torch threads (1 is much faster on a busy machine)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/heal.json"))
     args = parser.parse_args()
@@ -110,12 +111,16 @@ def main() -> None:
                            seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr, eval_every=0, save_every=0,
                            max_steps=1000, stop_after=3, checkpoint_dir=work / f"probe-{method}.ckpt",
                            settings=LoadSettings(device="cpu", dtype="float32"))
-        stamps: list[float] = []
-        retrain(base, on_step=lambda *_, stamps=stamps: stamps.append(time.perf_counter()))
-        per_step = (stamps[-1] - stamps[0]) / (len(stamps) - 1)  # steps 2..3: the first one warms up
-        steps = max(1, int(args.budget_s / per_step))
-        shutil.rmtree(work / f"probe-{method}.ckpt", ignore_errors=True)
-        print(f"{method}: {per_step:.1f} s/step in the probe -> {steps} steps", flush=True)
+        fixed = dict(item.split("=") for item in args.steps.split(",") if item)
+        if method in fixed:
+            steps = int(fixed[method])
+        else:
+            stamps: list[float] = []
+            retrain(base, on_step=lambda *_, stamps=stamps: stamps.append(time.perf_counter()))
+            per_step = (stamps[-1] - stamps[0]) / (len(stamps) - 1)  # steps 2..3: the first one warms up
+            steps = max(1, int(args.budget_s / per_step))
+            shutil.rmtree(work / f"probe-{method}.ckpt", ignore_errors=True)
+            print(f"{method}: {per_step:.1f} s/step in the probe -> {steps} steps", flush=True)
         cfg = replace(base, out=work / method, max_steps=steps, stop_after=None, checkpoint_dir=None)
         result = retrain(cfg)
         healed, _ = ppl_of(str(work / method), text, args.ppl_windows)

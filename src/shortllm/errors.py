@@ -50,3 +50,7 @@ class DeviceError(ShortLLMError):
 
 class DataError(ShortLLMError):
     """Calibration or evaluation data that cannot be found or is too small."""
+
+
+class TrainingError(ShortLLMError):
+    """Bad training options, an unusable checkpoint, or a run that diverged."""

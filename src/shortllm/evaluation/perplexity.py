@@ -148,7 +148,9 @@ def _batch_nll(model: Any, rows: torch.Tensor, first_target: list[int]) -> tuple
 
     logits = model(input_ids=rows, use_cache=False).logits[:, :-1].float()
     labels = rows[:, 1:]
-    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none")  # [B, T-1]
+    # rows of [B*(T-1), V]: contiguous, about twice as fast as cross_entropy over a transposed [B, V, T-1]
+    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                            reduction="none").view(labels.shape)
     positions = torch.arange(1, rows.shape[1], device=rows.device)
     mask = positions.unsqueeze(0) >= torch.tensor(first_target, device=rows.device).unsqueeze(1)
     return float(nll[mask].double().sum()), int(mask.sum())

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,13 +71,34 @@ class FullPass:
 
 
 @contextlib.contextmanager
+def patched_forwards(patches: Iterable[tuple[Any, Callable[[Callable], Callable]]]) -> Iterator[None]:
+    """Within the block, give each module the forward ``make(current_forward)``; restore them afterwards.
+
+    The patch is set on the instance, so the class and every other instance are untouched, and an
+    instance-level forward that was there before (e.g. accelerate's device hooks) comes back as it was.
+    """
+    saved: list[tuple[Any, Any]] = []
+    try:
+        for module, make in patches:
+            previous = module.__dict__.get("forward")
+            new_forward = make(previous or module.forward)
+            saved.append((module, previous))
+            module.forward = new_forward
+        yield
+    finally:
+        for module, previous in reversed(saved):
+            if previous is None:
+                del module.forward
+            else:
+                module.forward = previous
+
+
 def bypass(model: Any, skip: Sequence[int] = (), inject: tuple[int, torch.Tensor] | None = None,
-           template: Any = None) -> Iterator[None]:
-    """Within the block, blocks in ``skip`` return their input; ``inject=(i, X)`` makes blocks ``0..i``
-    return their input except block ``i``, which returns ``X`` (so the model continues from ``X``).
+           template: Any = None):
+    """Context: blocks in ``skip`` return their input; ``inject=(i, X)`` makes blocks ``0..i`` return their
+    input except block ``i``, which returns ``X`` (so the model continues from ``X``).
     """
     layers = blocks_of(model).layers
-    patched: list[tuple[Any, Any]] = []
 
     def identity(*args, **kwargs):
         return _as_output(_hidden_arg(args, kwargs), template)
@@ -87,24 +108,12 @@ def bypass(model: Any, skip: Sequence[int] = (), inject: tuple[int, torch.Tensor
             return _as_output(value, template)
         return forward
 
-    targets = {i: identity for i in skip}
+    targets: dict[int, Callable] = {i: identity for i in skip}
     if inject is not None:
         start, value = inject
         targets.update({i: identity for i in range(start)})
         targets[start] = constant(value)
-    try:
-        for i, fn in targets.items():
-            block = layers[i]
-            # Keep an instance-level forward (e.g. accelerate's device hooks) to restore it afterwards.
-            patched.append((block, block.__dict__.get("forward")))
-            block.forward = fn
-        yield
-    finally:
-        for block, previous in patched:
-            if previous is None:
-                del block.forward
-            else:
-                block.forward = previous
+    return patched_forwards((layers[i], lambda _, fn=fn: fn) for i, fn in targets.items())
 
 
 def full_pass(model: Any, input_ids: torch.Tensor, skip: Sequence[int] = (), keep_logits: bool = True,

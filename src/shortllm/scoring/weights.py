@@ -7,7 +7,6 @@ gradient is freed, so peak memory is about weights + activations.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Iterable
 from typing import Any
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from shortllm.models.arch import blocks_of
+from shortllm.scoring.capture import patched_forwards
 from shortllm.scoring.base import Criterion, ScoreContext, ScoreResult, order_by_score, register
 
 
@@ -46,39 +46,16 @@ def calibration_loss(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
     return per_token.view(target.shape).mean(dim=1).sum()
 
 
-@contextlib.contextmanager
 def _checkpointed_blocks(model: Any):
     # Keep only each block's input for backward and recompute its insides then: activation memory drops
     # from every intermediate of every block to one block's worth.
-    patched = []
-    try:
-        for block in blocks_of(model).layers:
-            previous = block.__dict__.get("forward")
-            inner = previous or block.forward
-            block.forward = functools.partial(checkpoint, inner, use_reentrant=False)
-            patched.append((block, previous))
-        yield
-    finally:
-        for block, previous in patched:
-            if previous is None:
-                del block.forward
-            else:
-                block.forward = previous
+    return patched_forwards((block, lambda fwd: functools.partial(checkpoint, fwd, use_reentrant=False))
+                            for block in blocks_of(model).layers)
 
 
-@contextlib.contextmanager
 def _base_returns(model: Any, hidden: torch.Tensor, output_class: type):
     # The model's own head path (final projection, logit scaling, soft-capping) runs on ``hidden``.
-    base = model.base_model
-    previous = base.__dict__.get("forward")
-    base.forward = lambda *args, **kwargs: output_class(last_hidden_state=hidden)
-    try:
-        yield
-    finally:
-        if previous is None:
-            del base.forward
-        else:
-            base.forward = previous
+    return patched_forwards([(model.base_model, lambda _: lambda *a, **k: output_class(last_hidden_state=hidden))])
 
 
 def lean_calibration_loss(model: Any, input_ids: torch.Tensor) -> torch.Tensor:

@@ -9,16 +9,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shortllm.errors import ShortLLMError
+from shortllm.errors import TrainingError  # noqa: F401  (re-exported for callers of this module)
 from shortllm.models.loading import LoadSettings
 
 METHODS = ("lora", "cpt", "kd")
 FORMATS = ("auto", "text", "instruction")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 
-
-class TrainingError(ShortLLMError):
-    """Bad training options, an unusable checkpoint, or a run that diverged."""
 
 
 @dataclass(frozen=True)
