@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from shortllm.errors import DataError
 from shortllm.evaluation.tasks import OFFLINE_TASKS, PAPER_METRIC, PAPER_TASKS, TASKS_DIR, check_offline_task
@@ -141,12 +142,17 @@ def run_tasks(model: Any, tokenizer: Any, plan: TaskPlan, limit: int | None = No
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
+    import lm_eval.evaluator
+
     lm = HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=batch_size)
-    results = simple_evaluate(
-        model=lm, tasks=list(plan.names), num_fewshot=num_fewshot, limit=limit, task_manager=plan.manager,
-        log_samples=False, bootstrap_iters=1000, random_seed=seed, numpy_random_seed=seed,
-        torch_random_seed=seed, fewshot_random_seed=seed,
-    )
+    # simple_evaluate records `git describe` of the current directory, and git prints "fatal: not a git
+    # repository" on the user's terminal outside one; that hash means nothing for shortllm's report.
+    with mock.patch.object(lm_eval.evaluator, "get_git_commit_hash", lambda: None):
+        results = simple_evaluate(
+            model=lm, tasks=list(plan.names), num_fewshot=num_fewshot, limit=limit, task_manager=plan.manager,
+            log_samples=False, bootstrap_iters=1000, random_seed=seed, numpy_random_seed=seed,
+            torch_random_seed=seed, fewshot_random_seed=seed,
+        )
     table = {**results.get("groups", {}), **results["results"]}
     n_samples = results.get("n-samples", {})
     return {name: summarise(name, table.get(name, {}), n_samples.get(name), plan.source(name))

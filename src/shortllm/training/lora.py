@@ -1,6 +1,6 @@
 """LoRA through peft, with targets that follow the architecture: every attention and MLP projection.
 
-The projection names are data, per Hugging Face ``model_type`` (like the block table in ``models/arch.py``).
+The projection names are data, per Hugging Face ``model_type`` (``PROJECTIONS`` in ``models/arch.py``).
 An architecture missing from the table falls back to every ``nn.Linear`` / GPT-2 ``Conv1D`` inside the
 transformer blocks, which is the same set for every family listed here.
 """
@@ -12,32 +12,9 @@ import warnings
 from typing import Any
 
 from shortllm.errors import UnsupportedArchitectureError
-from shortllm.models.arch import blocks_of
+from shortllm.models.arch import PROJECTIONS, blocks_of
 
 log = logging.getLogger(__name__)
-
-_LLAMA = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-_FUSED_QKV = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
-
-# model_type -> leaf names of the attention and MLP projections inside one block.
-PROJECTIONS: dict[str, tuple[str, ...]] = {
-    **{t: _LLAMA for t in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo",
-                           "olmo2", "granite", "cohere", "stablelm", "smollm3")},
-    # MoE families: attention plus the dense/shared MLP projections (fused expert weights are not Linear).
-    "mixtral": ("q_proj", "k_proj", "v_proj", "o_proj"),
-    "qwen2_moe": _LLAMA,
-    "qwen3_moe": _LLAMA,
-    "phi3": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
-    "phi": ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"),
-    "starcoder2": ("q_proj", "k_proj", "v_proj", "o_proj", "c_fc", "c_proj"),
-    "gpt2": ("c_attn", "c_proj", "c_fc"),
-    "gptj": ("q_proj", "k_proj", "v_proj", "out_proj", "fc_in", "fc_out"),
-    "bloom": _FUSED_QKV,
-    "falcon": _FUSED_QKV,
-    "gpt_neox": _FUSED_QKV,
-    "opt": ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),
-}
-
 
 def _linear_types() -> tuple[type, ...]:
     from torch import nn
