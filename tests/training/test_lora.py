@@ -7,8 +7,7 @@ import torch
 from transformers.pytorch_utils import Conv1D
 
 from shortllm.errors import UnsupportedArchitectureError
-from shortllm.models.arch import blocks_of
-from shortllm.models.arch import PROJECTIONS
+from shortllm.models.arch import PROJECTIONS, blocks_of
 from shortllm.training.lora import apply_lora, block_projections, merge, target_modules
 from tests.tiny_models import ARCHS, tiny_inputs, tiny_model
 
