@@ -130,7 +130,10 @@ def test_out_required_unless_dry_run(tiny_llama_dir):
 
 
 def test_hub_id_offline_is_one_line(monkeypatch, out_parent):
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time
     result = prune("shortllm-test-org/no-such-model-xyz", out=out_parent / "o")
     assert_one_line_error(result, "no-such-model-xyz", "local directory")
     assert leftovers(out_parent) == []

@@ -103,7 +103,7 @@ def test_scores_from_another_model_refused(tiny_tok_dir, tiny_llama_dir, tmp_pat
 
 @pytest.mark.slow
 def test_prune_ratio_embedded_model_follows_score_order(demo_dir, tmp_path):
-    calib = ["--samples", "3", "--seq-len", "48"]
+    calib = ["--samples", "2", "--seq-len", "32"]
     scored = run_cli("score", "--out", tmp_path / "scores", "--json", *calib)
     assert scored.exit_code == 0, scored.output
     order = json.loads(scored.stdout)["order"]

@@ -17,7 +17,7 @@ def identity_model(demo_dir):
     with torch.no_grad():
         for p in blocks_of(loaded.model).layers[IDENTITY].parameters():
             p.zero_()  # zero projections (and norms): the residual stream passes through unchanged
-    ids, _ = calibration_ids(loaded, Calibration(samples=3, seq_len=48))
+    ids, _ = calibration_ids(loaded, Calibration(samples=2, seq_len=32))
     return loaded.model, ids
 
 
