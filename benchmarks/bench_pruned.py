@@ -1,7 +1,7 @@
 """Benchmark: the embedded SmolLM2-135M against its 20%-pruned copy, measured speedup vs the ideal one.
 
-Prunes the embedded model (7 of 30 blocks, what ``--ratio 0.2`` removes on this model; DESIGN.md "Ratio
-semantics") with ``shortllm prune --blocks 21-27``, then runs ``shortllm bench`` on both, side by side, at
+Prunes the embedded model with ``shortllm prune --ratio 0.2`` (7 of 30 blocks, chosen by the ppl criterion;
+``--blocks 21-27`` skips the scoring and removes the same number), then runs ``shortllm bench`` on both, side by side, at
 batch 1 and 8, a 64-token prompt and 128 new tokens. Prints one JSON summary (speedup, ideal, efficiency
 per batch size; target: decode efficiency >= 0.95 at batch 1) and writes it beside bench.json.
 
@@ -35,7 +35,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--blocks", default="21-27", help="blocks to remove (7 = --ratio 0.2 on this model)")
+    parser.add_argument("--blocks", default=None,
+                        help="remove these blocks instead of pruning by --ratio 0.2 (e.g. 21-27: also 7 blocks)")
     parser.add_argument("--batch-sizes", default="1,8")
     parser.add_argument("--prompt-len", default="64")
     parser.add_argument("--new-tokens", default="128")
@@ -47,8 +48,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-pruned-"))
     try:
         pruned = work / "smollm2-135m-pruned"
-        # TODO(lead): switch to `--ratio 0.2` once `prune --ratio` lands (it removes 7 blocks here too).
-        shortllm("prune", "--blocks", args.blocks, "--out", str(pruned), "--device", args.device, "--json")
+        how = ["--blocks", args.blocks] if args.blocks else ["--ratio", "0.2"]
+        shortllm("prune", *how, "--out", str(pruned), "--device", args.device, "--json")
         bench = ["bench", "-m", "smollm2-135m", "-m", str(pruned), "--batch-sizes", args.batch_sizes,
                  "--prompt-len", args.prompt_len, "--new-tokens", args.new_tokens, "--warmup", args.warmup,
                  "--repeats", args.repeats, "--device", args.device, "--dtype", args.dtype,
@@ -65,7 +66,7 @@ def main() -> None:
         "torch_threads": report["environment"]["torch_threads"],
         "load_average": [report["environment"].get("load_average_start"),
                          report["environment"].get("load_average_end")],
-        "removed_blocks": args.blocks,
+        "removed_blocks": args.blocks or "--ratio 0.2 (ppl criterion)",
         "points": [{k: r[k] for k in ("batch_size", "prompt_len", "new_tokens", "ideal_speedup", "speedup",
                                       "efficiency", "latency_speedup", "prefill_speedup")} for r in rows],
     }

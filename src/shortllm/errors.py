@@ -54,3 +54,7 @@ class DataError(ShortLLMError):
 
 class TrainingError(ShortLLMError):
     """Bad training options, an unusable checkpoint, or a run that diverged."""
+
+
+class BenchSettingsError(ShortLLMError):
+    """A benchmark sweep that cannot be run (sizes, counts, context length)."""

@@ -54,7 +54,7 @@ def plot_bench(report: dict[str, Any], path: Path) -> Path:
                     for p, xv, yv in zip(pts, x, y, strict=True):
                         if p["speedup"] is not None:
                             ax.annotate(f"x{p['speedup']:.2f} (ideal x{p['ideal_speedup']:.2f})", (xv, yv),
-                                        textcoords="offset points", xytext=(6, 6), fontsize=9,
+                                        textcoords="offset points", xytext=(8, -16), fontsize=9,
                                         color=colors[mi % 10])
         ax.set_title(title, fontsize=12)
         ax.set_xlabel("batch size")
@@ -71,7 +71,7 @@ def plot_bench(report: dict[str, Any], path: Path) -> Path:
     lengths = ", ".join(f"prompt {p} + {n} new tokens" for p, n in combos)
     fig.suptitle(
         f"shortllm bench: {lengths}; {env['device']} ({env.get('device_name') or '?'}), "
-        f"{env['torch_threads']} torch threads\nmedian of {settings['repeats']} repeats after "
+        f"torch threads: {env['torch_threads']}\nmedian of {settings['repeats']} repeats after "
         f"{settings['warmup']} warm-up, models alternating; bars = min..max; speedups vs {models[0]}",
         fontsize=12,
     )

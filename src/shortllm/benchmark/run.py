@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from shortllm.benchmark.flops import FlopsShape, efficiency, flops_per_token, ideal_speedup, ratio, spread
-from shortllm.errors import ShortLLMError
+from shortllm.errors import BenchSettingsError
 from shortllm.models.loading import LoadSettings, check_settings, load_config, load_model, resolve_source
 
 log = logging.getLogger(__name__)
@@ -27,10 +27,6 @@ log = logging.getLogger(__name__)
 # Config keys that bound the sequence length, in the order families use them.
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
 METRICS = ("prefill_s", "decode_tokens_per_s", "latency_s", "throughput_tokens_per_s", "peak_memory_bytes")
-
-
-class BenchSettingsError(ShortLLMError):
-    """A sweep that cannot be run (sizes, counts, context length)."""
 
 
 @dataclass
