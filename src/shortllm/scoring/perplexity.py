@@ -19,10 +19,12 @@ from shortllm.scoring.capture import full_pass, logits_from
 
 def nll_sum(logits: torch.Tensor, input_ids: torch.Tensor) -> tuple[float, int]:
     """Summed next-token negative log-likelihood of ``input_ids`` under ``logits`` and the token count."""
-    shift = logits[:, :-1].float()
-    target = input_ids[:, 1:]
-    loss = F.cross_entropy(shift.reshape(-1, shift.shape[-1]), target.reshape(-1), reduction="sum")
-    return loss.item(), target.numel()
+    # Shift the labels rather than slicing the logits: a sliced view would be copied (a full-vocabulary
+    # copy per call); the last position is ignored instead.
+    labels = torch.cat([input_ids[:, 1:], torch.full_like(input_ids[:, :1], -100)], dim=1)
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="sum",
+                           ignore_index=-100)
+    return loss.item(), input_ids[:, 1:].numel()
 
 
 def perplexity(nll: float, count: int) -> float:
