@@ -26,7 +26,8 @@ app = typer.Typer(
     "Examples:\n\n"
     "  shortllm inspect\n\n"
     "  shortllm score --criterion ppl --out scores/\n\n"
-    "  shortllm prune --ratio 0.2 --out pruned/",
+    "  shortllm prune --ratio 0.2 --out pruned/\n\n"
+    "  shortllm eval -m smollm2-135m -m pruned/ --ppl wikitext2 --data-dir ../shared/data",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -87,9 +88,9 @@ def main_options(
 app.command("inspect", no_args_is_help=False)(handle_errors(inspect_cmd.inspect))
 app.command("score")(handle_errors(score_cmd.score))
 app.command("prune")(handle_errors(prune_cmd.prune))
-app.command("bench")(handle_errors(bench_cmd.bench))
-app.command("eval")(handle_errors(eval_cmd.eval))
 app.command("retrain")(handle_errors(retrain_cmd.retrain))
+app.command("eval")(handle_errors(eval_cmd.eval))
+app.command("bench")(handle_errors(bench_cmd.bench))
 
 
 def main() -> None:
