@@ -8,17 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from shortllm.cli.options import (DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, OutOpt, OverwriteOpt,
+from shortllm.cli.options import (DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelsOpt, OutOpt, OverwriteOpt,
                                   RevisionOpt, SeedOpt, TrustRemoteCodeOpt, load_settings)
 from shortllm.cli.output import console, err_console, print_json, state
 
-# ModelOpt is single-valued; bench compares several models, so -m repeats here (same spelling and help).
-ModelsOpt = Annotated[
-    Optional[list[str]],
-    typer.Option("--model", "-m", help="Hub id, local HF directory, .gguf file, or alias 'smollm2-135m' "
-                 "(the default: the embedded SmolLM2-135M-Instruct). Repeat to compare models; speedups "
-                 "are against the first.", show_default=False),
-]
 BatchSizesOpt = Annotated[str, typer.Option("--batch-sizes", help="Batch sizes to sweep, e.g. 1,8.")]
 PromptLenOpt = Annotated[str, typer.Option("--prompt-len", help="Prompt length(s) in tokens, e.g. 64,512.")]
 NewTokensOpt = Annotated[str, typer.Option("--new-tokens", help="New tokens per row (forced), e.g. 128.")]

@@ -15,6 +15,7 @@ from shortllm.cli.options import (
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
+    ModelsOpt,
     OutOpt,
     OverwriteOpt,
     RevisionOpt,
@@ -25,13 +26,6 @@ from shortllm.cli.options import (
 )
 from shortllm.cli.output import console, print_json, progress_bar
 
-# ModelOpt is single-valued; eval compares several models, so -m repeats here (same spelling and help).
-ModelsOpt = Annotated[
-    Optional[list[str]],
-    typer.Option("--model", "-m", help="Hub id, local HF directory, .gguf file, or alias 'smollm2-135m' "
-                 "(the default: the embedded SmolLM2-135M-Instruct). Repeat to compare models; deltas are "
-                 "against the first.", show_default=False),
-]
 PplOpt = Annotated[Optional[str], typer.Option(
     "--ppl", help="Perplexity datasets, comma-separated: wikitext2 (test), ptb (validation, as the reference "
     "code; ptb:test for test), c4, pydoc, name:split, or a local file; 'none' to skip. [default: wikitext2,ptb]",

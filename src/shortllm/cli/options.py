@@ -7,10 +7,14 @@ from typing import Annotated, Optional
 
 import typer
 
-ModelOpt = Annotated[
-    Optional[str],
-    typer.Option("--model", "-m", help="Hub id, local HF directory, .gguf file, or alias 'smollm2-135m' "
-                 "(the default: the embedded SmolLM2-135M-Instruct).", show_default=False),
+MODEL_HELP = ("Hub id, local HF directory, .gguf file, or alias 'smollm2-135m' "
+              "(the default: the embedded SmolLM2-135M-Instruct).")
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help=MODEL_HELP, show_default=False)]
+# The side-by-side verbs (eval, bench) take -m several times.
+ModelsOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--model", "-m", help=MODEL_HELP + " Repeat to compare models side by side; deltas and "
+                 "speedups are against the first.", show_default=False),
 ]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (the checkpoint's own) | float32 | bfloat16 | float16.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | mps (auto: cuda, else mps, else cpu).")]
