@@ -107,6 +107,12 @@ BAD = [
      "vocabulary of 128 tokens, the student 512"),
     ("kd missing teacher", lambda i, t: ["--method", "kd", "--teacher", t / "nowhere"], "cannot be found"),
     ("resume without checkpoint", lambda i, t: ["--method", "cpt", "--resume"], "no checkpoint in"),
+    ("streaming instructions", lambda i, t: ["--method", "lora", "--data", i["alpaca"], "--format", "instruction",
+                                             "--streaming"], "--streaming reads plain text"),
+    ("streaming too few tokens", lambda i, t: ["--method", "cpt", "--data", _few_words(t), "--streaming"],
+     "fewer than the 2 held out"),
+    ("streaming batch too big", lambda i, t: ["--method", "cpt", "--batch-size", "5000", "--streaming"],
+     "fewer than 5000 blocks of 32 tokens"),
 ]
 
 
@@ -120,6 +126,27 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(inputs, tiny_llama_dir,
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
     assert not out.exists() and not (tmp_path / "out.checkpoints").exists()
+
+
+def test_streaming_needs_a_budget(inputs, tmp_path):
+    at = QUICK.index("--max-steps")
+    args = QUICK[:at] + QUICK[at + 2:]
+    result = run_cli("retrain", "--method", "cpt", "-m", inputs["pruned"], "--data", inputs["text"], *args,
+                     "--streaming", "--out", tmp_path / "o")
+    assert result.exit_code == 2 and "--streaming needs --max-steps or --max-tokens" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_streaming_end_to_end(inputs, tmp_path):
+    out = tmp_path / "healed"
+    result = run_cli("retrain", "--method", "cpt", "-m", inputs["pruned"], "--data", inputs["text"], *QUICK,
+                     "--streaming", "--out", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["finished"] and report["tokens_seen"] == 2 * 2 * 32
+    data = json.loads((out / "shortllm.json").read_text())["results"]["data"]
+    assert data["streaming"] is True and data["eval_rows"] == 2 and data["train_rows"] is None
+    AutoModelForCausalLM.from_pretrained(out)
 
 
 def test_non_empty_out_is_refused(inputs, tmp_path):

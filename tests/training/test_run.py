@@ -119,24 +119,31 @@ def test_too_little_data_for_one_step(pruned_tiny, small_text, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_follow_the_one_process_trajectory(pruned_tiny, small_text, tmp_path):
+@pytest.mark.parametrize("streaming", [False, True], ids=["in-memory", "streaming"])
+def test_two_processes_follow_the_one_process_trajectory(pruned_tiny, small_text, tmp_path, streaming):
     """torchrun --nproc_per_node 2 (gloo) with batch 2 x 2 processes == 1 process with batch 2 x grad-accum 2.
 
     Each global batch holds the same rows in the same micro-batch groups, and the loss is normalised by
     the global batch's token count, so only the floating-point order of the gradient all-reduce differs:
     train and held-out losses agree to 1e-5 (observed: identical train losses, held-out within 1e-6).
+    With --streaming both processes read the whole stream and keep their own part of each global batch.
     """
     common = ["--method", "cpt", "-m", pruned_tiny, "--data", small_text, "--seq-len", "32", "--batch-size", "2",
               "--max-steps", "4", "--max-eval-rows", "4", "--eval-every", "2", "--save-every", "0",
               "--device", "cpu", "--lr", "1e-3"]
-    single = retrain(quick_config("cpt", pruned_tiny, small_text, tmp_path / "one", max_steps=4, grad_accum=2,
-                                  max_eval_rows=4, eval_every=2, lr=1e-3))
+    single_cfg = quick_config("cpt", pruned_tiny, small_text, tmp_path / "one", max_steps=4, grad_accum=2,
+                              max_eval_rows=4, eval_every=2, lr=1e-3)
+    if streaming:
+        common.append("--streaming")
+        single_cfg = replace(single_cfg, data=replace(single_cfg.data, streaming=True))
+    single = retrain(single_cfg)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
            "-m", "shortllm.cli.app", "-q", "retrain", *map(str, common), "--out", str(tmp_path / "two"), "--json"]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     two = json.loads((tmp_path / "two" / "shortllm.json").read_text())["results"]
+    assert two["data"]["streaming"] is streaming
     assert two["world_size"] == 2 and two["global_batch"] == single.global_batch == 4
     assert len(two["loss_curve"]) == 4
     for a, b in zip(single.loss_curve, two["loss_curve"], strict=True):

@@ -49,6 +49,9 @@ def retrain(
     eval_data: EvalDataOpt = None,
     eval_fraction: Annotated[float, typer.Option("--eval-fraction", help="Share of rows held out.")] = 0.05,
     max_eval_rows: Annotated[int, typer.Option("--max-eval-rows", help="At most this many held-out rows.")] = 32,
+    streaming: Annotated[bool, typer.Option(
+        "--streaming", help="Read plain text lazily, in order (corpora larger than memory; hub datasets "
+        "streamed whole). Needs --max-steps or --max-tokens; holds out the first --max-eval-rows blocks.")] = False,
     seq_len: TrainSeqLenOpt = 256,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per device per micro-step.")] = 4,
     grad_accum: Annotated[int, typer.Option("--grad-accum", help="Micro-steps per optimizer step.")] = 1,
@@ -112,6 +115,8 @@ def retrain(
       shortllm retrain --method kd -m pruned/ --data war_and_peace.txt --max-tokens 2000000 --out kd/
 
       shortllm retrain --method lora -m pruned/ --data alpaca_data.json --seq-len 256 --out lora/
+
+      shortllm retrain --method cpt -m pruned/ --data shards/ --streaming --max-tokens 50000000 --out big/
     """
     from shortllm.training.config import DataOptions, KDOptions, LoraOptions, TrainConfig
     from shortllm.training.run import retrain as run_retrain
@@ -120,7 +125,8 @@ def retrain(
     cfg = TrainConfig(
         method=method, model=model, out=out,
         data=DataOptions(data=data, data_dir=data_dir, text_field=text_field, format=data_format,
-                         eval_data=eval_data, eval_fraction=eval_fraction, max_eval_rows=max_eval_rows),
+                         eval_data=eval_data, eval_fraction=eval_fraction, max_eval_rows=max_eval_rows,
+                         streaming=streaming),
         seq_len=seq_len, batch_size=batch_size, grad_accum=grad_accum, max_steps=max_steps, max_tokens=max_tokens,
         lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio,
         max_grad_norm=max_grad_norm,

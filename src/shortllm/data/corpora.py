@@ -11,13 +11,24 @@ default, e.g. ``"train"`` for calibration), else the dataset's default (its eval
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from shortllm.data.files import SUFFIXES, read_path
-from shortllm.data.named import DATASETS, SPLIT_ALIASES, load_hub, load_local, resolve_split
+from shortllm.data.files import SUFFIXES, files_identity, files_of, iter_path, read_path
+from shortllm.data.named import (
+    DATASETS,
+    SPLIT_ALIASES,
+    NamedDataset,
+    iter_hub,
+    iter_local,
+    load_hub,
+    local_file,
+    resolve_split,
+)
 from shortllm.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -136,6 +147,56 @@ def _check_text(corpus: Corpus) -> Corpus:
     return corpus
 
 
+@dataclass(frozen=True)
+class _Target:
+    """Where a spec's documents are: the built-in corpus, a named dataset (local file or hub), or a path."""
+
+    kind: str  # "pydoc" | "local" (named dataset in the data dir) | "hub" | "path"
+    name: str
+    split: str
+    separator: str = "\n\n"
+    path: Path | None = None
+    dataset: NamedDataset | None = None
+
+    @property
+    def source(self) -> str:
+        if self.kind == "pydoc":
+            return "builtin"
+        if self.kind == "hub":
+            assert self.dataset is not None
+            return self.dataset.hub_name
+        return str(self.path)
+
+
+def _resolve(spec: str, split: str | None, data_dir: str | Path | None) -> _Target:
+    """Find what a spec names, without reading any documents."""
+    name, spec_split = _split_spec(str(spec).strip())
+    split = spec_split or split
+    key = ALIASES.get(name.lower(), name.lower())
+    root = _find_data_dir(data_dir)
+    if key == "pydoc":
+        return _Target("pydoc", "pydoc", _pydoc_split(split))
+    if key in DATASETS:
+        ds = DATASETS[key]
+        chosen = resolve_split(ds, split)
+        if root is not None:
+            return _Target("local", ds.name, chosen, ds.separator, local_file(ds, chosen, root), ds)
+        return _Target("hub", ds.name, chosen, ds.separator, None, ds)
+    path = Path(name).expanduser()
+    if not path.exists() and root is not None and not path.is_absolute() and (root / path).exists():
+        path = root / path
+    if not path.exists():
+        looks_like_path = "/" in name or "\\" in name or path.suffix.lower() in SUFFIXES + (".gz",)
+        if looks_like_path:
+            raise DataError(f"no such file or directory: {name}", "check the path")
+        raise DataError(f"unknown dataset '{name}' (known: {', '.join(KNOWN_DATASETS)})",
+                        "use a known name, or a path to a text file or directory")
+    if split not in (None, "all", "train"):
+        log.debug("split %r ignored for local path %s", split, path)
+    files_of(path)  # a directory without text files fails here, before anyone streams it
+    return _Target("path", path.name, "all", path=path)
+
+
 def load_documents(spec: str, split: str | None = None, *, data_dir: str | Path | None = None,
                    text_field: str = "text") -> Corpus:
     """Load a corpus from a spec.
@@ -155,29 +216,74 @@ def load_documents(spec: str, split: str | None = None, *, data_dir: str | Path 
     Raises:
         DataError: an unknown name or missing file, a missing split or field, no text, or a failed download.
     """
-    name, spec_split = _split_spec(str(spec).strip())
-    split = spec_split or split
-    key = ALIASES.get(name.lower(), name.lower())
-    root = _find_data_dir(data_dir)
-    if key == "pydoc":
-        chosen = _pydoc_split(split)
-        return _check_text(Corpus(pydoc_topics(chosen), "pydoc", chosen, "builtin"))
-    if key in DATASETS:
-        ds = DATASETS[key]
-        chosen = resolve_split(ds, split)
-        rows, source = load_local(ds, chosen, root) if root else load_hub(ds, chosen)
-        return _check_text(Corpus(rows, ds.name, chosen, source, ds.separator))
-    path = Path(name).expanduser()
-    if not path.exists() and root is not None and not path.is_absolute() and (root / path).exists():
-        path = root / path
-    if not path.exists():
-        looks_like_path = "/" in name or "\\" in name or path.suffix.lower() in SUFFIXES + (".gz",)
-        if looks_like_path:
-            raise DataError(f"no such file or directory: {name}", "check the path")
-        raise DataError(f"unknown dataset '{name}' (known: {', '.join(KNOWN_DATASETS)})",
-                        "use a known name, or a path to a text file or directory")
-    if split not in (None, "all", "train"):
-        log.debug("split %r ignored for local path %s", split, path)
-    docs = read_path(path, text_field)
-    log.info("read %d documents from %s", len(docs), path)
-    return _check_text(Corpus(docs, path.name, "all", str(path)))
+    target = _resolve(spec, split, data_dir)
+    if target.kind == "pydoc":
+        docs = pydoc_topics(target.split)
+    elif target.kind == "local":
+        assert target.dataset is not None and target.path is not None
+        docs = list(iter_local(target.dataset, target.path))
+        log.info("read %s %s from %s (%d rows)", target.name, target.split, target.path, len(docs))
+    elif target.kind == "hub":
+        assert target.dataset is not None
+        docs, _ = load_hub(target.dataset, target.split)
+    else:
+        assert target.path is not None
+        docs = read_path(target.path, text_field)
+        log.info("read %d documents from %s", len(docs), target.path)
+    return _check_text(Corpus(docs, target.name, target.split, target.source, target.separator))
+
+
+@dataclass
+class DocumentStream:
+    """The documents of a spec, read lazily each time it is iterated: for corpora larger than memory.
+
+    Iterating gives the same documents, in the same order, as ``load_documents(...).documents``, except for a
+    named dataset without a data directory: the hub dataset is streamed whole, without the row limit that
+    ``load_documents`` applies to ``bookcorpus`` and ``slimpajama``.
+    ``identity`` is cheap to compute (see :meth:`fingerprint`), unlike :meth:`Corpus.fingerprint`.
+    """
+
+    name: str
+    split: str
+    source: str
+    target: _Target
+    text_field: str = "text"
+
+    def __iter__(self) -> Iterator[str]:
+        t = self.target
+        if t.kind == "pydoc":
+            return iter(pydoc_topics(t.split))
+        if t.kind == "local":
+            assert t.dataset is not None and t.path is not None
+            return iter_local(t.dataset, t.path)
+        if t.kind == "hub":
+            assert t.dataset is not None
+            return iter_hub(t.dataset, t.split)
+        assert t.path is not None
+        return iter_path(t.path, self.text_field)
+
+    def fingerprint(self) -> str:
+        """A stable identity without reading the corpus: the built-in text's hash, the hub name, split and
+        files, or the local files' names, sizes and first 64 KiB (:func:`shortllm.data.files.files_identity`)."""
+        t = self.target
+        if t.kind == "pydoc":
+            return Corpus(pydoc_topics(t.split), "pydoc", t.split, "builtin").fingerprint()
+        if t.kind == "hub":
+            assert t.dataset is not None
+            blob = json.dumps([t.dataset.hub_name, t.split, t.dataset.data_files.get(t.split)])
+            return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        assert t.path is not None
+        return files_identity(t.path)
+
+
+def stream_documents(spec: str, split: str | None = None, *, data_dir: str | Path | None = None,
+                     text_field: str = "text") -> DocumentStream:
+    """A :class:`DocumentStream` of a spec (the same specs and split rules as :func:`load_documents`).
+
+    Nothing is read until it is iterated; iterating it again starts from the first document.
+
+    Raises:
+        DataError: an unknown name, a missing file or split (now); unreadable data (while iterating).
+    """
+    target = _resolve(spec, split, data_dir)
+    return DocumentStream(target.name, target.split, target.source, target, text_field)

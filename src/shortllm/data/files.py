@@ -1,4 +1,4 @@
-"""Local text files -> lists of documents.
+"""Local text files -> documents, read lazily so that files larger than memory can be streamed.
 
 One rule per format, so a reader knows what a "document" is without reading code:
 
@@ -6,20 +6,24 @@ One rule per format, so a reader knows what a "document" is without reading code
   whitespace counts as blank); each chunk is stripped of surrounding whitespace, empty chunks are dropped.
 * ``.jsonl``: one JSON object per line, the document is its ``text_field`` (blank lines are skipped).
 * ``.json``: a list of objects (or of strings), or one object; a file that is really JSON lines (as the
-  C4 ``.json.gz`` shards are) is read as JSON lines.
-* ``.parquet``: the column ``text_field``.
+  C4 ``.json.gz`` shards are) is read as JSON lines. A JSON list is parsed whole (use JSON lines for corpora
+  larger than memory).
+* ``.parquet``: the column ``text_field``, read one row group batch at a time.
 * ``.gz`` after any of the above: decompressed on the fly.
 * a directory: every file above in it (not in subfolders), sorted by name, documents concatenated.
+
+:func:`iter_path` yields the documents one by one; :func:`read_path` is the same as a list.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
-import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from shortllm.errors import DataError
 
@@ -29,7 +33,8 @@ TEXT_SUFFIXES = (".txt", ".raw", ".text")
 JSON_SUFFIXES = (".jsonl", ".json")
 PARQUET_SUFFIXES = (".parquet",)
 SUFFIXES = TEXT_SUFFIXES + JSON_SUFFIXES + PARQUET_SUFFIXES
-_BLANK_LINES = re.compile(r"\n[ \t\f\v]*\n")
+_INLINE_BLANKS = " \t\f\v"  # a line of only these (before its newline) separates .txt documents
+_IDENTITY_BYTES = 1 << 16  # bytes of each file hashed into a stream's identity
 
 
 def _kind(path: Path) -> str | None:
@@ -40,13 +45,32 @@ def _kind(path: Path) -> str | None:
     return suffixes[-1] if suffixes and suffixes[-1] in SUFFIXES else None
 
 
-def _read_text(path: Path) -> str:
+def _open(path: Path) -> IO[bytes]:
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix.lower() == ".gz" else path.read_bytes()
-        return raw.decode("utf-8").replace("\r\n", "\n")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})",
-                        "convert the file to UTF-8") from err
+        return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else path.open("rb")
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err}", "check the file and its permissions") from err
+
+
+def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of a UTF-8 text file (``.gz`` decompressed), ``\\r\\n`` turned into ``\\n``.
+
+    Lines keep their ``"\\n"`` (the last one may lack it). Only ``"\\n"`` ends a line.
+
+    Raises:
+        DataError: unreadable, truncated or non-UTF-8 file (the byte offset is named).
+    """
+    offset = 0
+    try:
+        with _open(path) as f:
+            for number, raw in enumerate(f, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise DataError(f"{path} is not UTF-8 text ({err.reason} at byte {offset + err.start})",
+                                    "convert the file to UTF-8") from err
+                offset += len(raw)
+                yield number, line.replace("\r\n", "\n")
     except (OSError, EOFError) as err:
         raise DataError(f"cannot read {path}: {err}", "check the file and its permissions") from err
 
@@ -68,9 +92,24 @@ def _field_of(row: Any, field: str, where: str) -> str:
     return value
 
 
-def _read_jsonl(text: str, path: Path, field: str) -> list[str]:
-    docs = []
-    for number, line in enumerate(text.split("\n"), start=1):
+def _iter_text(path: Path) -> Iterator[str]:
+    chunk: list[str] = []
+    for _, line in iter_lines(path):
+        body = line[:-1] if line.endswith("\n") else line
+        if line.endswith("\n") and not body.strip(_INLINE_BLANKS) and chunk:
+            doc = "".join(chunk).strip()
+            if doc:
+                yield doc
+            chunk = []
+        else:
+            chunk.append(line)
+    doc = "".join(chunk).strip()
+    if doc:
+        yield doc
+
+
+def _iter_jsonl(path: Path, field: str) -> Iterator[str]:
+    for number, line in iter_lines(path):
         if not line.strip():
             continue
         try:
@@ -78,39 +117,63 @@ def _read_jsonl(text: str, path: Path, field: str) -> list[str]:
         except json.JSONDecodeError as err:
             raise DataError(f"{path}:{number} is not valid JSON ({err.msg})",
                             "write one JSON object per line") from err
-        docs.append(_field_of(row, field, f"{path}:{number}"))
-    return docs
+        yield _field_of(row, field, f"{path}:{number}")
 
 
-def _read_json(text: str, path: Path, field: str) -> list[str]:
+def _is_json_lines(path: Path) -> bool:
+    """A ``.json`` file whose first non-blank line is a whole JSON value other than a list (C4 shards)."""
+    for _, line in iter_lines(path):
+        if line.strip():
+            if line.lstrip().startswith("["):
+                return False
+            try:
+                json.loads(line)
+                return True
+            except json.JSONDecodeError:
+                return False
+    return False
+
+
+def _iter_json(path: Path, field: str) -> Iterator[str]:
+    if _is_json_lines(path):
+        yield from _iter_jsonl(path, field)
+        return
+    text = "".join(line for _, line in iter_lines(path))
     try:
         data = json.loads(text)
-    except json.JSONDecodeError:
-        return _read_jsonl(text, path, field)  # C4-style ".json" shards are JSON lines
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path} is not valid JSON ({err.msg} at line {err.lineno})",
+                        "give a JSON list of objects, or one JSON object per line") from err
     rows = data if isinstance(data, list) else [data]
-    return [_field_of(row, field, f"{path} item {i}") for i, row in enumerate(rows)]
+    for i, row in enumerate(rows):
+        yield _field_of(row, field, f"{path} item {i}")
 
 
-def _read_parquet(path: Path, field: str) -> list[str]:
+def _iter_parquet(path: Path, field: str) -> Iterator[str]:
     import pyarrow.parquet as pq
 
     try:
-        columns = pq.read_schema(path).names
-        if field not in columns:
-            raise DataError(f"{path} has no column '{field}' (columns: {', '.join(columns[:8])})",
-                            "pass the right column name (text_field / --text-field)")
-        values = pq.read_table(path, columns=[field]).column(field).to_pylist()
-    except DataError:
-        raise
+        handle = pq.ParquetFile(path)
+        columns = handle.schema_arrow.names
     except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ...
         raise DataError(f"cannot read parquet file {path}: {err}", "check the file") from err
-    if values and not all(isinstance(v, str) or v is None for v in values):
-        raise DataError(f"{path}: column '{field}' does not hold strings", "pass the column with the text")
-    return ["" if v is None else v for v in values]
+    if field not in columns:
+        raise DataError(f"{path} has no column '{field}' (columns: {', '.join(columns[:8])})",
+                        "pass the right column name (text_field / --text-field)")
+    try:
+        for batch in handle.iter_batches(columns=[field], batch_size=1024):
+            values = batch.column(0).to_pylist()
+            if not all(isinstance(v, str) or v is None for v in values):
+                raise DataError(f"{path}: column '{field}' does not hold strings", "pass the column with the text")
+            yield from ("" if v is None else v for v in values)
+    except DataError:
+        raise
+    except Exception as err:
+        raise DataError(f"cannot read parquet file {path}: {err}", "check the file") from err
 
 
-def read_file(path: Path, text_field: str = "text") -> list[str]:
-    """Read one local file into documents (rules in this module's docstring).
+def iter_file(path: Path, text_field: str = "text") -> Iterator[str]:
+    """The documents of one local file, one at a time (rules in this module's docstring).
 
     Raises:
         DataError: unsupported suffix, unreadable file, bad JSON, a missing field or column.
@@ -120,31 +183,63 @@ def read_file(path: Path, text_field: str = "text") -> list[str]:
         raise DataError(f"{path} has an unsupported file type",
                         f"use one of {', '.join(SUFFIXES)} (optionally .gz), or a directory of them")
     if kind in PARQUET_SUFFIXES:
-        return _read_parquet(path, text_field)
-    text = _read_text(path)
-    if kind == ".jsonl":
-        return _read_jsonl(text, path, text_field)
-    if kind == ".json":
-        return _read_json(text, path, text_field)
-    return [chunk.strip() for chunk in _BLANK_LINES.split(text) if chunk.strip()]
+        yield from _iter_parquet(path, text_field)
+    elif kind == ".jsonl":
+        yield from _iter_jsonl(path, text_field)
+    elif kind == ".json":
+        yield from _iter_json(path, text_field)
+    else:
+        yield from _iter_text(path)
 
 
-def read_path(path: Path, text_field: str = "text") -> list[str]:
-    """Read a file or a directory of files (sorted by name, not recursive) into documents.
+def read_file(path: Path, text_field: str = "text") -> list[str]:
+    """:func:`iter_file` as a list."""
+    return list(iter_file(path, text_field))
+
+
+def files_of(path: Path) -> list[Path]:
+    """The files a path stands for: itself, or a directory's supported files sorted by name (not recursive).
 
     Raises:
-        DataError: a missing path, a directory without supported files, or any :func:`read_file` error.
+        DataError: a missing path, or a directory without supported files.
     """
     if path.is_dir():
         files = sorted((p for p in path.iterdir() if p.is_file() and _kind(p)), key=lambda p: p.name)
         if not files:
             raise DataError(f"directory {path} holds no text files",
                             f"put {', '.join(SUFFIXES)} files in it (read in name order)")
-        docs: list[str] = []
-        for f in files:
-            docs.extend(read_file(f, text_field))
-        log.debug("read %d documents from %d files in %s", len(docs), len(files), path)
-        return docs
+        return files
     if not path.is_file():
         raise DataError(f"no such file or directory: {path}", "check the path")
-    return read_file(path, text_field)
+    return [path]
+
+
+def iter_path(path: Path, text_field: str = "text") -> Iterator[str]:
+    """The documents of a file or of a directory's files (in name order), one at a time.
+
+    Raises:
+        DataError: a missing path, a directory without supported files, or any :func:`iter_file` error.
+    """
+    for f in files_of(path):
+        yield from iter_file(f, text_field)
+
+
+def read_path(path: Path, text_field: str = "text") -> list[str]:
+    """:func:`iter_path` as a list."""
+    docs = list(iter_path(path, text_field))
+    log.debug("read %d documents from %s", len(docs), path)
+    return docs
+
+
+def files_identity(path: Path) -> str:
+    """A cheap identity of the files behind ``path``: names, sizes and the first 64 KiB of each.
+
+    Streaming cannot hash a corpus larger than memory before training; this catches a renamed, resized or
+    rewritten file, which is what a resumed run must not silently continue on.
+    """
+    h = hashlib.sha256()
+    for f in files_of(path):
+        h.update(f"{f.name}\0{f.stat().st_size}\0".encode())
+        with f.open("rb") as handle:
+            h.update(handle.read(_IDENTITY_BYTES))
+    return h.hexdigest()[:16]

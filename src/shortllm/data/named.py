@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from shortllm.data.files import read_path
+from shortllm.data.files import iter_lines, iter_path
 from shortllm.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -86,17 +88,18 @@ def resolve_split(ds: NamedDataset, split: str | None) -> str:
     return name
 
 
-def _wikitext_rows(path: Path) -> list[str]:
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    return ["" if not line.strip() else line for line in lines]
+def _wikitext_rows(path: Path) -> Iterator[str]:
+    for _, line in iter_lines(path):
+        yield "" if not line.strip() else line
 
 
-def _ptb_rows(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+def _ptb_rows(path: Path) -> Iterator[str]:
+    for _, line in iter_lines(path):
+        yield line.strip()
 
 
-def load_local(ds: NamedDataset, split: str, root: Path) -> tuple[list[str], str]:
-    """Read a named dataset from the data directory ``root``; returns (rows, file path).
+def local_file(ds: NamedDataset, split: str, root: Path) -> Path:
+    """The file of a named dataset's split in the data directory ``root``.
 
     Raises:
         DataError: naming the file expected when it is absent.
@@ -112,17 +115,53 @@ def load_local(ds: NamedDataset, split: str, root: Path) -> tuple[list[str], str
             + (f", or use split {', '.join(others)}" if others else "")
             + ", or drop --data-dir / SHORTLLM_DATA_DIR to download from the hub",
         )
+    return path
+
+
+def iter_local(ds: NamedDataset, path: Path) -> Iterator[str]:
+    """The rows of a named dataset's local file, one at a time (the dataset's own reader)."""
+    if ds.reader == "wikitext":
+        return _wikitext_rows(path)
+    if ds.reader == "ptb":
+        return _ptb_rows(path)
+    return iter_path(path, ds.field)
+
+
+def _hub_error(ds: NamedDataset, split: str, err: Exception) -> DataError:
+    hint = "put a local copy in SHORTLLM_DATA_DIR (layout in docs/data.md) or pass a file"
+    if isinstance(err, KeyError):
+        return DataError(f"{ds.hub_name} {split} has no '{ds.field}' field", hint)
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return DataError(f"cannot load {ds.name} ({ds.hub_name}, {split}) from the Hugging Face hub (offline?): "
+                     f"{first[:200]}", hint)
+
+
+def _hub_dataset(ds: NamedDataset, split: str, streaming: bool) -> Any:
     try:
-        if ds.reader == "wikitext":
-            rows = _wikitext_rows(path)
-        elif ds.reader == "ptb":
-            rows = _ptb_rows(path)
-        else:
-            rows = read_path(path, ds.field)
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path} is not UTF-8 text", "replace it with the original file") from err
-    log.info("read %s %s from %s (%d rows)", ds.name, split, path, len(rows))
-    return rows, str(path)
+        import datasets
+    except ImportError as err:
+        raise DataError(f"cannot load {ds.name}: the 'datasets' package is not installed",
+                        "pip install datasets, or put a local copy in SHORTLLM_DATA_DIR") from err
+    kwargs = {"data_files": {split: ds.data_files[split]}} if split in ds.data_files else {}
+    log.info("loading %s %s from the Hugging Face hub (%s)", ds.name, split, ds.hub_name)
+    try:
+        return datasets.load_dataset(ds.hub_path, ds.hub_config, split=split, streaming=streaming, **kwargs)
+    except Exception as err:  # datasets raises ConnectionError, FileNotFoundError, DatasetNotFoundError, ...
+        raise _hub_error(ds, split, err) from err
+
+
+def iter_hub(ds: NamedDataset, split: str) -> Iterator[str]:
+    """Stream every row of a named dataset from the hub (``datasets`` streaming mode, no row limit).
+
+    Raises:
+        DataError: the dataset cannot be fetched or lacks its text field (when iteration reaches it).
+    """
+    data = _hub_dataset(ds, split, streaming=True)
+    try:
+        for row in data:
+            yield row[ds.field]
+    except Exception as err:
+        raise _hub_error(ds, split, err) from err
 
 
 def load_hub(ds: NamedDataset, split: str) -> tuple[list[str], str]:
@@ -133,26 +172,12 @@ def load_hub(ds: NamedDataset, split: str) -> tuple[list[str], str]:
     Raises:
         DataError: the dataset cannot be fetched (offline, unknown, gated) or lacks its text field.
     """
-    where = ds.hub_name
-    hint = "put a local copy in SHORTLLM_DATA_DIR (layout in docs/data.md) or pass a file"
+    data = _hub_dataset(ds, split, streaming=ds.stream_limit is not None)
     try:
-        import datasets
-    except ImportError as err:
-        raise DataError(f"cannot load {ds.name}: the 'datasets' package is not installed",
-                        "pip install datasets, or " + hint) from err
-    kwargs = {"data_files": {split: ds.data_files[split]}} if split in ds.data_files else {}
-    log.info("loading %s %s from the Hugging Face hub (%s)", ds.name, split, where)
-    try:
-        data = datasets.load_dataset(ds.hub_path, ds.hub_config, split=split,
-                                     streaming=ds.stream_limit is not None, **kwargs)
         if ds.stream_limit is not None:
             rows = [row[ds.field] for row in itertools.islice(data, ds.stream_limit)]
         else:
             rows = list(data[ds.field])
-    except KeyError as err:
-        raise DataError(f"{where} {split} has no '{ds.field}' field", hint) from err
-    except Exception as err:  # datasets raises ConnectionError, FileNotFoundError, DatasetNotFoundError, ...
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(f"cannot load {ds.name} ({where}, {split}) from the Hugging Face hub (offline?): "
-                        f"{first[:200]}", hint) from err
-    return rows, where
+    except Exception as err:
+        raise _hub_error(ds, split, err) from err
+    return rows, ds.hub_name

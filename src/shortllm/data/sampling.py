@@ -6,8 +6,12 @@ keep it if it has at least ``seq_len`` tokens, take a random window of ``seq_len
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shortllm.errors import DataError
@@ -109,12 +113,63 @@ def _windows_from_stream(tokenizer: Any, corpus: Corpus, n_samples: int, need: i
     return windows
 
 
+@dataclass(frozen=True)
+class StreamPosition:
+    """Where the next packed block starts: token ``offset`` of document ``doc`` (0-based, counting every
+    document of the stream, empty ones included; the tokens of a document include its EOS)."""
+
+    doc: int = 0
+    offset: int = 0
+
+
+def iter_blocks(tokenizer: Any, documents: Iterable[str], seq_len: int, start: StreamPosition = StreamPosition(),
+                add_eos: bool = True, batch_size: int = 256) -> Iterator[tuple[list[int], StreamPosition]]:
+    """Pack documents into ``seq_len``-token blocks lazily: the streaming form of :func:`pack_documents`.
+
+    Yields each full block with the position right after it, so a consumer can stop and later resume with
+    ``start=`` that position and get exactly the blocks that would have followed. Documents before
+    ``start.doc`` are skipped without being tokenized. Memory holds one batch of documents at a time.
+
+    Args:
+        batch_size: documents tokenized per call (speed only; the blocks do not depend on it).
+
+    Raises:
+        DataError: ``seq_len <= 0``, or a tokenizer without EOS when ``add_eos``.
+    """
+    _check_sizes(1, seq_len)
+    suffix = [_special_id(tokenizer, "eos", "add_eos")] if add_eos else []
+    pending: deque[list] = deque()  # [doc index, tokens, next unused token]; the first entry is the block start
+    block: list[int] = []
+    next_doc = start.doc
+    docs = itertools.islice(enumerate(documents), start.doc, None)
+    while True:
+        chunk = [(i, d) for i, d in itertools.islice(docs, batch_size) if d]
+        if not chunk:
+            return
+        encoded = tokenizer([d for _, d in chunk], add_special_tokens=False, verbose=False)["input_ids"]
+        for (i, _), ids in zip(chunk, encoded):
+            skip = start.offset if i == start.doc else 0
+            pending.append([i, list(ids) + suffix, skip])
+        while pending:
+            entry = pending[0]
+            take = entry[1][entry[2]:entry[2] + seq_len - len(block)]
+            block.extend(take)
+            entry[2] += len(take)
+            if entry[2] >= len(entry[1]):
+                pending.popleft()
+                next_doc = entry[0] + 1
+            if len(block) == seq_len:
+                position = StreamPosition(pending[0][0], pending[0][2]) if pending else StreamPosition(next_doc, 0)
+                yield block, position
+                block = []
+
+
 def pack_documents(tokenizer: Any, corpus: Corpus, seq_len: int, add_eos: bool = True,
                    batch_size: int = 1000) -> torch.LongTensor:
     """Tokenize every non-empty document, append EOS after each, concatenate, cut into full blocks.
 
     This is the training text of continued pretraining: documents keep their order, EOS marks where one
-    ends and the next begins, and the last partial block is dropped.
+    ends and the next begins, and the last partial block is dropped (:func:`iter_blocks` all at once).
 
     Args:
         batch_size: documents tokenized per call (memory only; the result does not depend on it).
@@ -127,19 +182,12 @@ def pack_documents(tokenizer: Any, corpus: Corpus, seq_len: int, add_eos: bool =
     """
     import torch
 
-    _check_sizes(1, seq_len)
-    suffix = [_special_id(tokenizer, "eos", "add_eos")] if add_eos else []
-    docs = [d for d in corpus.documents if d]
-    stream: list[int] = []
-    for start in range(0, len(docs), batch_size):
-        batch = tokenizer(docs[start:start + batch_size], add_special_tokens=False, verbose=False)
-        for ids in batch["input_ids"]:
-            stream.extend(ids)
-            stream.extend(suffix)
-    n_blocks = len(stream) // seq_len
-    if n_blocks == 0:
-        raise DataError(f"{corpus.name} ({corpus.split}) has only {len(stream)} tokens, "
-                        f"less than one block of {seq_len}", "use more text or a shorter sequence length")
-    log.debug("packed %d tokens of %s into %d blocks of %d (%d dropped)",
-              len(stream), corpus.name, n_blocks, seq_len, len(stream) - n_blocks * seq_len)
-    return torch.tensor(stream[: n_blocks * seq_len], dtype=torch.long).view(n_blocks, seq_len)
+    blocks = [b for b, _ in iter_blocks(tokenizer, corpus.documents, seq_len, add_eos=add_eos,
+                                        batch_size=batch_size)]
+    if not blocks:
+        docs = [d for d in corpus.documents if d]
+        tokens = sum(len(ids) + add_eos for ids in tokenizer(docs, add_special_tokens=False, verbose=False)["input_ids"]) if docs else 0
+        raise DataError(f"{corpus.name} ({corpus.split}) has only {tokens} tokens, less than one block of {seq_len}",
+                        "use more text or a shorter sequence length")
+    log.debug("packed %s into %d blocks of %d", corpus.name, len(blocks), seq_len)
+    return torch.tensor(blocks, dtype=torch.long)

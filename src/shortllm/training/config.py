@@ -49,6 +49,7 @@ class DataOptions:
     eval_data: str | None = None  # held-out data; None: hold out eval_fraction of the training rows
     eval_fraction: float = 0.05
     max_eval_rows: int = 64
+    streaming: bool = False  # read plain text lazily (corpora larger than memory), in order, no shuffle
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,13 @@ def validate(cfg: TrainConfig) -> None:
             raise _bad(message)
     if cfg.max_steps is not None and cfg.max_tokens is not None:
         raise _bad("give --max-steps or --max-tokens, not both")
+    if cfg.data.streaming:
+        if cfg.data.format == "instruction":
+            raise _bad("--streaming reads plain text; instruction data is read into memory",
+                       "drop --streaming for Alpaca files (they are small), or use --format text")
+        if cfg.max_steps is None and cfg.max_tokens is None:
+            raise _bad("--streaming needs --max-steps or --max-tokens (the length of a stream is unknown until "
+                       "it is read)", "e.g. --max-tokens 50000000")
     if cfg.method != "lora" and cfg.lora.save_adapter:
         raise _bad("--save-adapter only applies to --method lora")
     if cfg.method != "kd" and cfg.kd.teacher is not None:

@@ -6,25 +6,33 @@ Plain text is packed with :func:`shortllm.data.pack_documents` (documents in ord
 ``.json`` list or ``.jsonl`` file; each becomes the Stanford Alpaca prompt followed by the output and EOS, and
 only the output and EOS tokens count in the loss.
 
-The batch order is a pure function of the seed and the step: epoch ``e`` visits the training rows in the order
-``randperm(n, seed + e)``; step ``s`` takes the next ``global_batch`` rows of that endless stream. Process ``r``
-of ``W`` takes, in micro-step ``m``, the rows ``m*b*W + r*b ... + b - 1`` of the step's batch. The same global
-batch therefore reaches the optimizer whatever the number of processes, and resuming at step ``s`` needs no
-saved data position beyond ``s`` itself.
+In memory, the batch order is a pure function of the seed and the step: epoch ``e`` visits the training rows in
+the order ``randperm(n, seed + e)``; step ``s`` takes the next ``global_batch`` rows of that endless stream, and
+resuming at step ``s`` needs no saved data position beyond ``s`` itself.
+
+With ``--streaming`` (plain text larger than memory) the documents are read and packed lazily, in corpus order
+(no shuffle: shuffle the corpus beforehand), and each step takes the next ``global_batch`` blocks; the stream
+position (epoch, document, token offset) is saved in every checkpoint.
+
+Either way process ``r`` of ``W`` takes, in micro-step ``m``, the rows ``m*b*W + r*b ... + b - 1`` of the step's
+batch, so the same global batch reaches the optimizer whatever the number of processes, without overlap.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import math
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from shortllm.data import load_documents, pack_documents
-from shortllm.errors import DataError
+from shortllm.data.sampling import StreamPosition, iter_blocks
+from shortllm.errors import DataError, TrainingError
 from shortllm.training.config import DataOptions
 
 log = logging.getLogger(__name__)
@@ -67,14 +75,35 @@ class Rows:
 
 
 @dataclass
-class TrainData:
-    """The training and held-out rows with their provenance (for the manifest)."""
+class TokenStream:
+    """Training text read lazily (``--streaming``): packed blocks of a document stream, from ``start`` on.
 
-    train: Rows
+    ``start`` is where training begins in every epoch: after the held-out blocks taken from the stream's head.
+    """
+
+    documents: Any  # shortllm.data.DocumentStream
+    tokenizer: Any
+    seq_len: int
+    start: StreamPosition
+
+    def blocks(self, position: StreamPosition) -> Iterator[tuple[list[int], StreamPosition]]:
+        return iter_blocks(self.tokenizer, self.documents, self.seq_len, start=position)
+
+
+@dataclass
+class TrainData:
+    """The training rows (in memory, or a stream of packed text) and the held-out rows, with their
+    provenance (for the manifest)."""
+
+    train: Rows | TokenStream
     eval: Rows
     kind: str  # "text" | "instruction"
     fingerprint: str
     info: dict[str, Any]
+
+    @property
+    def streaming(self) -> bool:
+        return isinstance(self.train, TokenStream)
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -231,6 +260,8 @@ def load_train_data(tokenizer: Any, opts: DataOptions, seq_len: int) -> TrainDat
     if tokenizer is None:
         raise DataError("the model has no tokenizer, so text cannot be turned into tokens",
                         "use a model folder that includes its tokenizer files")
+    if opts.streaming:
+        return _load_stream(tokenizer, opts, seq_len)
     rows, kind, info = _load_split(tokenizer, opts.data, opts, seq_len, "train")
     if opts.eval_data:
         eval_rows, _, eval_info = _load_split(tokenizer, opts.eval_data, opts, seq_len, "validation")
@@ -246,9 +277,50 @@ def load_train_data(tokenizer: Any, opts: DataOptions, seq_len: int) -> TrainDat
         eval_info = {"held_out_from_train": True, "rows": n_eval}
     fp = hashlib.sha256(json.dumps([info["fingerprint"], eval_info.get("fingerprint"), kind]).encode()).hexdigest()
     info["source_fingerprint"] = info.pop("fingerprint")
-    info.update(fingerprint=fp[:16], rows=len(rows), train_rows=len(train), train_tokens=train.num_tokens,
+    info.update(streaming=False, fingerprint=fp[:16], rows=len(rows), train_rows=len(train), train_tokens=train.num_tokens,
                 eval_rows=len(eval_rows), eval=eval_info)
     return TrainData(train, eval_rows, kind, fp[:16], info)
+
+
+def _head_rows(stream: TokenStream, n: int, spec: str) -> tuple[Rows, StreamPosition]:
+    """The first ``n`` blocks of a stream as rows, and the position after them."""
+    import torch
+
+    blocks, position = [], stream.start
+    for block, position in itertools.islice(stream.blocks(stream.start), n):
+        blocks.append(torch.tensor(block, dtype=torch.long))
+    if len(blocks) < n:
+        raise DataError(f"{spec} gives only {len(blocks)} block(s) of {stream.seq_len} tokens, fewer than the "
+                        f"{n} held out for evaluation", "use more text, a shorter --seq-len or a lower --max-eval-rows")
+    return Rows(blocks, blocks, [stream.seq_len - 1] * n), position
+
+
+def _load_stream(tokenizer: Any, opts: DataOptions, seq_len: int) -> TrainData:
+    """``--streaming``: plain text read lazily; the held-out rows are ``--eval-data``'s first blocks, else the
+    training stream's first ``max_eval_rows`` blocks (then skipped by training in every epoch)."""
+    from shortllm.data import stream_documents
+
+    if tokenizer is None:
+        raise DataError("the model has no tokenizer, so text cannot be turned into tokens",
+                        "use a model folder that includes its tokenizer files")
+    docs = stream_documents(opts.data, "train", data_dir=opts.data_dir, text_field=opts.text_field)
+    stream = TokenStream(docs, tokenizer, seq_len, StreamPosition())
+    n_eval = 0 if opts.eval_fraction == 0 else opts.max_eval_rows
+    if opts.eval_data:
+        eval_docs = stream_documents(opts.eval_data, "validation", data_dir=opts.data_dir, text_field=opts.text_field)
+        eval_rows, _ = _head_rows(TokenStream(eval_docs, tokenizer, seq_len, StreamPosition()), n_eval,
+                                  opts.eval_data)
+        eval_info = {"spec": opts.eval_data, "source": eval_docs.source, "split": eval_docs.split,
+                     "rows": len(eval_rows), "fingerprint": eval_docs.fingerprint()}
+    else:
+        eval_rows, stream.start = _head_rows(stream, n_eval, opts.data)
+        eval_info = {"held_out_from_train": True, "rows": n_eval, "position": "head of the stream"}
+    source_fp = docs.fingerprint()
+    fp = hashlib.sha256(json.dumps([source_fp, eval_info.get("fingerprint"), "text", "streaming", n_eval]).encode())
+    info = {"spec": opts.data, "format": "text", "streaming": True, "source": docs.source, "name": docs.name,
+            "split": docs.split, "source_fingerprint": source_fp, "fingerprint": fp.hexdigest()[:16],
+            "rows": None, "train_rows": None, "train_tokens": None, "eval_rows": len(eval_rows), "eval": eval_info}
+    return TrainData(stream, eval_rows, "text", info["fingerprint"], info)
 
 
 # ------------------------------------------------------------------------------------------- batch order
@@ -279,9 +351,98 @@ class BatchOrder:
 
     def micro_rows(self, step: int, micro: int, rank: int) -> list[int]:
         """The rows process ``rank`` uses in micro-step ``micro`` of ``step``."""
-        rows = self.step_rows(step)
-        start = (micro * self.world_size + rank) * self.micro_batch
-        return rows[start:start + self.micro_batch]
+        return self.step_rows(step)[micro_slice(micro, rank, self.micro_batch, self.world_size)]
+
+
+def micro_slice(micro: int, rank: int, micro_batch: int, world_size: int) -> slice:
+    """The part of a step's global batch that process ``rank`` uses in micro-step ``micro``."""
+    start = (micro * world_size + rank) * micro_batch
+    return slice(start, start + micro_batch)
+
+
+class MemoryBatches:
+    """Global batches of in-memory rows, in the seeded order of :class:`BatchOrder` (any step, any order)."""
+
+    def __init__(self, rows: Rows, order: BatchOrder):
+        self.rows, self.order = rows, order
+
+    def step(self, step: int) -> Rows:
+        return self.rows.subset(self.order.step_rows(step))
+
+    def position(self) -> dict[str, Any]:
+        return {}  # the step is the position
+
+    def seek(self, step: int, position: dict[str, Any] | None) -> None:
+        pass
+
+
+class StreamBatches:
+    """Global batches read from a :class:`TokenStream` in order; an epoch ends where the text does.
+
+    The position after the last step served (epoch, document, token offset) goes into each checkpoint; a
+    resumed run seeks there, skipping the documents before it without tokenizing them. Steps must be asked
+    for in order (``step`` is only a check).
+    """
+
+    def __init__(self, stream: TokenStream, global_batch: int):
+        self.stream, self.global_batch = stream, global_batch
+        self.epoch, self.next_step = 0, 0
+        self.here = stream.start
+        self._blocks = stream.blocks(self.here)
+
+    def _next_block(self) -> list[int]:
+        for _ in range(2):
+            item = next(self._blocks, None)
+            if item is not None:
+                block, self.here = item
+                return block
+            self.epoch += 1  # end of the text: the next epoch starts where training starts
+            self.here = self.stream.start
+            self._blocks = self.stream.blocks(self.here)
+        raise DataError("the training stream has no block after the held-out ones",
+                        "use more text, a shorter --seq-len or a lower --max-eval-rows")
+
+    def step(self, step: int) -> Rows:
+        import torch
+
+        if step != self.next_step:
+            raise RuntimeError(f"stream batches are read in order: asked for step {step}, at {self.next_step}")
+        epoch = self.epoch
+        rows = [torch.tensor(self._next_block(), dtype=torch.long) for _ in range(self.global_batch)]
+        if self.epoch > 0 and step == 0:
+            raise DataError(f"the training text gives fewer than {self.global_batch} blocks of "
+                            f"{self.stream.seq_len} tokens, one optimizer step's worth",
+                            "use more text, a shorter --seq-len, or a smaller batch")
+        if self.epoch != epoch:
+            log.info("the training text ended at step %d; epoch %d starts over", step, self.epoch)
+        self.next_step = step + 1
+        return Rows(rows, rows, [self.stream.seq_len - 1] * len(rows))
+
+    def position(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "doc": self.here.doc, "offset": self.here.offset, "step": self.next_step}
+
+    def seek(self, step: int, position: dict[str, Any] | None) -> None:
+        """Continue after ``step`` steps, at ``position`` (from a checkpoint).
+
+        Raises:
+            TrainingError: the checkpoint has no stream position for this step.
+        """
+        if step == 0:
+            return
+        if not position or position.get("step") != step:
+            raise TrainingError(f"--resume: the checkpoint at step {step} has no stream position",
+                                "resume with the options the run was started with (--streaming included)")
+        self.epoch, self.next_step = int(position["epoch"]), step
+        self.here = StreamPosition(int(position["doc"]), int(position["offset"]))
+        self._blocks = self.stream.blocks(self.here)
+
+
+def make_batches(data: TrainData, seed: int, micro_batch: int, grad_accum: int,
+                 world_size: int) -> MemoryBatches | StreamBatches:
+    """The batch source of a run: seeded shuffled rows in memory, or the stream in order."""
+    if isinstance(data.train, TokenStream):
+        return StreamBatches(data.train, micro_batch * grad_accum * world_size)
+    return MemoryBatches(data.train, BatchOrder(len(data.train), seed, micro_batch, grad_accum, world_size))
 
 
 def collate(rows: Rows, idx: list[int], pad_id: int) -> dict[str, Any]:

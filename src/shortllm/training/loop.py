@@ -20,7 +20,7 @@ import torch
 
 from shortllm.training.checkpoint import list_checkpoints, save_checkpoint
 from shortllm.training.config import TrainConfig, TrainingError
-from shortllm.training.data import IGNORE, BatchOrder, Rows, TrainData, collate
+from shortllm.training.data import IGNORE, MemoryBatches, Rows, StreamBatches, TrainData, collate, make_batches, micro_slice
 from shortllm.training.losses import ce_sum, kd_objective, kd_sum
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class Trainer:
     scheduler: Any
     teacher: Any | None
     data: TrainData
-    order: BatchOrder
+    batches: MemoryBatches | StreamBatches
     total_steps: int
     warmup_steps: int
     pad_id: int
@@ -124,8 +124,8 @@ def build_trainer(cfg: TrainConfig, accelerator: Any, model: Any, teacher: Any |
     accelerator.register_for_checkpointing(scheduler)
     if teacher is not None:
         teacher.to(accelerator.device).eval().requires_grad_(False)
-    order = BatchOrder(len(data.train), cfg.seed, cfg.batch_size, cfg.grad_accum, accelerator.num_processes)
-    return Trainer(cfg, accelerator, model, optimizer, scheduler, teacher, data, order, total_steps, warmup,
+    batches = make_batches(data, cfg.seed, cfg.batch_size, cfg.grad_accum, accelerator.num_processes)
+    return Trainer(cfg, accelerator, model, optimizer, scheduler, teacher, data, batches, total_steps, warmup,
                    pad_id, cfg.checkpoints_path(), identity, identity_hash)
 
 
@@ -183,7 +183,7 @@ def _diverged(tr: Trainer, step: int, what: str) -> TrainingError:
 
 def _checkpoint(tr: Trainer, state: LoopState) -> None:
     payload = {"identity": tr.identity, "identity_hash": tr.identity_hash, "world_size": tr.accelerator.num_processes,
-               **state.as_dict()}
+               "data_position": tr.batches.position(), **state.as_dict()}
     save_checkpoint(tr.accelerator, tr.checkpoint_root, state.step, payload, tr.cfg.keep_checkpoints)
 
 
@@ -200,7 +200,7 @@ def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) ->
     Raises:
         TrainingError: the loss or gradient norm became NaN/inf (nothing is stepped with it).
     """
-    cfg, acc, data, order = tr.cfg, tr.accelerator, tr.data, tr.order
+    cfg, acc, data = tr.cfg, tr.accelerator, tr.data
     world, rank = acc.num_processes, acc.process_index
     stop_at = tr.total_steps if cfg.stop_after is None else min(tr.total_steps, state.step + cfg.stop_after)
     with_teacher = tr.teacher is not None and cfg.kd.alpha > 0
@@ -210,15 +210,15 @@ def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) ->
     tr.model.train()
     while state.step < stop_at:
         step = state.step
-        rows = order.step_rows(step)
-        n_targets = sum(data.train.targets[i] for i in rows)
-        n_inputs = sum(len(data.train.input_ids[i]) for i in rows)
+        rows = tr.batches.step(step)
+        n_targets, n_inputs = sum(rows.targets), rows.num_tokens
         scale = cfg.grad_accum * world / max(n_targets, 1)
         sums = torch.zeros(2, dtype=torch.float64, device=acc.device)
         grad_norm = None
         lr = tr.scheduler.get_last_lr()[0]
         for micro in range(cfg.grad_accum):
-            batch = _to(collate(data.train, order.micro_rows(step, micro, rank), tr.pad_id), acc.device)
+            mine = list(range(len(rows)))[micro_slice(micro, rank, cfg.batch_size, world)]
+            batch = _to(collate(rows, mine, tr.pad_id), acc.device)
             with acc.accumulate(tr.model):
                 ce, kl, _ = _forward(tr, batch, with_teacher)
                 loss = kd_objective(ce, kl, alpha) if tr.teacher is not None else ce

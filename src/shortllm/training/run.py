@@ -194,13 +194,16 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
     data = load_train_data(loaded.tokenizer, cfg.data, cfg.seq_len)
     world = accelerator.num_processes
     global_batch = cfg.batch_size * cfg.grad_accum * world
-    if len(data.train) < global_batch:
-        raise DataError(
-            f"{cfg.data.data} gives {len(data.train)} training row(s) of at most {cfg.seq_len} tokens, but one "
-            f"optimizer step needs {global_batch} (--batch-size {cfg.batch_size} x --grad-accum {cfg.grad_accum}"
-            f" x {world} process(es))", "use more text, a shorter --seq-len, or a smaller batch")
-    mean_row = data.train.num_tokens / len(data.train)
-    total_steps = plan_steps(len(data.train), global_batch, mean_row, cfg.max_steps, cfg.max_tokens)
+    if data.streaming:  # too little text for one step shows when step 0 reads its batch
+        total_steps = plan_steps(0, global_batch, cfg.seq_len, cfg.max_steps, cfg.max_tokens)
+    else:
+        if len(data.train) < global_batch:
+            raise DataError(
+                f"{cfg.data.data} gives {len(data.train)} training row(s) of at most {cfg.seq_len} tokens, but one "
+                f"optimizer step needs {global_batch} (--batch-size {cfg.batch_size} x --grad-accum "
+                f"{cfg.grad_accum} x {world} process(es))", "use more text, a shorter --seq-len, or a smaller batch")
+        mean_row = data.train.num_tokens / len(data.train)
+        total_steps = plan_steps(len(data.train), global_batch, mean_row, cfg.max_steps, cfg.max_tokens)
     identity = run_identity(cfg, loaded.fingerprint, data.fingerprint, total_steps, global_batch)
     if cfg.kd.teacher is None and teacher_source is not None:
         identity["kd"] = {**identity["kd"], "teacher": teacher_source.spec}
@@ -229,6 +232,7 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
         fields = {k: saved[k] for k in ("step", "tokens", "wall_s", "curve", "eval_curve", "sessions")}
         state = LoopState(**fields)
         state.sessions += 1
+        tr.batches.seek(state.step, saved.get("data_position"))
         log.info("resumed from %s (step %d of %d)", path, state.step, total_steps)
     else:
         if cfg.overwrite and accelerator.is_main_process:
