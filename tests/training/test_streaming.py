@@ -72,3 +72,16 @@ def test_resume_refuses_a_checkpoint_without_a_stream_position(pruned_tiny, shor
     with pytest.raises(TrainingError, match="has no stream position"):
         retrain(replace(cfg, resume=True))
     assert not (tmp_path / "o").exists()
+
+
+def test_eval_data_is_held_out_instead_of_the_head(tiny_bpe_dir, short_text, small_text):
+    tok = AutoTokenizer.from_pretrained(tiny_bpe_dir)
+    opts = DataOptions(data=str(short_text), eval_data=str(small_text), max_eval_rows=4, eval_fraction=0,
+                       streaming=True)
+    data = load_train_data(tok, opts, seq_len=32)
+    eval_blocks = [b for b, _ in iter_blocks(tok, load_documents(str(small_text)).documents, 32)]
+    assert [r.tolist() for r in data.eval.input_ids] == eval_blocks[:4]
+    train_blocks = [b for b, _ in iter_blocks(tok, load_documents(str(short_text)).documents, 32)]
+    first = make_batches(data, seed=0, micro_batch=2, grad_accum=1, world_size=1).step(0)
+    assert [r.tolist() for r in first.input_ids] == train_blocks[:2]  # nothing of the training text held out
+    assert data.info["eval"]["source"] == str(small_text) and data.info["eval"]["rows"] == 4

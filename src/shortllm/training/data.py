@@ -282,17 +282,17 @@ def load_train_data(tokenizer: Any, opts: DataOptions, seq_len: int) -> TrainDat
     return TrainData(train, eval_rows, kind, fp[:16], info)
 
 
-def _head_rows(stream: TokenStream, n: int, spec: str) -> tuple[Rows, StreamPosition]:
-    """The first ``n`` blocks of a stream as rows, and the position after them."""
+def _head_rows(stream: TokenStream, n: int, spec: str, exact: bool = True) -> tuple[Rows, StreamPosition]:
+    """The first ``n`` blocks of a stream as rows (fewer only if not ``exact``), and the position after them."""
     import torch
 
     blocks, position = [], stream.start
     for block, position in itertools.islice(stream.blocks(stream.start), n):
         blocks.append(torch.tensor(block, dtype=torch.long))
-    if len(blocks) < n:
+    if len(blocks) < n and (exact or not blocks):
         raise DataError(f"{spec} gives only {len(blocks)} block(s) of {stream.seq_len} tokens, fewer than the "
                         f"{n} held out for evaluation", "use more text, a shorter --seq-len or a lower --max-eval-rows")
-    return Rows(blocks, blocks, [stream.seq_len - 1] * n), position
+    return Rows(blocks, blocks, [stream.seq_len - 1] * len(blocks)), position
 
 
 def _load_stream(tokenizer: Any, opts: DataOptions, seq_len: int) -> TrainData:
@@ -305,11 +305,11 @@ def _load_stream(tokenizer: Any, opts: DataOptions, seq_len: int) -> TrainData:
                         "use a model folder that includes its tokenizer files")
     docs = stream_documents(opts.data, "train", data_dir=opts.data_dir, text_field=opts.text_field)
     stream = TokenStream(docs, tokenizer, seq_len, StreamPosition())
-    n_eval = 0 if opts.eval_fraction == 0 else opts.max_eval_rows
+    n_eval = 0 if opts.eval_fraction == 0 and not opts.eval_data else opts.max_eval_rows
     if opts.eval_data:
         eval_docs = stream_documents(opts.eval_data, "validation", data_dir=opts.data_dir, text_field=opts.text_field)
         eval_rows, _ = _head_rows(TokenStream(eval_docs, tokenizer, seq_len, StreamPosition()), n_eval,
-                                  opts.eval_data)
+                                  opts.eval_data, exact=False)
         eval_info = {"spec": opts.eval_data, "source": eval_docs.source, "split": eval_docs.split,
                      "rows": len(eval_rows), "fingerprint": eval_docs.fingerprint()}
     else:
