@@ -166,6 +166,7 @@ def test_blocks_equal_packed_documents(tokenizer, docs):
 @pytest.mark.parametrize("batch_size", [1, 3, 100])
 def test_blocks_resume_exactly_from_every_position(tokenizer, docs, batch_size):
     every = list(iter_blocks(tokenizer, docs, 48, batch_size=batch_size))
+    assert len(every) == len(pack_documents(tokenizer, Corpus(docs, "t", "all", "test"), seq_len=48))
     for k, (_, position) in enumerate(every):
         rest = [b for b, _ in iter_blocks(tokenizer, docs, 48, start=position, batch_size=batch_size)]
         assert rest == [b for b, _ in every[k + 1:]], (k, position)
@@ -187,3 +188,43 @@ def test_blocks_skip_documents_before_the_start_without_reading_them(tokenizer, 
     rest = [b for b, _ in iter_blocks(tokenizer, poisoned(), 48, start=position)]
     assert rest == [b for b, _ in every[k + 1:]]
     assert StreamPosition() == StreamPosition(0, 0)
+
+
+def flat_blocks(tokenizer, documents, seq_len):
+    """The packing rule written out directly: every non-empty document + EOS, concatenated, cut."""
+    ids = [t for d in documents if d for t in tokenizer(d, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]]
+    return [ids[i:i + seq_len] for i in range(0, len(ids) - seq_len + 1, seq_len)]
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_a_run_of_empty_documents_longer_than_a_batch_is_not_the_end(tokenizer, batch_size):
+    documents = ["one two three four five"] * 3 + [""] * 9 + ["six seven eight nine ten"] * 3
+    expected = flat_blocks(tokenizer, documents, 4)
+    every = list(iter_blocks(tokenizer, documents, 4, batch_size=batch_size))
+    assert [b for b, _ in every] == expected and len(expected) >= 6
+    for k, (_, position) in enumerate(every):
+        rest = [b for b, _ in iter_blocks(tokenizer, documents, 4, start=position, batch_size=batch_size)]
+        assert rest == expected[k + 1:], (k, position)
+
+
+def test_empty_json_shard_in_a_folder_holds_no_documents(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps([{"text": "x"}]))
+    (tmp_path / "b.json").write_text("  \n")
+    assert list(stream_documents(str(tmp_path))) == load_documents(str(tmp_path)).documents == ["x"]
+
+
+def test_named_line_readers_split_lines_like_read_text(layout_dir):
+    raw = "a\rb\n c\x0bd \n\u2028e\r\n"
+    (layout_dir / "wikitext-2-raw" / "wiki.test.raw").write_bytes(raw.encode("utf-8"))
+    expected = ["" if not x.strip() else x for x in (layout_dir / "wikitext-2-raw" / "wiki.test.raw").read_text(
+        encoding="utf-8").splitlines(keepends=True)]
+    assert list(stream_documents("wikitext2:test", data_dir=layout_dir)) == expected
+    assert load_documents("wikitext2:test", data_dir=layout_dir).documents == expected
+
+
+def test_corrupt_gzip_is_a_data_error(tmp_path):
+    good = gzip.compress(b'{"text": "hello"}\n' * 2000)
+    path = tmp_path / "bad.jsonl.gz"
+    path.write_bytes(good[:40] + bytes(b ^ 0xFF for b in good[40:80]) + good[80:])
+    with pytest.raises(DataError, match="cannot read .*bad.jsonl.gz"):
+        list(stream_documents(str(path)))

@@ -21,7 +21,9 @@ import gzip
 import hashlib
 import json
 import logging
+import zlib
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import IO, Any
 
@@ -71,7 +73,7 @@ def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
                                     "convert the file to UTF-8") from err
                 offset += len(raw)
                 yield number, line.replace("\r\n", "\n")
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zlib.error) as err:
         raise DataError(f"cannot read {path}: {err}", "check the file and its permissions") from err
 
 
@@ -120,22 +122,27 @@ def _iter_jsonl(path: Path, field: str) -> Iterator[str]:
         yield _field_of(row, field, f"{path}:{number}")
 
 
-def _is_json_lines(path: Path) -> bool:
-    """A ``.json`` file whose first non-blank line is a whole JSON value other than a list (C4 shards)."""
-    for _, line in iter_lines(path):
-        if line.strip():
-            if line.lstrip().startswith("["):
-                return False
-            try:
-                json.loads(line)
-                return True
-            except json.JSONDecodeError:
-                return False
-    return False
+def _json_layout(path: Path) -> str:
+    """``"lines"`` when the first non-blank line of a ``.json`` file is a whole JSON value other than a list
+    (C4 shards), ``"empty"`` when there is no such line, else ``"document"`` (one JSON value)."""
+    with closing(iter_lines(path)) as lines:
+        for _, line in lines:
+            if line.strip():
+                if line.lstrip().startswith("["):
+                    return "document"
+                try:
+                    json.loads(line)
+                    return "lines"
+                except json.JSONDecodeError:
+                    return "document"
+    return "empty"
 
 
 def _iter_json(path: Path, field: str) -> Iterator[str]:
-    if _is_json_lines(path):
+    layout = _json_layout(path)
+    if layout == "empty":
+        return
+    if layout == "lines":
         yield from _iter_jsonl(path, field)
         return
     text = "".join(line for _, line in iter_lines(path))
@@ -157,19 +164,21 @@ def _iter_parquet(path: Path, field: str) -> Iterator[str]:
         columns = handle.schema_arrow.names
     except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ...
         raise DataError(f"cannot read parquet file {path}: {err}", "check the file") from err
-    if field not in columns:
-        raise DataError(f"{path} has no column '{field}' (columns: {', '.join(columns[:8])})",
-                        "pass the right column name (text_field / --text-field)")
-    try:
-        for batch in handle.iter_batches(columns=[field], batch_size=1024):
-            values = batch.column(0).to_pylist()
-            if not all(isinstance(v, str) or v is None for v in values):
-                raise DataError(f"{path}: column '{field}' does not hold strings", "pass the column with the text")
-            yield from ("" if v is None else v for v in values)
-    except DataError:
-        raise
-    except Exception as err:
-        raise DataError(f"cannot read parquet file {path}: {err}", "check the file") from err
+    with closing(handle):
+        if field not in columns:
+            raise DataError(f"{path} has no column '{field}' (columns: {', '.join(columns[:8])})",
+                            "pass the right column name (text_field / --text-field)")
+        try:
+            for batch in handle.iter_batches(columns=[field], batch_size=1024):
+                values = batch.column(0).to_pylist()
+                if not all(isinstance(v, str) or v is None for v in values):
+                    raise DataError(f"{path}: column '{field}' does not hold strings",
+                                    "pass the column with the text")
+                yield from ("" if v is None else v for v in values)
+        except DataError:
+            raise
+        except Exception as err:
+            raise DataError(f"cannot read parquet file {path}: {err}", "check the file") from err
 
 
 def iter_file(path: Path, text_field: str = "text") -> Iterator[str]:
@@ -239,7 +248,10 @@ def files_identity(path: Path) -> str:
     """
     h = hashlib.sha256()
     for f in files_of(path):
-        h.update(f"{f.name}\0{f.stat().st_size}\0".encode())
-        with f.open("rb") as handle:
-            h.update(handle.read(_IDENTITY_BYTES))
+        try:
+            h.update(f"{f.name}\0{f.stat().st_size}\0".encode())
+            with f.open("rb") as handle:
+                h.update(handle.read(_IDENTITY_BYTES))
+        except OSError as err:
+            raise DataError(f"cannot read {f}: {err}", "check the file and its permissions") from err
     return h.hexdigest()[:16]

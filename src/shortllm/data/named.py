@@ -88,13 +88,20 @@ def resolve_split(ds: NamedDataset, split: str | None) -> str:
     return name
 
 
-def _wikitext_rows(path: Path) -> Iterator[str]:
+def _text_lines(path: Path) -> Iterator[str]:
+    """The lines of ``Path.read_text().splitlines(keepends=True)`` (universal newlines, then every Unicode line
+    break), read lazily."""
     for _, line in iter_lines(path):
+        yield from line.replace("\r", "\n").splitlines(keepends=True)
+
+
+def _wikitext_rows(path: Path) -> Iterator[str]:
+    for line in _text_lines(path):
         yield "" if not line.strip() else line
 
 
 def _ptb_rows(path: Path) -> Iterator[str]:
-    for _, line in iter_lines(path):
+    for line in _text_lines(path):
         yield line.strip()
 
 

@@ -143,9 +143,12 @@ def iter_blocks(tokenizer: Any, documents: Iterable[str], seq_len: int, start: S
     next_doc = start.doc
     docs = itertools.islice(enumerate(documents), start.doc, None)
     while True:
-        chunk = [(i, d) for i, d in itertools.islice(docs, batch_size) if d]
-        if not chunk:
+        read = list(itertools.islice(docs, batch_size))
+        if not read:
             return
+        chunk = [(i, d) for i, d in read if d]
+        if not chunk:
+            continue
         encoded = tokenizer([d for _, d in chunk], add_special_tokens=False, verbose=False)["input_ids"]
         for (i, _), ids in zip(chunk, encoded):
             skip = start.offset if i == start.doc else 0

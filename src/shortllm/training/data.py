@@ -25,8 +25,9 @@ import itertools
 import json
 import logging
 import math
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -287,8 +288,9 @@ def _head_rows(stream: TokenStream, n: int, spec: str, exact: bool = True) -> tu
     import torch
 
     blocks, position = [], stream.start
-    for block, position in itertools.islice(stream.blocks(stream.start), n):
-        blocks.append(torch.tensor(block, dtype=torch.long))
+    with closing(stream.blocks(stream.start)) as head:
+        for block, position in itertools.islice(head, n):
+            blocks.append(torch.tensor(block, dtype=torch.long))
     if len(blocks) < n and (exact or not blocks):
         raise DataError(f"{spec} gives only {len(blocks)} block(s) of {stream.seq_len} tokens, fewer than the "
                         f"{n} held out for evaluation", "use more text, a shorter --seq-len or a lower --max-eval-rows")
@@ -298,11 +300,14 @@ def _head_rows(stream: TokenStream, n: int, spec: str, exact: bool = True) -> tu
 def _load_stream(tokenizer: Any, opts: DataOptions, seq_len: int) -> TrainData:
     """``--streaming``: plain text read lazily; the held-out rows are ``--eval-data``'s first blocks, else the
     training stream's first ``max_eval_rows`` blocks (then skipped by training in every epoch)."""
-    from shortllm.data import stream_documents
+    from shortllm.data import data_dir, stream_documents
 
     if tokenizer is None:
         raise DataError("the model has no tokenizer, so text cannot be turned into tokens",
                         "use a model folder that includes its tokenizer files")
+    if opts.format == "auto" and _looks_like_instructions(opts.data, data_dir(opts.data_dir)):
+        raise DataError(f"{opts.data} holds instruction records, and --streaming reads plain text",
+                        "drop --streaming for Alpaca files (they are small), or pass --format text")
     docs = stream_documents(opts.data, "train", data_dir=opts.data_dir, text_field=opts.text_field)
     stream = TokenStream(docs, tokenizer, seq_len, StreamPosition())
     n_eval = 0 if opts.eval_fraction == 0 and not opts.eval_data else opts.max_eval_rows
@@ -411,8 +416,8 @@ class StreamBatches:
         rows = [torch.tensor(self._next_block(), dtype=torch.long) for _ in range(self.global_batch)]
         if self.epoch > 0 and step == 0:
             raise DataError(f"the training text gives fewer than {self.global_batch} blocks of "
-                            f"{self.stream.seq_len} tokens, one optimizer step's worth",
-                            "use more text, a shorter --seq-len, or a smaller batch")
+                            f"{self.stream.seq_len} tokens (after the held-out ones), one optimizer step's worth",
+                            "use more text, a shorter --seq-len, a smaller batch or a lower --max-eval-rows")
         if self.epoch != epoch:
             log.info("the training text ended at step %d; epoch %d starts over", step, self.epoch)
         self.next_step = step + 1
