@@ -7,7 +7,8 @@ Each method first runs 3 calibration steps (not counted) to measure its seconds 
 budget is then ``budget / seconds-per-step`` so that the cosine schedule ends when the budget does. Training and
 held-out numbers come from the run's own manifest fields (tokens seen, wall time, held-out loss).
 
-    python benchmarks/heal.py --data-dir ../shared/data --budget-s 240 --out benchmarks/results/heal.json
+    python benchmarks/heal.py --data-dir ../shared/data --budget-s 600 --lr 3e-4 --ppl-windows 200 \
+        --blocks 4,5,12,13,14,17,25 --out benchmarks/results/heal.json
 
 Prints one line per stage and writes a JSON report.
 """
@@ -18,10 +19,15 @@ import argparse
 import json
 import math
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import machine  # noqa: E402
 
 
 def perplexity(model, tokenizer, text: str, windows: int, seq_len: int = 128, batch: int = 8) -> float:
@@ -82,7 +88,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="shortllm-heal-"))
     text = load_documents("wikitext2", "test", data_dir=args.data_dir).joined("\n\n")
-    report: dict = {"budget_s": args.budget_s, "ppl_windows": args.ppl_windows, "train_data": args.train_data,
+    report: dict = {"command": " ".join(sys.argv), "machine": machine(), "budget_s": args.budget_s,
+                    "ppl_windows": args.ppl_windows, "train_data": args.train_data,
                     "seq_len": args.seq_len, "batch_size": args.batch_size, "lr": args.lr, "methods": {}}
 
     ppl, secs = ppl_of("smollm2-135m", text, args.ppl_windows)
