@@ -228,3 +228,46 @@ def test_corrupt_gzip_is_a_data_error(tmp_path):
     path.write_bytes(good[:40] + bytes(b ^ 0xFF for b in good[40:80]) + good[80:])
     with pytest.raises(DataError, match="cannot read .*bad.jsonl.gz"):
         list(stream_documents(str(path)))
+
+
+def _fake_hub(monkeypatch, rows):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(path, config=None, split=None, streaming=False, **kwargs):
+        calls.append((path, config, split, streaming))
+        if streaming:
+            return iter(rows)
+        return datasets.Dataset.from_list(rows)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    return calls
+
+
+def test_any_hub_dataset_by_spec(monkeypatch, layout_dir):
+    rows = [{"content": f"page {i}"} for i in range(5)]
+    calls = _fake_hub(monkeypatch, rows)
+    spec = "hf:HuggingFaceFW/fineweb-edu/sample-10BT:train"
+    corpus = load_documents(spec, data_dir=layout_dir, text_field="content")  # a data dir does not apply
+    stream = stream_documents(spec, text_field="content")
+    assert corpus.documents == list(stream) == [r["content"] for r in rows]
+    assert corpus.source == stream.source == "hf:HuggingFaceFW/fineweb-edu/sample-10BT"
+    assert calls == [("HuggingFaceFW/fineweb-edu", "sample-10BT", "train", False),
+                     ("HuggingFaceFW/fineweb-edu", "sample-10BT", "train", True)]
+    assert stream_documents("hf:a/b", "validation").split == "validation"
+    assert stream_documents("hf:a/b").split == "train"
+    assert stream_documents("hf:a/b:dev").split == "validation"
+    assert stream.fingerprint() != stream_documents("hf:HuggingFaceFW/fineweb-edu:train").fingerprint()
+
+
+@pytest.mark.parametrize("spec", ["hf:", "hf:a/b/c/d", "hf:a//b", "hf:a/b:"])
+def test_malformed_hub_spec(spec):
+    with pytest.raises(DataError, match="cannot read the hub dataset spec"):
+        stream_documents(spec)
+
+
+def test_hub_dataset_without_the_text_field(monkeypatch):
+    _fake_hub(monkeypatch, [{"content": "x"}])
+    with pytest.raises(DataError, match="has no 'text' field"):
+        load_documents("hf:a/b")

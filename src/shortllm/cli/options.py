@@ -60,11 +60,12 @@ BatchSizeOpt = Annotated[Optional[int], typer.Option(
     "--batch-size", help="Calibration rows per forward pass (default: all at once).", show_default=False)]
 DataOpt = Annotated[str, typer.Option(
     "--data", "-d", help="Calibration text: pydoc (built in), wikitext2, ptb, c4, bookcorpus, slimpajama "
-    "(name[:split]), or a .txt/.jsonl/.json/.parquet file or folder.")]
+    "(name[:split]), hf:OWNER/NAME[/CONFIG][:SPLIT], or a .txt/.jsonl/.json/.parquet file or folder.")]
 DataDirOpt = Annotated[Optional[str], typer.Option(
     "--data-dir", help="Local copies of named datasets (default: $SHORTLLM_DATA_DIR); see docs/data.md.",
     show_default=False)]
-TextFieldOpt = Annotated[str, typer.Option("--text-field", help="Field holding the text in .jsonl/.json/.parquet.")]
+TextFieldOpt = Annotated[str, typer.Option(
+    "--text-field", help="Field holding the text in .jsonl/.json/.parquet files and hf: datasets.")]
 SamplesOpt = Annotated[int, typer.Option("--samples", help="Number of calibration windows.")]
 SeqLenOpt = Annotated[int, typer.Option("--seq-len", help="Tokens per calibration window.")]
 AddBosOpt = Annotated[bool, typer.Option("--add-bos", help="Start every calibration window with the BOS token.")]

@@ -29,7 +29,8 @@ MethodOpt = Annotated[str, typer.Option(
     "--method", "-M", help="lora (peft adapter, r=8) | cpt (full-parameter continued pretraining) | "
     "kd (cpt plus distillation from the unpruned teacher).", show_default=False)]
 TrainDataOpt = Annotated[str, typer.Option(
-    "--data", "-d", help="Training text: a named dataset (pydoc, wikitext2, c4, ...; name[:split]), a "
+    "--data", "-d", help="Training text: a named dataset (pydoc, wikitext2, c4, ...; name[:split]), "
+    "hf:OWNER/NAME[/CONFIG][:SPLIT], a "
     ".txt/.jsonl/.json/.parquet file or folder, or an Alpaca .json/.jsonl of instruction/input/output records.")]
 FormatOpt = Annotated[str, typer.Option(
     "--format", help="auto (Alpaca records if the file has an 'instruction' field) | text | instruction.")]

@@ -168,9 +168,35 @@ class _Target:
         return str(self.path)
 
 
-def _resolve(spec: str, split: str | None, data_dir: str | Path | None) -> _Target:
+HUB_PREFIX = "hf:"
+
+
+def hub_dataset(spec: str, split: str | None, text_field: str) -> NamedDataset:
+    """The dataset of a ``hf:OWNER/NAME[/CONFIG][:SPLIT]`` spec (any Hugging Face dataset; split default train).
+
+    Raises:
+        DataError: a malformed spec.
+    """
+    body = spec[len(HUB_PREFIX):]
+    path, sep, spec_split = body.partition(":")
+    parts = path.split("/")
+    if not path or sep and not spec_split or len(parts) > 3 or not all(parts):
+        raise DataError(f"cannot read the hub dataset spec '{spec}'",
+                        "write hf:OWNER/NAME, hf:OWNER/NAME/CONFIG, optionally with :SPLIT "
+                        "(e.g. hf:HuggingFaceFW/fineweb-edu/sample-10BT:train)")
+    hub_path = "/".join(parts[:2])
+    config = parts[2] if len(parts) == 3 else None
+    chosen = SPLIT_ALIASES.get((spec_split or split or "train").lower(), spec_split or split or "train")
+    return NamedDataset(hub_path, hub_path, config, text_field, chosen, {chosen: ()})
+
+
+def _resolve(spec: str, split: str | None, data_dir: str | Path | None, text_field: str = "text") -> _Target:
     """Find what a spec names, without reading any documents."""
-    name, spec_split = _split_spec(str(spec).strip())
+    spec = str(spec).strip()
+    if spec.lower().startswith(HUB_PREFIX):
+        ds = hub_dataset(spec, split, text_field)
+        return _Target("hub", ds.name, ds.default_split, ds.separator, None, ds)
+    name, spec_split = _split_spec(spec)
     split = spec_split or split
     key = ALIASES.get(name.lower(), name.lower())
     root = _find_data_dir(data_dir)
@@ -216,7 +242,7 @@ def load_documents(spec: str, split: str | None = None, *, data_dir: str | Path 
     Raises:
         DataError: an unknown name or missing file, a missing split or field, no text, or a failed download.
     """
-    target = _resolve(spec, split, data_dir)
+    target = _resolve(spec, split, data_dir, text_field)
     if target.kind == "pydoc":
         docs = pydoc_topics(target.split)
     elif target.kind == "local":
@@ -285,5 +311,5 @@ def stream_documents(spec: str, split: str | None = None, *, data_dir: str | Pat
     Raises:
         DataError: an unknown name, a missing file or split (now); unreadable data (while iterating).
     """
-    target = _resolve(spec, split, data_dir)
+    target = _resolve(spec, split, data_dir, text_field)
     return DocumentStream(target.name, target.split, target.source, target, text_field)

@@ -137,7 +137,8 @@ def iter_local(ds: NamedDataset, path: Path) -> Iterator[str]:
 def _hub_error(ds: NamedDataset, split: str, err: Exception) -> DataError:
     hint = "put a local copy in SHORTLLM_DATA_DIR (layout in docs/data.md) or pass a file"
     if isinstance(err, KeyError):
-        return DataError(f"{ds.hub_name} {split} has no '{ds.field}' field", hint)
+        return DataError(f"{ds.hub_name} {split} has no '{ds.field}' field",
+                         "pass --text-field (text_field) with the column that holds the text")
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return DataError(f"cannot load {ds.name} ({ds.hub_name}, {split}) from the Hugging Face hub (offline?): "
                      f"{first[:200]}", hint)
@@ -184,6 +185,8 @@ def load_hub(ds: NamedDataset, split: str) -> tuple[list[str], str]:
         if ds.stream_limit is not None:
             rows = [row[ds.field] for row in itertools.islice(data, ds.stream_limit)]
         else:
+            if ds.field not in (getattr(data, "column_names", None) or [ds.field]):
+                raise KeyError(ds.field)
             rows = list(data[ds.field])
     except Exception as err:
         raise _hub_error(ds, split, err) from err
