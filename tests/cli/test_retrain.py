@@ -109,6 +109,8 @@ BAD = [
     ("resume without checkpoint", lambda i, t: ["--method", "cpt", "--resume"], "no checkpoint in"),
     ("streaming instructions", lambda i, t: ["--method", "lora", "--data", i["alpaca"], "--format", "instruction",
                                              "--streaming"], "--streaming reads plain text"),
+    ("shuffle window in memory", lambda i, t: ["--method", "cpt", "--shuffle-window", "8"],
+     "--shuffle-window applies to --streaming"),
     ("streaming auto instructions", lambda i, t: ["--method", "lora", "--data", i["alpaca"], "--streaming"],
      "holds instruction records, and --streaming reads plain text"),
     ("streaming too few tokens", lambda i, t: ["--method", "cpt", "--data", _few_words(t), "--streaming"],

@@ -20,6 +20,12 @@ def streaming(cfg):
     return replace(cfg, data=replace(cfg.data, streaming=True))
 
 
+def served(data, steps, seed=0, window=1, global_batch=4):
+    data.train.shuffle_window = window
+    batches = make_batches(data, seed=seed, micro_batch=global_batch, grad_accum=1, world_size=1)
+    return [r.tolist() for s in range(steps) for r in batches.step(s).input_ids], batches
+
+
 @pytest.fixture(scope="module")
 def short_text(tmp_path_factory) -> Path:
     """About 20 blocks of 32 tokens of the tiny BPE tokenizer: a few steps make an epoch."""
@@ -46,9 +52,11 @@ def test_batches_follow_the_text_after_the_held_out_head(tiny_bpe_dir, short_tex
     assert batches.position()["epoch"] == 1
 
 
-def test_streamed_run_resumes_exactly_across_an_epoch_boundary(pruned_tiny, short_text, tmp_path):
+@pytest.mark.parametrize("window", [1, 5])
+def test_streamed_run_resumes_exactly_across_an_epoch_boundary(pruned_tiny, short_text, tmp_path, window):
     base = streaming(quick_config("cpt", pruned_tiny, short_text, tmp_path / "a", max_steps=12, lr=1e-3,
                                   save_every=3))
+    base = replace(base, data=replace(base.data, shuffle_window=window))
     whole = retrain(base)
     split = replace(base, out=tmp_path / "b")
     first = retrain(replace(split, stop_after=7))
@@ -85,3 +93,21 @@ def test_eval_data_is_held_out_instead_of_the_head(tiny_bpe_dir, short_text, sma
     first = make_batches(data, seed=0, micro_batch=2, grad_accum=1, world_size=1).step(0)
     assert [r.tolist() for r in first.input_ids] == train_blocks[:2]  # nothing of the training text held out
     assert data.info["eval"]["source"] == str(small_text) and data.info["eval"]["rows"] == 4
+
+
+def test_shuffle_window_permutes_each_window_and_resumes_mid_window(tiny_bpe_dir, short_text):
+    tok = AutoTokenizer.from_pretrained(tiny_bpe_dir)
+    data = load_train_data(tok, DataOptions(data=str(short_text), max_eval_rows=3, streaming=True), seq_len=32)
+    in_order, _ = served(data, 6)
+    shuffled, batches = served(data, 6, window=7)
+    assert shuffled != in_order
+    for w in range(0, 21, 7):  # each window of 7 blocks is served whole before the next is read
+        assert sorted(shuffled[w:w + 7]) == sorted(in_order[w:w + 7])
+    assert served(data, 6, window=7)[0] == shuffled
+    assert served(data, 6, window=7, seed=1)[0] != shuffled
+    position = batches.position()
+    assert 0 < position["index"] < 7  # 24 blocks served: inside the fourth window
+    resumed = make_batches(data, seed=0, micro_batch=4, grad_accum=1, world_size=1)
+    resumed.seek(6, position)
+    more = [r.tolist() for s in range(6, 9) for r in resumed.step(s).input_ids]
+    assert served(data, 9, window=7)[0][24:] == more

@@ -53,6 +53,9 @@ def retrain(
     streaming: Annotated[bool, typer.Option(
         "--streaming", help="Read plain text lazily, in order (corpora larger than memory; hub datasets "
         "streamed whole). Needs --max-steps or --max-tokens; holds out the first --max-eval-rows blocks.")] = False,
+    shuffle_window: Annotated[int, typer.Option(
+        "--shuffle-window", help="With --streaming: read this many blocks at a time and serve them in a seeded "
+        "random order (memory: this many blocks; 1: corpus order).")] = 1,
     seq_len: TrainSeqLenOpt = 256,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per device per micro-step.")] = 4,
     grad_accum: Annotated[int, typer.Option("--grad-accum", help="Micro-steps per optimizer step.")] = 1,
@@ -127,7 +130,7 @@ def retrain(
         method=method, model=model, out=out,
         data=DataOptions(data=data, data_dir=data_dir, text_field=text_field, format=data_format,
                          eval_data=eval_data, eval_fraction=eval_fraction, max_eval_rows=max_eval_rows,
-                         streaming=streaming),
+                         streaming=streaming, shuffle_window=shuffle_window),
         seq_len=seq_len, batch_size=batch_size, grad_accum=grad_accum, max_steps=max_steps, max_tokens=max_tokens,
         lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio,
         max_grad_norm=max_grad_norm,

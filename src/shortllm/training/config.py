@@ -49,7 +49,8 @@ class DataOptions:
     eval_data: str | None = None  # held-out data; None: hold out eval_fraction of the training rows
     eval_fraction: float = 0.05
     max_eval_rows: int = 64
-    streaming: bool = False  # read plain text lazily (corpora larger than memory), in order, no shuffle
+    streaming: bool = False  # read plain text lazily (corpora larger than memory), in corpus order...
+    shuffle_window: int = 1  # ...shuffled within windows of this many blocks (1: no shuffle)
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,7 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.save_every >= 0, f"--save-every {cfg.save_every} is negative"),
         (cfg.keep_checkpoints >= 1, f"--keep-checkpoints {cfg.keep_checkpoints} must be at least 1"),
         (cfg.stop_after is None or cfg.stop_after >= 1, f"--stop-after {cfg.stop_after} must be at least 1"),
+        (cfg.data.shuffle_window >= 1, f"--shuffle-window {cfg.data.shuffle_window} must be at least 1"),
         (0 <= cfg.data.eval_fraction < 0.5, f"--eval-fraction {cfg.data.eval_fraction:g} must be within 0..0.5"),
         (cfg.lora.r >= 1, f"--lora-r {cfg.lora.r} must be at least 1"),
         (cfg.lora.alpha > 0, f"--lora-alpha {cfg.lora.alpha} must be positive"),
@@ -148,6 +150,8 @@ def validate(cfg: TrainConfig) -> None:
             raise _bad(message)
     if cfg.max_steps is not None and cfg.max_tokens is not None:
         raise _bad("give --max-steps or --max-tokens, not both")
+    if cfg.data.shuffle_window > 1 and not cfg.data.streaming:
+        raise _bad("--shuffle-window applies to --streaming (in memory every epoch is fully shuffled)")
     if cfg.data.streaming:
         if cfg.data.format == "instruction":
             raise _bad("--streaming reads plain text; instruction data is read into memory",

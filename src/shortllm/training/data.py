@@ -10,9 +10,9 @@ In memory, the batch order is a pure function of the seed and the step: epoch ``
 the order ``randperm(n, seed + e)``; step ``s`` takes the next ``global_batch`` rows of that endless stream, and
 resuming at step ``s`` needs no saved data position beyond ``s`` itself.
 
-With ``--streaming`` (plain text larger than memory) the documents are read and packed lazily, in corpus order
-(no shuffle: shuffle the corpus beforehand), and each step takes the next ``global_batch`` blocks; the stream
-position (epoch, document, token offset) is saved in every checkpoint.
+With ``--streaming`` (plain text larger than memory) the documents are read and packed lazily, in corpus order,
+optionally shuffled within windows of ``--shuffle-window`` blocks, and each step takes the next ``global_batch``
+blocks; the stream position (epoch, window start, index in the window) is saved in every checkpoint.
 
 Either way process ``r`` of ``W`` takes, in micro-step ``m``, the rows ``m*b*W + r*b ... + b - 1`` of the step's
 batch, so the same global batch reaches the optimizer whatever the number of processes, without overlap.
@@ -86,6 +86,7 @@ class TokenStream:
     tokenizer: Any
     seq_len: int
     start: StreamPosition
+    shuffle_window: int = 1  # blocks read, then served in a seeded random order (1: corpus order)
 
     def blocks(self, position: StreamPosition) -> Iterator[tuple[list[int], StreamPosition]]:
         return iter_blocks(self.tokenizer, self.documents, self.seq_len, start=position)
@@ -309,7 +310,7 @@ def _load_stream(tokenizer: Any, opts: DataOptions, seq_len: int) -> TrainData:
         raise DataError(f"{opts.data} holds instruction records, and --streaming reads plain text",
                         "drop --streaming for Alpaca files (they are small), or pass --format text")
     docs = stream_documents(opts.data, "train", data_dir=opts.data_dir, text_field=opts.text_field)
-    stream = TokenStream(docs, tokenizer, seq_len, StreamPosition())
+    stream = TokenStream(docs, tokenizer, seq_len, StreamPosition(), opts.shuffle_window)
     n_eval = 0 if opts.eval_fraction == 0 and not opts.eval_data else opts.max_eval_rows
     if opts.eval_data:
         eval_docs = stream_documents(opts.eval_data, "validation", data_dir=opts.data_dir, text_field=opts.text_field)
@@ -321,8 +322,10 @@ def _load_stream(tokenizer: Any, opts: DataOptions, seq_len: int) -> TrainData:
         eval_rows, stream.start = _head_rows(stream, n_eval, opts.data)
         eval_info = {"held_out_from_train": True, "rows": n_eval, "position": "head of the stream"}
     source_fp = docs.fingerprint()
-    fp = hashlib.sha256(json.dumps([source_fp, eval_info.get("fingerprint"), "text", "streaming", n_eval]).encode())
-    info = {"spec": opts.data, "format": "text", "streaming": True, "source": docs.source, "name": docs.name,
+    fp = hashlib.sha256(json.dumps([source_fp, eval_info.get("fingerprint"), "text", "streaming", n_eval,
+                                    opts.shuffle_window]).encode())
+    info = {"spec": opts.data, "format": "text", "streaming": True, "shuffle_window": opts.shuffle_window,
+            "source": docs.source, "name": docs.name,
             "split": docs.split, "source_fingerprint": source_fp, "fingerprint": fp.hexdigest()[:16],
             "rows": None, "train_rows": None, "train_tokens": None, "eval_rows": len(eval_rows), "eval": eval_info}
     return TrainData(stream, eval_rows, "text", info["fingerprint"], info)
@@ -382,30 +385,44 @@ class MemoryBatches:
 
 
 class StreamBatches:
-    """Global batches read from a :class:`TokenStream` in order; an epoch ends where the text does.
+    """Global batches read from a :class:`TokenStream`; an epoch ends where the text does.
 
-    The position after the last step served (epoch, document, token offset) goes into each checkpoint; a
-    resumed run seeks there, skipping the documents before it without tokenizing them. Steps must be asked
-    for in order (``step`` is only a check).
+    The stream is read in windows of ``window`` blocks, each served in an order shuffled with a seed made of the
+    run's seed, the epoch and where the window starts (``window`` 1: corpus order). The position after the last
+    step served (epoch, the window's first document and token offset, the index inside the window) goes into
+    each checkpoint; a resumed run re-reads that one window, skipping the documents before it without
+    tokenizing them. Steps must be asked for in order (``step`` is only a check).
     """
 
-    def __init__(self, stream: TokenStream, global_batch: int):
-        self.stream, self.global_batch = stream, global_batch
+    def __init__(self, stream: TokenStream, global_batch: int, seed: int = 0, window: int = 1):
+        self.stream, self.global_batch, self.seed, self.window_size = stream, global_batch, seed, max(1, window)
         self.epoch, self.next_step = 0, 0
-        self.here = stream.start
-        self._blocks = stream.blocks(self.here)
+        self.window: list[list[int]] = []
+        self.index = 0
+        self.window_start = self.after = stream.start
+        self._blocks = stream.blocks(stream.start)
+
+    def _fill(self, start: StreamPosition) -> bool:
+        """Read the window that starts at ``start`` (where ``self._blocks`` stands) and shuffle it."""
+        import random
+
+        self.window_start, self.window, self.index = start, [], 0
+        for block, position in itertools.islice(self._blocks, self.window_size):
+            self.window.append(block)
+            self.after = position
+        if self.window_size > 1:
+            random.Random(f"{self.seed}:{self.epoch}:{start.doc}:{start.offset}").shuffle(self.window)
+        return bool(self.window)
 
     def _next_block(self) -> list[int]:
-        for _ in range(2):
-            item = next(self._blocks, None)
-            if item is not None:
-                block, self.here = item
-                return block
+        if self.index >= len(self.window) and not self._fill(self.after):
             self.epoch += 1  # end of the text: the next epoch starts where training starts
-            self.here = self.stream.start
-            self._blocks = self.stream.blocks(self.here)
-        raise DataError("the training stream has no block after the held-out ones",
-                        "use more text, a shorter --seq-len or a lower --max-eval-rows")
+            self._blocks = self.stream.blocks(self.stream.start)
+            if not self._fill(self.stream.start):
+                raise DataError("the training stream has no block after the held-out ones",
+                                "use more text, a shorter --seq-len or a lower --max-eval-rows")
+        self.index += 1
+        return self.window[self.index - 1]
 
     def step(self, step: int) -> Rows:
         import torch
@@ -424,7 +441,8 @@ class StreamBatches:
         return Rows(rows, rows, [self.stream.seq_len - 1] * len(rows))
 
     def position(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "doc": self.here.doc, "offset": self.here.offset, "step": self.next_step}
+        return {"epoch": self.epoch, "doc": self.window_start.doc, "offset": self.window_start.offset,
+                "index": self.index, "step": self.next_step}
 
     def seek(self, step: int, position: dict[str, Any] | None) -> None:
         """Continue after ``step`` steps, at ``position`` (from a checkpoint).
@@ -434,19 +452,21 @@ class StreamBatches:
         """
         if step == 0:
             return
-        if not position or position.get("step") != step:
+        if not position or position.get("step") != step or "index" not in position:
             raise TrainingError(f"--resume: the checkpoint at step {step} has no stream position",
                                 "resume with the options the run was started with (--streaming included)")
         self.epoch, self.next_step = int(position["epoch"]), step
-        self.here = StreamPosition(int(position["doc"]), int(position["offset"]))
-        self._blocks = self.stream.blocks(self.here)
+        start = StreamPosition(int(position["doc"]), int(position["offset"]))
+        self._blocks = self.stream.blocks(start)
+        self._fill(start)
+        self.index = int(position["index"])
 
 
 def make_batches(data: TrainData, seed: int, micro_batch: int, grad_accum: int,
                  world_size: int) -> MemoryBatches | StreamBatches:
-    """The batch source of a run: seeded shuffled rows in memory, or the stream in order."""
+    """The batch source of a run: seeded shuffled rows in memory, or the stream in (window-shuffled) order."""
     if isinstance(data.train, TokenStream):
-        return StreamBatches(data.train, micro_batch * grad_accum * world_size)
+        return StreamBatches(data.train, micro_batch * grad_accum * world_size, seed, data.train.shuffle_window)
     return MemoryBatches(data.train, BatchOrder(len(data.train), seed, micro_batch, grad_accum, world_size))
 
 
