@@ -9,14 +9,12 @@ from transformers import AutoTokenizer
 
 from shortllm.errors import DataError
 from shortllm.training.config import DataOptions
+from shortllm.training.batches import BatchOrder, collate, plan_steps
 from shortllm.training.data import (
     IGNORE,
-    BatchOrder,
-    collate,
     format_prompt,
     instruction_rows,
     load_train_data,
-    plan_steps,
     read_instructions,
 )
 

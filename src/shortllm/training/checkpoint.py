@@ -2,7 +2,8 @@
 
 A checkpoint folder ``step-0000120/`` holds what accelerate saves (model, optimizer, registered scheduler,
 every process's RNG states) plus ``trainer_state.json``: the run identity, the step (which is also the data
-position: see :class:`shortllm.training.data.BatchOrder`), tokens seen, wall time and the curves so far.
+position in memory: see :mod:`shortllm.training.batches`; a stream's position is saved as ``data_position``),
+tokens seen, wall time and the curves so far.
 A folder without ``trainer_state.json`` is incomplete and ignored; only complete folders have that name.
 """
 

@@ -20,7 +20,8 @@ import torch
 
 from shortllm.training.checkpoint import list_checkpoints, save_checkpoint
 from shortllm.training.config import TrainConfig, TrainingError
-from shortllm.training.data import IGNORE, MemoryBatches, Rows, StreamBatches, TrainData, collate, make_batches, micro_slice
+from shortllm.training.batches import MemoryBatches, StreamBatches, collate, make_batches, micro_slice
+from shortllm.training.data import IGNORE, Rows, TrainData
 from shortllm.training.losses import ce_sum, kd_objective, kd_sum
 
 log = logging.getLogger(__name__)

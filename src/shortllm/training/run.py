@@ -26,7 +26,8 @@ from shortllm.models.loading import (
 from shortllm.pruning.export import MANIFEST, atomic_dir, check_output_dir, save_model, write_manifest
 from shortllm.training.checkpoint import clear_checkpoints, latest_checkpoint, list_checkpoints
 from shortllm.training.config import TrainConfig, TrainingError, identity_hash, run_identity, validate
-from shortllm.training.data import load_train_data, plan_steps
+from shortllm.training.batches import plan_steps
+from shortllm.training.data import load_train_data
 from shortllm.training.loop import LoopState, build_trainer, evaluate, make_accelerator, train
 
 log = logging.getLogger(__name__)
