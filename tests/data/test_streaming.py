@@ -261,6 +261,18 @@ def test_any_hub_dataset_by_spec(monkeypatch, layout_dir):
     assert stream.fingerprint() != stream_documents("hf:HuggingFaceFW/fineweb-edu:train").fingerprint()
 
 
+def test_hub_spec_failure_hint_does_not_point_at_the_data_dir(monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach the hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(DataError) as info:
+        load_documents("hf:a/b")
+    assert "download the dataset's files" in info.value.hint and "SHORTLLM_DATA_DIR" not in info.value.hint
+
+
 @pytest.mark.parametrize("spec", ["hf:", "hf:a/b/c/d", "hf:a//b", "hf:a/b:"])
 def test_malformed_hub_spec(spec):
     with pytest.raises(DataError, match="cannot read the hub dataset spec"):

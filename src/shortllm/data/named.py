@@ -135,7 +135,10 @@ def iter_local(ds: NamedDataset, path: Path) -> Iterator[str]:
 
 
 def _hub_error(ds: NamedDataset, split: str, err: Exception) -> DataError:
-    hint = "put a local copy in SHORTLLM_DATA_DIR (layout in docs/data.md) or pass a file"
+    if any(ds.local.values()):  # a named dataset with a place in the data directory layout
+        hint = "put a local copy in SHORTLLM_DATA_DIR (layout in docs/data.md) or pass a file"
+    else:
+        hint = "check the name and the network, or download the dataset's files and pass the folder"
     if isinstance(err, KeyError):
         return DataError(f"{ds.hub_name} {split} has no '{ds.field}' field",
                          "pass --text-field (text_field) with the column that holds the text")
