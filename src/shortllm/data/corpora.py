@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from shortllm.data.files import SUFFIXES, files_identity, files_of, iter_path, read_path
+from shortllm.data.files import SUFFIXES, files_identity, files_of, iter_path
 from shortllm.data.named import (
     DATASETS,
     SPLIT_ALIASES,
@@ -186,7 +186,8 @@ def hub_dataset(spec: str, split: str | None, text_field: str) -> NamedDataset:
                         "(e.g. hf:HuggingFaceFW/fineweb-edu/sample-10BT:train)")
     hub_path = "/".join(parts[:2])
     config = parts[2] if len(parts) == 3 else None
-    chosen = SPLIT_ALIASES.get((spec_split or split or "train").lower(), spec_split or split or "train")
+    wanted = spec_split or split or "train"
+    chosen = SPLIT_ALIASES.get(wanted.lower(), wanted)
     return NamedDataset(hub_path, hub_path, config, text_field, chosen, {chosen: ()})
 
 
@@ -243,19 +244,12 @@ def load_documents(spec: str, split: str | None = None, *, data_dir: str | Path 
         DataError: an unknown name or missing file, a missing split or field, no text, or a failed download.
     """
     target = _resolve(spec, split, data_dir, text_field)
-    if target.kind == "pydoc":
-        docs = pydoc_topics(target.split)
-    elif target.kind == "local":
-        assert target.dataset is not None and target.path is not None
-        docs = list(iter_local(target.dataset, target.path))
-        log.info("read %s %s from %s (%d rows)", target.name, target.split, target.path, len(docs))
-    elif target.kind == "hub":
+    if target.kind == "hub":  # loaded through datasets (row limit for the huge corpora), not streamed
         assert target.dataset is not None
         docs, _ = load_hub(target.dataset, target.split)
-    else:
-        assert target.path is not None
-        docs = read_path(target.path, text_field)
-        log.info("read %d documents from %s", len(docs), target.path)
+    else:  # the same readers as streaming, read to the end
+        docs = list(DocumentStream(target.name, target.split, target.source, target, text_field))
+        log.info("read %d documents of %s %s from %s", len(docs), target.name, target.split, target.source)
     return _check_text(Corpus(docs, target.name, target.split, target.source, target.separator))
 
 

@@ -188,8 +188,9 @@ def pack_documents(tokenizer: Any, corpus: Corpus, seq_len: int, add_eos: bool =
     blocks = [b for b, _ in iter_blocks(tokenizer, corpus.documents, seq_len, add_eos=add_eos,
                                         batch_size=batch_size)]
     if not blocks:
-        docs = [d for d in corpus.documents if d]
-        tokens = sum(len(ids) + add_eos for ids in tokenizer(docs, add_special_tokens=False, verbose=False)["input_ids"]) if docs else 0
+        docs = [d for d in corpus.documents if d]  # under one block in all: cheap to count again
+        encoded = tokenizer(docs, add_special_tokens=False, verbose=False)["input_ids"] if docs else []
+        tokens = sum(len(ids) + add_eos for ids in encoded)
         raise DataError(f"{corpus.name} ({corpus.split}) has only {tokens} tokens, less than one block of {seq_len}",
                         "use more text or a shorter sequence length")
     log.debug("packed %s into %d blocks of %d", corpus.name, len(blocks), seq_len)

@@ -267,8 +267,8 @@ def load_train_data(tokenizer: Any, opts: DataOptions, seq_len: int) -> TrainDat
         eval_info = {"held_out_from_train": True, "rows": n_eval}
     fp = hashlib.sha256(json.dumps([info["fingerprint"], eval_info.get("fingerprint"), kind]).encode()).hexdigest()
     info["source_fingerprint"] = info.pop("fingerprint")
-    info.update(streaming=False, fingerprint=fp[:16], rows=len(rows), train_rows=len(train), train_tokens=train.num_tokens,
-                eval_rows=len(eval_rows), eval=eval_info)
+    info.update(streaming=False, fingerprint=fp[:16], rows=len(rows), train_rows=len(train),
+                train_tokens=train.num_tokens, eval_rows=len(eval_rows), eval=eval_info)
     return TrainData(train, eval_rows, kind, fp[:16], info)
 
 
@@ -291,9 +291,6 @@ def _load_stream(tokenizer: Any, opts: DataOptions, seq_len: int) -> TrainData:
     training stream's first ``max_eval_rows`` blocks (then skipped by training in every epoch)."""
     from shortllm.data import data_dir, stream_documents
 
-    if tokenizer is None:
-        raise DataError("the model has no tokenizer, so text cannot be turned into tokens",
-                        "use a model folder that includes its tokenizer files")
     if opts.format == "auto" and _looks_like_instructions(opts.data, data_dir(opts.data_dir)):
         raise DataError(f"{opts.data} holds instruction records, and --streaming reads plain text",
                         "drop --streaming for Alpaca files (they are small), or pass --format text")
