@@ -58,3 +58,9 @@ class TrainingError(ShortLLMError):
 
 class BenchSettingsError(ShortLLMError):
     """A benchmark sweep that cannot be run (sizes, counts, context length)."""
+
+
+class Interrupted(ShortLLMError):
+    """A run stopped by Ctrl-C or SIGTERM; the message says what was kept on disk (exit code 130)."""
+
+    exit_code = 130

@@ -18,7 +18,7 @@ from shortllm.cli import prune as prune_cmd
 from shortllm.cli import retrain as retrain_cmd
 from shortllm.cli import score as score_cmd
 from shortllm.cli.output import err_console, state
-from shortllm.errors import ShortLLMError
+from shortllm.errors import Interrupted, ShortLLMError
 
 app = typer.Typer(
     name="shortllm",
@@ -31,7 +31,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    rich_markup_mode="rich",
+    # Help text is literal: option help holds brackets (hf:OWNER/NAME[/CONFIG][:SPLIT], "[default: ...]") that
+    # rich markup would read as style tags (a crash, or text silently dropped). Plain click help, reflowed.
+    rich_markup_mode=None,
 )
 
 
@@ -42,14 +44,19 @@ def handle_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except Interrupted as err:  # a run that says itself what it kept
+            signame = _received.get("signal", "SIGINT")
+            sys.stderr.write(f"interrupted ({signame}): {err.one_line()}\n")
+            raise typer.Exit(143 if signame == "SIGTERM" else err.exit_code) from None
         except ShortLLMError as err:
             if os.environ.get("SHORTLLM_DEBUG") == "1":
                 raise
             sys.stderr.write(f"error: {err.one_line()}\n")
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
-            sys.stderr.write("interrupted; nothing was written\n")
-            raise typer.Exit(130) from None
+            signame = _received.get("signal", "SIGINT")
+            sys.stderr.write(f"interrupted ({signame}); nothing was written\n")
+            raise typer.Exit(143 if signame == "SIGTERM" else 130) from None
 
     return wrapper
 
@@ -73,7 +80,7 @@ def main_options(
     from rich.logging import RichHandler
 
     root = logging.getLogger("shortllm")
-    root.handlers[:] = [RichHandler(console=err_console, show_path=False, show_time=False)]
+    root.handlers[:] = [RichHandler(console=err_console, show_path=False, show_time=False, markup=False)]
     root.setLevel(level)
     root.propagate = False
     # The libraries underneath are chatty; show their messages only when asked.
@@ -93,8 +100,26 @@ app.command("eval")(handle_errors(eval_cmd.eval))
 app.command("bench")(handle_errors(bench_cmd.bench))
 
 
+_received: dict[str, str] = {}
+
+
+def _terminate(signum: int, frame: object) -> None:
+    # Batch schedulers and containers stop jobs with SIGTERM: unwind exactly as Ctrl-C does, so temporary
+    # folders are removed and a retrain says which checkpoint it kept.
+    _received["signal"] = "SIGTERM"
+    raise KeyboardInterrupt
+
+
+def install_signal_handlers() -> None:
+    """Make SIGTERM behave like Ctrl-C (KeyboardInterrupt) in the main thread."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
+
+
 def main() -> None:
     """Console-script entry point."""
+    install_signal_handlers()
     app()
 
 

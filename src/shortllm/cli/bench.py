@@ -10,7 +10,7 @@ import typer
 
 from shortllm.cli.options import (DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelsOpt, OutOpt, OverwriteOpt,
                                   RevisionOpt, SeedOpt, TrustRemoteCodeOpt, load_settings)
-from shortllm.cli.output import console, err_console, print_json, state
+from shortllm.cli.output import console, err_console, plain_column, print_json, print_path, state
 
 BatchSizesOpt = Annotated[str, typer.Option("--batch-sizes", help="Batch sizes to sweep, e.g. 1,8.")]
 PromptLenOpt = Annotated[str, typer.Option("--prompt-len", help="Prompt length(s) in tokens, e.g. 64,512.")]
@@ -85,9 +85,9 @@ class _progress:
         self.bar = None
         if state["quiet"] or not err_console.is_terminal:
             return lambda done, total, what: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        self.bar = Progress(plain_column(), BarColumn(), MofNCompleteColumn(),
                             TimeRemainingColumn(), console=err_console, transient=True)
         self.bar.start()
         task = self.bar.add_task("loading models", total=None)
@@ -129,16 +129,18 @@ def _render(report: dict) -> None:
     console.print(f"memory: {kind}; ideal = FLOPs-per-token ratio; "
                   "efficiency = measured decode speedup / ideal")
     if report.get("out"):
-        console.print(f"Saved to [bold]{report['out']}[/] (bench.json, bench.png, shortllm.json)")
+        print_path("Saved to ", report["out"], " (bench.json, bench.png, shortllm.json)")
 
 
-def _cell(r: dict, first: bool) -> str:
+def _cell(r: dict, first: bool):
+    from rich.text import Text
+
     decode = "-" if r["decode_tokens_per_s"] is None else f"{r['decode_tokens_per_s']:.1f} tok/s"
-    lines = [f"decode {decode}"]
+    cell = Text(f"decode {decode}\n")
     if not first and r["speedup"] is not None:
         eff = f", {r['efficiency']:.0%}" if r["efficiency"] is not None else ""
-        lines.append(f"[bold]x{r['speedup']:.2f}[/] (ideal x{r['ideal_speedup']:.2f}{eff})")
-    lines.append(f"first token {r['prefill_s'] * 1000:.0f} ms, total {r['latency_s']:.2f} s"
-                 + ("" if first or r["latency_speedup"] is None else f" (x{r['latency_speedup']:.2f})"))
-    lines.append(f"{r['throughput_tokens_per_s']:.1f} tok/s overall, mem {_mb(r['peak_memory_bytes'])}")
-    return "\n".join(lines)
+        cell.append(f"x{r['speedup']:.2f}", "bold").append(f" (ideal x{r['ideal_speedup']:.2f}{eff})\n")
+    cell.append(f"first token {r['prefill_s'] * 1000:.0f} ms, total {r['latency_s']:.2f} s"
+                + ("" if first or r["latency_speedup"] is None else f" (x{r['latency_speedup']:.2f})") + "\n")
+    cell.append(f"{r['throughput_tokens_per_s']:.1f} tok/s overall, mem {_mb(r['peak_memory_bytes'])}")
+    return cell

@@ -24,7 +24,7 @@ from shortllm.cli.options import (
     TrustRemoteCodeOpt,
     load_settings,
 )
-from shortllm.cli.output import console, print_json, progress_bar
+from shortllm.cli.output import console, print_json, print_path, progress_bar
 
 PplOpt = Annotated[Optional[str], typer.Option(
     "--ppl", help="Perplexity datasets, comma-separated: wikitext2 (test), ptb (validation, as the reference "
@@ -120,6 +120,7 @@ def _fmt(value, digits: int) -> str:
 
 def _render(report: dict) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     from shortllm.evaluation.report import comparison_rows
 
@@ -136,19 +137,17 @@ def _render(report: dict) -> None:
         digits = 2 if is_ppl else 4
         cells = []
         for i, (value, stderr, delta) in enumerate(zip(row.values, row.stderrs, row.deltas)):
-            text = _fmt(value, digits) + (f" ± {stderr:.3f}" if stderr is not None else "")
+            text = Text(_fmt(value, digits) + (f" ± {stderr:.3f}" if stderr is not None else ""))
             if i > 0 and delta is not None:
                 better = (delta > 0) == row.higher_is_better
                 colour = "green" if better and delta != 0 else "red" if delta != 0 else "dim"
-                text += f" [{colour}]({delta:+.{digits}f})[/]"
+                text.append(f" ({delta:+.{digits}f})", colour)
             cells.append(text)
         table.add_row(row.name, *cells)
     console.print(table)
     for m in models:
         if m.get("generation"):
-            from rich.text import Text
-
             console.print(Text.assemble((f"{m['label']}: ", "bold"), m["generation"]["prompt"],
                                         (m["generation"]["text"], "cyan")))
     if report.get("out"):
-        console.print(f"Saved to [bold]{report['out']}[/]")
+        print_path("Saved to ", report["out"])

@@ -40,15 +40,17 @@ def inspect(
 
 def _render(info: dict) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     p = info["params"]
-    console.print(
-        f"[bold]{info['model']}[/] ({info['architecture']}, type {info['model_type']}, dtype {info['dtype']})\n"
+    console.print(Text.assemble(
+        (str(info["model"]), "bold"),
+        f" ({info['architecture']}, type {info['model_type']}, dtype {info['dtype']})\n"
         f"{info['num_blocks']} blocks, hidden {info['hidden_size']}, vocab {info['vocab_size']}, "
         f"tied embeddings: {'yes' if info['tied_embeddings'] else 'no'}\n"
         f"parameters: {human(p['total'])} total = {human(p['blocks'])} in blocks + {human(p['embeddings'])} "
         f"embeddings + {human(p['head'])} head + {human(p['other'])} other"
-    )
+    ), soft_wrap=True)
     blocks = Table(title="Blocks", show_lines=False)
     for col in ("block", "original", "params", "share", "layer type"):
         blocks.add_column(col, justify="right" if col != "layer type" else "left")

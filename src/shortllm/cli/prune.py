@@ -13,7 +13,7 @@ from shortllm.cli.options import (AddBosOpt, BatchSizeOpt, CriterionOpt, DataDir
                                   DeviceOpt, DryRunOpt, DtypeOpt, JsonOpt, ModelOpt, NormOpt, OutOpt,
                                   OverwriteOpt, ProtectFirstOpt, ProtectLastOpt, RevisionOpt, SamplesOpt, SeedOpt,
                                   SeqLenOpt, TextFieldOpt, TrustRemoteCodeOpt, load_settings, score_options)
-from shortllm.cli.output import console, human, print_json, progress_bar
+from shortllm.cli.output import console, human, print_json, print_path, progress_bar
 
 BlocksOpt = Annotated[Optional[str], typer.Option(
     "--blocks", "-b", help="Remove exactly these blocks (original indices), e.g. 20,21 or 10-12.",
@@ -93,7 +93,8 @@ def prune(
         f"{verb} {len(plan.removed)} of {plan.num_blocks} blocks: {', '.join(map(str, result.removed_original))}"
         f" — {result.how}\n"
         f"parameters {human(plan.params_before)} -> {human(plan.params_after)}: "
-        f"{plan.achieved_ratio:.2%} removed{ratio_note}; kept blocks {', '.join(map(str, result.kept_original))}"
+        f"{plan.achieved_ratio:.2%} removed{ratio_note}; kept blocks {', '.join(map(str, result.kept_original))}",
+        soft_wrap=True,  # `how` can name a --scores path: never fold it
     )
     if not dry_run:
-        console.print(f"Saved to [bold]{result.out}[/] (reload check: max logit diff {result.reload_max_diff:.2g})")
+        print_path("Saved to ", result.out, f" (reload check: max logit diff {result.reload_max_diff:.2g})")

@@ -10,7 +10,7 @@ from shortllm.cli.options import (AddBosOpt, BatchSizeOpt, CriterionOpt, DataDir
                                   DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, NormOpt, OutOpt, OverwriteOpt,
                                   ProtectFirstOpt, ProtectLastOpt, RevisionOpt, SamplesOpt, SeedOpt, SeqLenOpt,
                                   TextFieldOpt, TrustRemoteCodeOpt, load_settings, score_options)
-from shortllm.cli.output import console, print_json, progress_bar
+from shortllm.cli.output import console, print_json, print_path, progress_bar
 
 NumBlocksOpt = Annotated[Optional[int], typer.Option(
     "--num-blocks", "-k", help="Blocks the plan removes: highlighted in the plot; sleb and angular need it "
@@ -75,6 +75,7 @@ def score(
 
 def _render(report: dict) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     rank = {b: r for r, b in enumerate(report["order"])}
     table = Table(title=f"{report['criterion']} scores of {report['model']} (lower = less important)")
@@ -82,7 +83,7 @@ def _render(report: dict) -> None:
         table.add_column(col, justify="right" if col != "" else "left")
     removal, protected = set(report["removal"]), set(report["protected"])
     for i, s in enumerate(report["scores"]):
-        mark = "[red]remove[/]" if i in removal else "[dim]protected[/]" if i in protected else ""
+        mark = Text("remove", "red") if i in removal else Text("protected", "dim") if i in protected else ""
         table.add_row(str(i), "-" if s is None else f"{s:.6g}", str(rank.get(i, "-")), mark)
     console.print(table)
     base = report["extras"].get("baseline_ppl")
@@ -90,5 +91,6 @@ def _render(report: dict) -> None:
         f"Order (least important first): {','.join(map(str, report['order']))}\n"
         f"Removing {len(removal)} blocks: {', '.join(map(str, report['removal']))}"
         + (f"; calibration perplexity of the full model {base:.3f}" if base else "")
-        + (f"\nSaved to [bold]{report['out']}[/]" if report.get("out") else "")
     )
+    if report.get("out"):
+        print_path("Saved to ", report["out"])

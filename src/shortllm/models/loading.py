@@ -48,6 +48,28 @@ class ModelSource:
     def is_local(self) -> bool:
         return self.kind != "hub"
 
+    @property
+    def ref(self) -> str:
+        """The name that finds this model again from any directory: an absolute path for a local folder or
+        ``.gguf``, the alias, or the hub id."""
+        if self.kind == "gguf":
+            return str(Path(self.spec).expanduser().resolve())
+        return self.spec if self.kind == "alias" else self.path
+
+    @property
+    def hub_id(self) -> str | None:
+        """The Hugging Face hub id this model is known to be (the embedded model's original), else None."""
+        if self.kind == "hub":
+            return self.path
+        return demo.DEMO_HUB_ID if self.kind == "alias" else None
+
+    def record(self, config: Any = None) -> dict[str, Any]:
+        """Provenance for a manifest: ``spec`` (the portable :attr:`ref`), what the user typed, the kind, the
+        resolved path, the hub id and revision (the commit the hub served, when ``config`` carries it)."""
+        revision = getattr(config, "_commit_hash", None) or self.revision
+        return {"spec": self.ref, "given": self.spec, "kind": self.kind, "path": self.path,
+                "hub_id": self.hub_id, "revision": revision if self.kind == "hub" else None}
+
 
 @dataclass
 class Loaded:
@@ -76,7 +98,7 @@ def resolve_source(spec: str | None, revision: str | None = None) -> ModelSource
         ModelLoadError: for a missing path, a directory without config.json, a non-model file.
     """
     if spec is None or spec == demo.DEMO_ALIAS:
-        return ModelSource(demo.DEMO_ALIAS, "alias", str(demo.demo_model_dir()))
+        return ModelSource(demo.DEMO_ALIAS, "alias", str(demo.demo_model_dir().resolve()))
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -92,10 +114,19 @@ def resolve_source(spec: str | None, revision: str | None = None) -> ModelSource
                 f"directory {spec} has no config.json, so it is not a Hugging Face model directory",
                 "pass the folder that holds config.json and the weights",
             )
-        return ModelSource(spec, "dir", str(path))
+        return ModelSource(spec, "dir", str(path.resolve()))
     if _looks_like_path(spec):
         raise ModelLoadError(f"no such file or directory: {spec}", "check the path")
     return ModelSource(spec, "hub", spec, revision)
+
+
+def model_paths(spec: str | None) -> list[Path]:
+    """The local files a model spec reads, found without loading or converting anything: the folder, the
+    ``.gguf`` file, or the embedded model's cache folder; none for a hub id. For output-overlap checks."""
+    if spec is None or spec == demo.DEMO_ALIAS:
+        return [demo.cache_dir() / "models" / demo.DEMO_ALIAS]
+    path = Path(spec).expanduser()
+    return [path] if path.exists() else []
 
 
 def _converted_gguf(path: Path) -> Path:
@@ -205,8 +236,6 @@ def load_model(spec: str | None, settings: LoadSettings = LoadSettings()) -> Loa
     Raises:
         ModelLoadError, DeviceError, UnsupportedArchitectureError: see the messages.
     """
-    from transformers import AutoModelForCausalLM
-
     from shortllm.models.arch import blocks_of, check_decoder
 
     device = check_settings(settings)
@@ -223,7 +252,9 @@ def load_model(spec: str | None, settings: LoadSettings = LoadSettings()) -> Loa
     if settings.device_map:
         kwargs["device_map"] = settings.device_map
     try:
-        model = AutoModelForCausalLM.from_pretrained(source.path, **kwargs)
+        model = from_pretrained_strict(source.path, source.spec, **kwargs)
+    except ModelLoadError:
+        raise
     except Exception as err:
         if source.kind == "hub":
             raise _hub_error(source, err) from err
@@ -240,6 +271,83 @@ def load_model(spec: str | None, settings: LoadSettings = LoadSettings()) -> Loa
     blocks_of(model)  # fail early, with a named error, on layouts we cannot operate on
     return Loaded(model, load_tokenizer(source, settings.trust_remote_code), source,
                   fingerprint(source, config), device)
+
+
+def _first(keys: Any, few: int = 3) -> str:
+    names = sorted(k if isinstance(k, str) else k[0] for k in keys)
+    return ", ".join(names[:few]) + (", ..." if len(names) > few else "")
+
+
+def check_loading_info(info: dict[str, Any], spec: str) -> None:
+    """Refuse a load that did not cover the model exactly.
+
+    ``info`` is the loading report of ``from_pretrained(..., output_loading_info=True)``. transformers already
+    leaves out of it the keys the architecture declares ignorable (``_keys_to_ignore_on_load_*``, a tied head
+    absent from the file), so anything left means freshly initialised or dropped weights.
+
+    Raises:
+        ModelLoadError: naming how many tensors are missing, unexpected or of the wrong shape, and the first few.
+    """
+    missing, unexpected = info.get("missing_keys") or (), info.get("unexpected_keys") or ()
+    mismatched, errors = info.get("mismatched_keys") or (), info.get("error_msgs") or ()
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing (e.g. {_first(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected (e.g. {_first(unexpected)})")
+    if mismatched:
+        key, found, wanted = sorted(mismatched, key=lambda m: m[0])[0]
+        problems.append(f"{len(mismatched)} of the wrong shape (e.g. {key}: {tuple(found)} in the file, "
+                        f"{tuple(wanted)} in the model)")
+    if errors:
+        problems.append(f"{len(errors)} load error(s) ({' '.join(str(errors[0]).split())[:120]})")
+    if not problems:
+        return
+    prefix = _common_prefix_hint(missing, unexpected)
+    raise ModelLoadError(
+        f"the weights of '{spec}' do not match its architecture: " + "; ".join(problems) + " tensor(s)"
+        + (f"; every unexpected name starts with '{prefix}'" if prefix else ""),
+        ("strip the prefix from the tensor names (e.g. merge and save the adapter with peft first)" if prefix
+         else "check that config.json belongs to these weights and that no shard is missing or truncated"),
+    )
+
+
+def _common_prefix_hint(missing: Any, unexpected: Any) -> str | None:
+    """The extra prefix every unexpected key carries when it explains the missing keys (adapter tooling)."""
+    if not missing or not unexpected:
+        return None
+    first = min(unexpected)
+    for m in missing:
+        if first.endswith("." + m):
+            prefix = first[: -len(m)]
+            if all(k.startswith(prefix) for k in unexpected):
+                return prefix
+    return None
+
+
+def from_pretrained_strict(path: str, spec: str, model_class: Any = None, **kwargs: Any) -> Any:
+    """``from_pretrained`` that refuses a checkpoint not covering the model exactly.
+
+    Every place shortllm loads weights goes through here (local, hub, alias, GGUF conversion, teachers, the
+    reload check), so a model whose weights did not load is never pruned, trained or measured.
+
+    Args:
+        path: what ``from_pretrained`` takes (local folder or hub id).
+        spec: the user's model spec, for messages.
+        model_class: the class to load with (default ``AutoModelForCausalLM``).
+        **kwargs: passed to ``from_pretrained``.
+
+    Raises:
+        ModelLoadError: missing, unexpected or shape-mismatched tensors (see :func:`check_loading_info`);
+            other failures propagate as ``from_pretrained`` raised them.
+    """
+    if model_class is None:
+        from transformers import AutoModelForCausalLM as model_class
+    # Shape mismatches are collected (not raised with a generic message) so the error can name them.
+    model, info = model_class.from_pretrained(path, output_loading_info=True, ignore_mismatched_sizes=True,
+                                              **kwargs)
+    check_loading_info(info, spec)
+    return model
 
 
 def load_tokenizer(source: ModelSource, trust_remote_code: bool = False) -> Any:

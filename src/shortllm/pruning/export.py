@@ -10,7 +10,7 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,23 @@ log = logging.getLogger(__name__)
 MANIFEST = "shortllm.json"
 
 
-def check_output_dir(out: Path, overwrite: bool) -> None:
+Inputs = Iterable[tuple[str, "str | Path | None"]]
+
+
+def check_output_dir(out: Path, overwrite: bool, inputs: Inputs = ()) -> None:
     """Refuse an output path that cannot be used, before any slow work starts.
 
+    Args:
+        out: the ``--out`` directory.
+        overwrite: whether a non-empty ``out`` may be replaced.
+        inputs: ``(what, path)`` pairs of everything the run reads (model, teacher, data, scores, checkpoints);
+            ``None`` paths (hub ids, named datasets) are skipped. See :func:`check_no_overlap`.
+
     Raises:
-        OutputError: ``out`` is a file, a non-empty directory without ``overwrite``, or not writable.
+        OutputError: ``out`` is a file, a non-empty directory without ``overwrite``, not writable, or overlaps
+            an input or the current directory.
     """
+    check_no_overlap(out, inputs)
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is an existing file", "choose a directory path")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -39,18 +50,70 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
         raise OutputError(f"cannot write to {out}: {parent} is not writable", "choose a writable directory")
 
 
+def data_inputs(label: str, spec: str | None, data_dir: str | None = None) -> list[tuple[str, Path]]:
+    """The local paths a data spec reads (a file or folder it names, and the data directory), for
+    :func:`check_no_overlap`; named and hub datasets outside a data directory read nothing local."""
+    found: list[tuple[str, Path]] = []
+    if spec and Path(spec).expanduser().exists():
+        found.append((label, Path(spec)))
+    value = data_dir if data_dir not in (None, "") else os.environ.get("SHORTLLM_DATA_DIR") or None
+    if value is not None:
+        found.append(("data directory", Path(value)))
+    return found
+
+
+def model_inputs(label: str, spec: str | None) -> list[tuple[str, Path]]:
+    """``(label, path)`` for every local file or folder a model spec reads, for :func:`check_no_overlap`."""
+    from shortllm.models.loading import model_paths
+
+    return [(label, path) for path in model_paths(spec)]
+
+
+def _within(inner: Path, outer: Path) -> bool:
+    return inner == outer or outer in inner.parents
+
+
+def check_no_overlap(out: Path, inputs: Inputs = (), what: str = "--out") -> None:
+    """Refuse an output that is, contains, or lies inside an input, or that is or contains the current directory.
+
+    Paths are compared after resolving ``~``, relative parts and symlinks, so ``--out .`` in the model's folder,
+    ``--out ..`` above it, or a symlink to it are all caught. Writing an output replaces the whole folder (an
+    atomic rename), so any overlap would destroy or change an input.
+
+    Raises:
+        OutputError: naming the input and how the paths overlap.
+    """
+    target = Path(out).expanduser().resolve()
+    cwd = Path.cwd().resolve()
+    if _within(cwd, target):
+        raise OutputError(
+            f"{what} {out} is {'the current directory' if cwd == target else 'a folder above the current directory'},"
+            " which writing the output would replace", "choose a new folder, e.g. --out ./pruned")
+    for label, path in inputs:
+        if path is None or str(path) == "":
+            continue
+        source = Path(path).expanduser().resolve()
+        if _within(source, target) or _within(target, source):
+            how = ("is" if source == target else "contains" if _within(source, target) else "lies inside")
+            raise OutputError(f"{what} {out} {how} the {label} {path}; writing it would change that input",
+                              f"choose a {what} folder outside {path}")
+
+
 @contextlib.contextmanager
-def atomic_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(out: Path, overwrite: bool = False, inputs: Inputs = ()) -> Iterator[Path]:
     """Yield a temporary directory beside ``out``; on success rename it to ``out``, else delete it.
 
-    Nothing half-written is ever left at ``out``: a failure (or Ctrl-C) inside the block removes the
-    temporary directory, and an existing ``out`` is only replaced once the new one is complete.
+    Nothing half-written is ever left at ``out``: a failure (or Ctrl-C, or SIGTERM, which the CLI turns into
+    Ctrl-C) inside the block removes the temporary directory, and an existing ``out`` is only replaced once the
+    new one is complete. Temporary folders of earlier runs whose process is gone (killed hard) are removed.
+    ``inputs`` are checked again as in :func:`check_output_dir`.
     """
-    check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite, inputs)
     out = out.resolve()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        remove_stale_temp(out)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     except OSError as err:
         raise OutputError(f"cannot write to {out}: {err.strerror}", "choose a writable directory") from err
     try:
@@ -66,6 +129,37 @@ def atomic_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    return True
+
+
+def remove_stale_temp(out: Path) -> list[Path]:
+    """Remove the temporary folders an earlier write of ``out`` left when its process was killed hard.
+
+    Temporary folders are named ``.NAME.tmp-PID-*`` (and ``.NAME.old-PID`` during the final swap); those whose
+    process no longer exists are removed, those of a running process (a concurrent run) are left alone.
+
+    Returns:
+        The folders removed.
+    """
+    removed = []
+    for pattern in (f".{out.name}.tmp-*", f".{out.name}.old-*"):
+        for stale in out.parent.glob(pattern):
+            pid = stale.name[len(f".{out.name}.tmp-"):].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)) and stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+                removed.append(stale)
+    if removed:
+        log.info("removed %d temporary folder(s) left by interrupted runs beside %s", len(removed), out)
+    return removed
 
 
 def _normalise_permissions(folder: Path) -> None:
@@ -124,11 +218,12 @@ def verify_reload(folder: Path, model: Any, tokens: int = 8, atol: float = 1e-5)
         ShortLLMError: if the reloaded model disagrees.
     """
     import torch
-    from transformers import AutoModelForCausalLM
+
+    from shortllm.models.loading import from_pretrained_strict
 
     device = next(model.parameters()).device
     attn = getattr(model.config, "_attn_implementation", None)
-    reloaded = AutoModelForCausalLM.from_pretrained(folder, dtype=model.dtype, attn_implementation=attn)
+    reloaded = from_pretrained_strict(str(folder), str(folder), dtype=model.dtype, attn_implementation=attn)
     reloaded.to(device).eval()
     vocab = model.config.get_text_config().vocab_size
     ids = torch.arange(1, tokens + 1, device=device).remainder(vocab).unsqueeze(0)
@@ -146,16 +241,23 @@ def verify_reload(folder: Path, model: Any, tokens: int = 8, atol: float = 1e-5)
 
 
 def model_card(name: str, source_spec: str, removed: list[int], kept: list[int], num_blocks: int,
-               params_before: int, params_after: int, how: str, command: str) -> str:
-    """A model card README.md for a pruned model."""
+               params_before: int, params_after: int, how: str, command: str,
+               base_model: str | None = None) -> str:
+    """A model card README.md for a pruned model.
+
+    Args:
+        source_spec: how the source model is named (its hub id or absolute path).
+        base_model: the source's hub id, written as the card's ``base_model`` metadata; left out when the
+            source is not known to be a hub model (a local path is not a valid ``base_model``).
+    """
     ratio = 1 - params_after / params_before
+    base = f"base_model: {base_model}\n" if base_model else ""
     return f"""---
 library_name: transformers
 tags:
 - shortllm
 - depth-pruning
-base_model: {source_spec}
----
+{base}---
 
 # {name}
 

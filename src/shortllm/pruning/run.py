@@ -13,7 +13,8 @@ from shortllm.errors import BlockSelectionError
 from shortllm.models.loading import (Loaded, LoadSettings, check_settings, fingerprint, load_config, load_model,
                                      load_skeleton, resolve_source)
 from shortllm.models.surgery import ParamCount, count_params, drop_blocks, original_indices
-from shortllm.pruning.export import (atomic_dir, check_output_dir, model_card, save_model, verify_reload,
+from shortllm.pruning.export import (atomic_dir, check_output_dir, data_inputs, model_card, model_inputs,
+                                     save_model, verify_reload,
                                      write_manifest)
 from shortllm.pruning.plan import (Plan, blocks_within_ratio, check_ratio, plan_from_blocks,
                                    smallest_ratio_for_one)
@@ -129,7 +130,7 @@ def prune(req: PruneRequest, progress: Progress = lambda d, t: None) -> PruneRes
     if not req.dry_run:
         if req.out is None:
             raise BlockSelectionError("--out is required", "give an output directory, or --dry-run")
-        check_output_dir(req.out, req.overwrite)
+        check_output_dir(req.out, req.overwrite, _inputs(req))
     skeleton, source = load_skeleton(req.model, req.settings)
     counts = count_params(skeleton)
     n = len(counts.per_block)
@@ -178,7 +179,7 @@ def prune(req: PruneRequest, progress: Progress = lambda d, t: None) -> PruneRes
     result.fingerprint = loaded.fingerprint
     t2 = time.perf_counter()
     drop_blocks(loaded.model, plan.removed)
-    with atomic_dir(req.out, req.overwrite) as tmp:
+    with atomic_dir(req.out, req.overwrite, _inputs(req)) as tmp:
         save_model(loaded.model, loaded.tokenizer, tmp)
         result.timings["save"] = time.perf_counter() - t2
         t3 = time.perf_counter()
@@ -186,9 +187,9 @@ def prune(req: PruneRequest, progress: Progress = lambda d, t: None) -> PruneRes
         result.timings["verify"] = time.perf_counter() - t3
         result.out = str(req.out)
         (tmp / "README.md").write_text(model_card(
-            name=req.out.name, source_spec=source.spec, removed=result.removed_original,
+            name=req.out.name, source_spec=source.hub_id or source.ref, removed=result.removed_original,
             kept=result.kept_original, num_blocks=len(origin), params_before=plan.params_before,
-            params_after=plan.params_after, how=how, command=req.command,
+            params_after=plan.params_after, how=how, command=req.command, base_model=source.hub_id,
         ))
         result.timings["total"] = time.perf_counter() - t0
         write_manifest(
@@ -197,11 +198,19 @@ def prune(req: PruneRequest, progress: Progress = lambda d, t: None) -> PruneRes
                      "scores_dir": str(req.scores_dir) if req.scores_dir else None,
                      "scoring": asdict(req.scoring) if report and not req.scores_dir else None,
                      **asdict(req.settings), "overwrite": req.overwrite},
-            source={"spec": source.spec, "kind": source.kind, "path": source.path,
-                    "fingerprint": loaded.fingerprint},
+            source={**source.record(loaded.model.config), "fingerprint": loaded.fingerprint},
             results=result.as_dict(), timings=result.timings,
         )
     return result
+
+
+def _inputs(req: PruneRequest) -> list[tuple[str, Any]]:
+    """What a prune reads: the model, a --scores folder, calibration data (only when scoring now)."""
+    found = model_inputs("input model", req.model) + [("--scores folder", req.scores_dir)]
+    if req.blocks is None and req.scores_dir is None:
+        cal = req.scoring.calibration
+        found += data_inputs("calibration data", cal.data, cal.data_dir)
+    return found
 
 
 def _brief(report: dict[str, Any] | None) -> dict[str, Any] | None:
