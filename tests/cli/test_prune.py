@@ -85,3 +85,10 @@ def test_prune_embedded_model_end_to_end(demo_dir, tmp_path):
     assert generated.shape[1] == ids["input_ids"].shape[1] + 5
     assert tok.decode(generated[0]).startswith("The capital of France is")
     assert tok.chat_template  # the tokenizer travelled along, chat template included
+    # The card names the hub model the embedded GGUF was made from, as valid model-card metadata.
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md")
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    source = json.loads((out / "shortllm.json").read_text())["source"]
+    assert source["hub_id"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and source["spec"] == "smollm2-135m"

@@ -6,6 +6,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from shortllm.plotting import literal_text
+
 # (metric, panel title, scale of the value for display, y label)
 _PANELS = (
     ("decode_tokens_per_s", "Decode throughput (after the first token)", 1.0, "tokens / s (all rows)"),
@@ -15,6 +17,7 @@ _PANELS = (
 )
 
 
+@literal_text
 def plot_bench(report: dict[str, Any], path: Path) -> Path:
     """Draw a 2x2 figure from a bench report (``BenchResult.as_dict()``) and save it as PNG at ``path``.
 

@@ -7,7 +7,7 @@ exceed ``r`` x the model's total parameters (embeddings and head included) -- ne
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 from shortllm.errors import BlockSelectionError
@@ -71,9 +71,54 @@ def blocks_within_ratio(counts: ParamCount, ratio: float, order: Sequence[int] |
     return k
 
 
+def smallest_first(counts: ParamCount) -> list[int]:
+    """Block indices from the fewest parameters to the most (index order among equals)."""
+    return sorted(range(len(counts.per_block)), key=lambda i: (counts.per_block[i], i))
+
+
+def fits_ratio(counts: ParamCount, ratio: float, blocks: Sequence[int]) -> bool:
+    """Whether removing ``blocks`` removes at most ``ratio`` x the total parameters."""
+    return sum(counts.per_block[i] for i in blocks) <= ratio * counts.total * (1 + 1e-12)
+
+
+def fit_within_ratio(counts: ParamCount, ratio: float, choose: Callable[[int], Sequence[int]],
+                     k_max: int, criterion: str = "the criterion") -> list[int]:
+    """The removal set of the largest ``k <= k_max`` that stays within ``ratio`` x the total parameters.
+
+    This is what keeps the ratio promise ("never more parameters than asked") for every criterion whatever
+    the block sizes (MoE and dense blocks mixed, a first dense block, shared experts): ``k_max`` counts the
+    smallest blocks, and each criterion's own choice for ``k`` blocks is shrunk until it fits. Contiguous
+    criteria re-plan their run for each ``k`` inside ``choose``, so the result is still one run.
+
+    Args:
+        counts: the model's parameter counts.
+        ratio: the fraction of the total asked for, in (0, 1).
+        choose: ``k -> removal set`` of the criterion; may raise :class:`BlockSelectionError` when it has
+            no set of ``k`` blocks (e.g. no unprotected run of that length).
+        k_max: the most blocks to try.
+
+    Raises:
+        BlockSelectionError: no set the criterion chooses fits the ratio, not even one block.
+    """
+    for k in range(k_max, 0, -1):
+        try:
+            removed = sorted(choose(k))
+        except BlockSelectionError:
+            continue
+        if fits_ratio(counts, ratio, removed):
+            return removed
+    smallest = min(counts.per_block)
+    raise BlockSelectionError(
+        f"--ratio {ratio:g} is too small for any block {criterion} would remove "
+        f"({ratio * counts.total:,.0f} parameters allowed)",
+        f"use --ratio {math.ceil(smallest / counts.total * 1000) / 1000:g} or more, or --num-blocks",
+    )
+
+
 def smallest_ratio_for_one(counts: ParamCount, order: Sequence[int] | None = None) -> float:
-    """The smallest ratio (rounded up to 3 decimals) that removes at least one block."""
-    first = counts.per_block[order[0] if order else 0]
+    """The smallest ratio (rounded up to 3 decimals) that removes at least one block (the smallest one, or
+    the first of ``order``)."""
+    first = counts.per_block[order[0]] if order else min(counts.per_block)
     return math.ceil(first / counts.total * 1000) / 1000
 
 

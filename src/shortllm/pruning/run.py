@@ -16,8 +16,8 @@ from shortllm.models.surgery import ParamCount, count_params, drop_blocks, origi
 from shortllm.pruning.export import (atomic_dir, check_output_dir, data_inputs, model_card, model_inputs,
                                      save_model, verify_reload,
                                      write_manifest)
-from shortllm.pruning.plan import (Plan, blocks_within_ratio, check_ratio, plan_from_blocks,
-                                   smallest_ratio_for_one)
+from shortllm.pruning.plan import (Plan, blocks_within_ratio, check_ratio, fit_within_ratio, plan_from_blocks,
+                                   smallest_first, smallest_ratio_for_one)
 from shortllm.scoring.base import Progress, get_criterion
 from shortllm.scoring.run import ScoreOptions, read_score_report, removal_from_report, score_loaded
 
@@ -88,10 +88,12 @@ def blocks_to_remove(req: PruneRequest, counts: ParamCount) -> int:
     n = len(counts.per_block)
     if req.ratio is not None:
         check_ratio(req.ratio)
-        k = blocks_within_ratio(counts, req.ratio)
+        # The most blocks the ratio could ever allow (the smallest ones); the criterion's own choice is then
+        # shrunk to fit by fit_within_ratio.
+        k = blocks_within_ratio(counts, req.ratio, smallest_first(counts))
         if k == 0:
             raise BlockSelectionError(
-                f"--ratio {req.ratio:g} is too small to remove one block ({counts.per_block[0]:,} of "
+                f"--ratio {req.ratio:g} is too small to remove one block ({min(counts.per_block):,} of "
                 f"{counts.total:,} parameters)", f"use --ratio {smallest_ratio_for_one(counts):g} or more",
             )
     else:
@@ -144,7 +146,6 @@ def prune(req: PruneRequest, progress: Progress = lambda d, t: None) -> PruneRes
         if req.scores_dir is not None:
             fp = fingerprint(source, load_config(source, req.settings.trust_remote_code))
             report = read_score_report(req.scores_dir, fp)
-            removed = removal_from_report(report, k)
             how = f"criterion {report['criterion']} from {req.scores_dir}"
         else:
             t1 = time.perf_counter()
@@ -152,15 +153,14 @@ def prune(req: PruneRequest, progress: Progress = lambda d, t: None) -> PruneRes
             result_load = time.perf_counter() - t1
             report = score_loaded(loaded, req.scoring, k, progress)
             report["timings_s"]["load"] = round(result_load, 3)
-            removed = removal_from_report(report, k)
             cal = report["calibration"]
             how = f"criterion {report['criterion']}" + (
                 f" on {cal['samples']} x {cal['seq_len']} tokens of {cal['data']}" if cal else "")
-        if req.ratio is not None and not report["contiguous"]:
-            # Blocks of unequal size (e.g. MoE and dense blocks mixed): never remove more than asked.
-            fits = blocks_within_ratio(counts, req.ratio, report["order"])
-            if fits < len(removed):
-                removed = sorted(report["order"][:fits])
+        if req.ratio is None:
+            removed = removal_from_report(report, k)
+        else:  # blocks of unequal size (MoE and dense mixed...): never remove more parameters than asked
+            removed = fit_within_ratio(counts, req.ratio, lambda m: removal_from_report(report, m), k,
+                                       f"criterion {report['criterion']}")
         how += f", --ratio {req.ratio:g}" if req.ratio is not None else f", --num-blocks {k}"
     plan = plan_from_blocks(counts, removed)
     result = PruneResult(

@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from shortllm.plotting import literal_text
 
+
+@literal_text
 def plot_scores(report: dict[str, Any], path: Path) -> None:
     """Draw the per-block scores of a score report to ``path`` (PNG)."""
     import matplotlib

@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from shortllm.plotting import literal_text
 
+
+@literal_text
 def plot_curve(curve: list[dict[str, Any]], eval_curve: list[dict[str, Any]], title: str, path: Path) -> None:
     """Draw the loss curves of a run to ``path`` (PNG)."""
     import matplotlib
