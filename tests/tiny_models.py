@@ -29,6 +29,16 @@ ARCHS: list[str] = [
     "opt",
 ]
 
+# Families whose configs tie fields to block positions (MoE layouts, hybrid attention, layer patterns),
+# each built with those fields set so that they matter on 4 blocks; tested by
+# tests/models/test_position_fields.py (skip-forward, reload, config rewrite).
+POSITION_ARCHS: list[str] = [
+    "qwen2_moe", "qwen3_moe", "qwen3_next", "mixtral", "olmoe", "granitemoe", "minimax", "gpt_oss",
+    "hunyuan_v1_moe", "deepseek_v2", "deepseek_v3", "glm4_moe", "dots1", "ernie4_5_moe", "llama4_text",
+    "afmoe", "lfm2", "lfm2_moe", "jamba", "bamba", "recurrent_gemma", "cohere2", "exaone4", "olmo3",
+    "modernbert-decoder", "smollm3", "gpt_neo",
+]
+
 HIDDEN, HEADS, KV_HEADS, INTERMEDIATE, VOCAB, MAX_POS = 64, 4, 2, 128, 128, 256
 SLIDING_WINDOW = 8  # small enough to matter for sequences of 16+ tokens
 
@@ -36,6 +46,11 @@ SLIDING_WINDOW = 8  # small enough to matter for sequences of 16+ tokens
 def _alternating(num_layers: int) -> list[str]:
     """``["sliding_attention", "full_attention", ...]`` of length ``num_layers``."""
     return ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(num_layers)]
+
+
+def _cycle(pattern: list, num_layers: int) -> list:
+    """``pattern`` repeated to ``num_layers`` entries."""
+    return [pattern[i % len(pattern)] for i in range(num_layers)]
 
 
 def _arch_kwargs(arch: str, num_layers: int) -> dict:
@@ -80,16 +95,87 @@ def _arch_kwargs(arch: str, num_layers: int) -> dict:
             num_attention_heads=HEADS, ffn_dim=INTERMEDIATE, dropout=0.0, attention_dropout=0.0,
             layerdrop=0.0,
         )
-    raise ValueError(f"unknown tiny arch {arch!r}; expected one of {ARCHS}")
+    if arch in POSITION_ARCHS:
+        return _position_arch_kwargs(arch, num_layers, llama_like)
+    raise ValueError(f"unknown tiny arch {arch!r}; expected one of {ARCHS + POSITION_ARCHS}")
 
 
-def tiny_config(arch: str, num_layers: int = 4) -> PretrainedConfig:
+def _position_arch_kwargs(arch: str, num_layers: int, llama_like: dict) -> dict:
+    """Config keyword arguments for the families of ``POSITION_ARCHS`` (4 experts, 2 per token)."""
+    moe = dict(moe_intermediate_size=32, num_experts_per_tok=2)
+    mla = dict(  # DeepSeek-style latent attention: every head its own key/value head
+        kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=8, v_head_dim=16, qk_nope_head_dim=8,
+        num_key_value_heads=HEADS, n_routed_experts=4, n_shared_experts=1, n_group=1, topk_group=1,
+    )
+    no_head_dim = {k: v for k, v in llama_like.items() if k != "head_dim"}
+    window = dict(sliding_window=SLIDING_WINDOW)
+    kwargs = {
+        # MoE on every block but block 1; blocks 0, 2 (i < max_window_layers and even) slide
+        "qwen2_moe": llama_like | moe | dict(
+            num_experts=4, shared_expert_intermediate_size=32, mlp_only_layers=[1], decoder_sparse_step=1,
+            use_sliding_window=True, max_window_layers=2, **window),
+        "qwen3_moe": llama_like | moe | dict(num_experts=4, mlp_only_layers=[1], decoder_sparse_step=1),
+        "qwen3_next": llama_like | moe | dict(
+            num_experts=4, shared_expert_intermediate_size=32, mlp_only_layers=[2], linear_key_head_dim=16,
+            linear_value_head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4,
+            layer_types=_cycle(["linear_attention", "full_attention"], num_layers)),
+        "mixtral": llama_like | dict(num_local_experts=4, num_experts_per_tok=2),
+        "olmoe": llama_like | dict(num_experts=4, num_experts_per_tok=2),
+        "granitemoe": llama_like | dict(num_local_experts=4, num_experts_per_tok=2),
+        "minimax": llama_like | dict(num_local_experts=4, num_experts_per_tok=2),
+        "gpt_oss": llama_like | dict(num_local_experts=4, num_experts_per_tok=2, **window),
+        "hunyuan_v1_moe": llama_like | dict(num_experts=4, moe_topk=_cycle([2, 1], num_layers)),
+        # dense blocks 0-1, MoE after; moe_layer_freq is a hub field transformers does not declare
+        "deepseek_v2": no_head_dim | moe | mla | dict(first_k_dense_replace=2, moe_layer_freq=1),
+        "deepseek_v3": no_head_dim | moe | mla | dict(first_k_dense_replace=2, moe_layer_freq=1),
+        "glm4_moe": llama_like | moe | dict(n_routed_experts=4, n_shared_experts=1, first_k_dense_replace=2,
+                                           n_group=1, topk_group=1),
+        "dots1": llama_like | moe | dict(n_routed_experts=4, n_shared_experts=1, first_k_dense_replace=2,
+                                        max_window_layers=2, **window),
+        # MoE on blocks 1 and 3: (i + 1) % 2 == 0 from block 1 on
+        "ernie4_5_moe": llama_like | dict(moe_intermediate_size=32, moe_k=2, moe_num_experts=4,
+                                         moe_num_shared_experts=1, moe_layer_start_index=1,
+                                         moe_layer_interval=2),
+        "llama4_text": llama_like | dict(intermediate_size_mlp=INTERMEDIATE, num_local_experts=4,
+                                        num_experts_per_tok=1, interleave_moe_layer_step=2,
+                                        no_rope_layer_interval=2, attention_chunk_size=SLIDING_WINDOW),
+        "afmoe": llama_like | moe | dict(num_experts=4, num_shared_experts=1, num_dense_layers=1,
+                                        global_attn_every_n_layers=2, **window),
+        "lfm2": llama_like | dict(full_attn_idxs=[1, 3]),
+        "lfm2_moe": no_head_dim | moe | dict(num_experts=4, num_dense_layers=2,
+                                            layer_types=_cycle(["conv", "full_attention"], num_layers)),
+        # attention on blocks 1 and 3, MoE on blocks 1 and 3
+        "jamba": no_head_dim | dict(num_key_value_heads=HEADS, num_experts=4, num_experts_per_tok=2,
+                                    expert_layer_period=2, expert_layer_offset=1, attn_layer_period=2,
+                                    attn_layer_offset=1, mamba_d_state=8, mamba_dt_rank=8),
+        "bamba": no_head_dim | dict(num_key_value_heads=HEADS, attn_layer_indices=[1, 3], mamba_n_heads=4,
+                                    mamba_d_head=32, mamba_d_state=8, mamba_chunk_size=8),
+        "recurrent_gemma": dict(hidden_size=HIDDEN, num_hidden_layers=num_layers, num_attention_heads=HEADS,
+                                num_key_value_heads=1, intermediate_size=INTERMEDIATE, lru_width=HIDDEN,
+                                attention_window_size=SLIDING_WINDOW, block_types=["recurrent", "attention"]),
+        "cohere2": llama_like | dict(sliding_window_pattern=2, **window),
+        "exaone4": llama_like | dict(sliding_window_pattern=2, **window),
+        "olmo3": llama_like | window,
+        # full attention on blocks 0 and 2 (global_attn_every_n_layers is read from the kwargs)
+        "modernbert-decoder": llama_like | dict(global_attn_every_n_layers=2, local_attention=SLIDING_WINDOW),
+        "smollm3": llama_like | dict(no_rope_layer_interval=2),
+        "gpt_neo": dict(hidden_size=HIDDEN, num_layers=num_layers, num_heads=HEADS,
+                        intermediate_size=INTERMEDIATE, window_size=SLIDING_WINDOW,
+                        attention_types=[[["global", "local"], num_layers // 2]]
+                        + [[["global"], 1]] * (num_layers % 2),
+                        attention_dropout=0.0, resid_dropout=0.0, embed_dropout=0.0),
+    }
+    return kwargs[arch]
+
+
+def tiny_config(arch: str, num_layers: int = 4, **overrides) -> PretrainedConfig:
     """Config of a tiny ``arch`` decoder: hidden 64, 4 heads, MLP 128, vocab 128, 256 positions.
 
     Gemma2/Gemma3 and Qwen2/Qwen3 alternate sliding (window 8) and full attention layers;
     Mistral uses a window of 8 everywhere. Attention is eager and all dropouts are zero.
+    ``overrides`` replace config keyword arguments (e.g. ``decoder_sparse_step=2``).
     """
-    kwargs = _arch_kwargs(arch, num_layers)
+    kwargs = _arch_kwargs(arch, num_layers) | overrides
     if arch != "gpt2":  # gpt2 spells it n_positions
         kwargs["max_position_embeddings"] = MAX_POS
     cfg = AutoConfig.for_model(
@@ -117,9 +203,9 @@ def _rerandomize(model: torch.nn.Module, hidden: int, generator: torch.Generator
             p.copy_(centre + 0.1 * noise)
 
 
-def tiny_model(arch: str, num_layers: int = 4, seed: int = 0) -> torch.nn.Module:
+def tiny_model(arch: str, num_layers: int = 4, seed: int = 0, **overrides) -> torch.nn.Module:
     """Float32 eval-mode ``AutoModelForCausalLM`` for ``arch`` with seeded random weights."""
-    cfg = tiny_config(arch, num_layers)
+    cfg = tiny_config(arch, num_layers, **overrides)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager")
     _rerandomize(model, HIDDEN, torch.Generator().manual_seed(seed))

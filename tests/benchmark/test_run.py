@@ -3,7 +3,7 @@
 import pytest
 
 from shortllm.benchmark.flops import flops_per_token
-from shortllm.benchmark.run import (BenchRequest, BenchSettingsError, check_context, flops_shape, labels_for,
+from shortllm.benchmark.run import (BenchRequest, BenchSettingsError, check_sweep_context, flops_shape, labels_for,
                                     parse_sizes, run_bench)
 from shortllm.models.loading import LoadSettings
 from shortllm.models.surgery import drop_blocks
@@ -100,9 +100,13 @@ def test_parse_sizes_refuses(text, needle):
 
 def test_context_check():
     config = tiny_config("llama")  # 256 positions
-    check_context("tiny", config, [128], [128])
-    with pytest.raises(BenchSettingsError, match="beyond the context of tiny .256 positions"):
-        check_context("tiny", config, [64, 200], [57])
+    check_sweep_context("tiny", config, [128], [128])
+    with pytest.raises(BenchSettingsError, match="longer than the context of tiny .256 positions") as err:
+        check_sweep_context("tiny", config, [64, 200], [57])
+    assert err.value.hint == "use --new-tokens 56 or less"  # 200 + 56 = 256: the largest that fits
+    with pytest.raises(BenchSettingsError) as err:
+        check_sweep_context("tiny", config, [300], [8])  # the prompt alone is too long
+    assert err.value.hint == "use --prompt-len 248 or less"
 
 
 @pytest.mark.parametrize("change, needle", [

@@ -54,7 +54,7 @@ def test_bench_table_without_out(tiny_llama_dir):
     (["--batch-sizes", "1,-4"], "--batch-sizes must be positive"),
     (["--batch-sizes", "1,two"], "not an integer"),
     (["--new-tokens", "0"], "--new-tokens must be positive"),
-    (["--prompt-len", "200", "--new-tokens", "100"], "beyond the context"),
+    (["--prompt-len", "200", "--new-tokens", "100"], "longer than the context"),
     (["--repeats", "0"], "--repeats"),
 ])
 def test_bad_sweep(tiny_llama_dir, tmp_path, args, needle):

@@ -68,7 +68,7 @@ def test_table_with_deltas_and_samples(models, data):
 @pytest.mark.parametrize("args,needles", [
     (["--ppl", "nope"], ["unknown dataset 'nope'", "wikitext2"]),
     (["--ppl-protocol", "strided"], ["unknown perplexity protocol"]),
-    (["--seq-len", "512"], ["--seq-len 512 is larger than the context", "256 tokens"]),
+    (["--seq-len", "512"], ["--seq-len 512 is longer than the context", "256 positions"]),
     (["--ppl", "wikitext2", "--ppl-protocol", "sliding", "--stride", "64", "--seq-len", "32"], ["--stride 64"]),
 ])
 def test_bad_options(models, data, tmp_path, args, needles):

@@ -38,8 +38,13 @@ def odd_model(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def wide(monkeypatch):
-    """A wide console, so table titles and headers are not folded."""
+    """A wide console, so table titles and headers are not folded (the consoles exist already when another
+    test imported the CLI first, so their width is set as well as the environment)."""
+    from shortllm.cli.output import console, err_console
+
     monkeypatch.setenv("COLUMNS", "400")
+    for con in (console, err_console):
+        monkeypatch.setattr(con, "width", 400)
 
 
 # --- help -------------------------------------------------------------------------------------------------

@@ -92,3 +92,21 @@ def test_prune_embedded_model_end_to_end(demo_dir, tmp_path):
     assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
     source = json.loads((out / "shortllm.json").read_text())["source"]
     assert source["hub_id"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and source["spec"] == "smollm2-135m"
+
+
+def test_a_cut_the_config_cannot_state_is_refused_before_loading(tmp_path, monkeypatch):
+    # smollm3's no_rope_layer_interval=2 cannot state the pattern left by removing block 0: refused on the
+    # config alone, before any weights load (also on --dry-run).
+    from tests.tiny_models import tiny_model
+
+    tiny_model("smollm3", 4).save_pretrained(tmp_path / "m")
+    import shortllm.pruning.run as run
+
+    def no_loading(*a, **k):
+        raise AssertionError("weights were loaded")
+
+    monkeypatch.setattr(run, "load_model", no_loading)
+    for extra in (["--dry-run"], ["--out", tmp_path / "o"]):
+        result = run_cli("prune", "-m", tmp_path / "m", "--blocks", "0", "--device", "cpu", *extra)
+        assert result.exit_code == 2 and "no_rope_layer_interval=2" in result.stderr, result.output
+    assert not (tmp_path / "o").exists()

@@ -67,7 +67,7 @@ def test_prune_with_saved_scores_removes_the_first_of_the_order(tiny_tok_dir, tm
     (["--ratio", "0.2", "--blocks", "1"], "exactly one of"),
     (["-k", "2", "-c", "nope"], "unknown criterion 'nope'"),
     (["-k", "2", "--samples", "0"], "--samples 0"),
-    (["-k", "2", "--seq-len", "512"], "longer than the model's context"),
+    (["-k", "2", "--seq-len", "512"], "longer than the context of"),
     (["-k", "5", "--protect-first", "2"], "only 4 are not protected"),
     (["-k", "1", "-c", "taylor+"], "leaves none of the 6"),
 ])

@@ -12,6 +12,18 @@ WIKI_LINES = [" \n", " = Title = \n", " \n", " First paragraph , with @-@ tokens
 PTB_LINES = [" the cat sat on the mat \n", " a dog ran N miles <unk> \n"]
 
 
+@pytest.fixture(autouse=True)
+def hub_answers(monkeypatch):
+    """The hub "answers" shortllm's reachability probe without a connection: the data tests fake the hub
+    (``datasets.load_dataset``) and never touch the network; tests of the offline path patch it back."""
+    from shortllm.data import offline
+
+    monkeypatch.setattr(offline, "_answers", lambda host, port: True)
+    offline.forget_reachability()
+    yield
+    offline.forget_reachability()
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     """The real tokenizer of the embedded SmolLM2-135M (already converted in the shortllm cache)."""

@@ -9,6 +9,18 @@ import pytest
 from tests.evaluation.helpers import save_tiny_lm, write_data_dir
 
 
+@pytest.fixture(autouse=True)
+def hub_answers(monkeypatch):
+    """The hub "answers" shortllm's reachability probe without a connection: these tests read local task data
+    only and never touch the network (lm-eval's hub downloads are tested offline in tests/cli/test_offline.py)."""
+    from shortllm.data import offline
+
+    monkeypatch.setattr(offline, "_answers", lambda host, port: True)
+    offline.forget_reachability()
+    yield
+    offline.forget_reachability()
+
+
 @pytest.fixture(scope="session")
 def tiny_lm_dir(tmp_path_factory, demo_dir) -> Path:
     """A saved tiny random 4-block llama with the embedded tokenizer (max 256 positions)."""

@@ -127,3 +127,13 @@ def test_bad_options_are_data_errors(tiny_lm, corpus, kwargs, message):
     model, tok = tiny_lm
     with pytest.raises(DataError, match=message):
         perplexity(model, tok, corpus, **kwargs)
+
+
+@pytest.mark.parametrize("protocol, bos_every, stride", [("paper", False, None), ("paper", True, None),
+                                                         ("sliding", False, 7), ("sliding", False, 20)])
+def test_no_row_is_longer_than_seq_len(protocol, bos_every, stride):
+    """What ``eval`` checks against the model's context: the longest row fed, BOS included, is --seq-len."""
+    from shortllm.evaluation.perplexity import plan_windows
+
+    windows = plan_windows(1000, protocol, 20, stride, bos_every, None, "text")
+    assert max(w.end - w.start + w.bos for w in windows) == 20

@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from shortllm.benchmark.flops import FlopsShape, efficiency, flops_per_token, ideal_speedup, ratio, spread
+from shortllm.data.context import check_context, context_limit
 from shortllm.errors import BenchSettingsError
 from shortllm.models.loading import LoadSettings, check_settings, load_config, load_model, resolve_source
 
 log = logging.getLogger(__name__)
 
-# Config keys that bound the sequence length, in the order families use them.
-_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
 METRICS = ("prefill_s", "decode_tokens_per_s", "latency_s", "throughput_tokens_per_s", "peak_memory_bytes")
 
 
@@ -97,30 +96,19 @@ def check_request(req: BenchRequest) -> None:
         raise BenchSettingsError("no model to benchmark", "give --model/-m once per model")
 
 
-def max_context(config: Any) -> int | None:
-    """The longest sequence a config allows (prompt + generated), or None if it does not say."""
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    for key in _CONTEXT_KEYS:
-        value = getattr(text, key, None)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return None
-
-
-def check_context(label: str, config: Any, prompt_lens: Sequence[int], new_tokens: Sequence[int]) -> None:
+def check_sweep_context(label: str, config: Any, prompt_lens: Sequence[int], new_tokens: Sequence[int]) -> None:
     """Refuse a sweep whose longest prompt + generation does not fit the model's context.
 
+    The hint names the option to lower: ``--new-tokens`` when the longest prompt alone fits, else ``--prompt-len``.
+
     Raises:
-        BenchSettingsError: naming the model, the length asked and the limit.
+        BenchSettingsError: naming the model, the length asked, the limit and a value that fits.
     """
-    limit = max_context(config)
-    longest = max(prompt_lens) + max(new_tokens)
-    if limit is not None and longest > limit:
-        raise BenchSettingsError(
-            f"--prompt-len {max(prompt_lens)} + --new-tokens {max(new_tokens)} = {longest} tokens is beyond "
-            f"the context of {label} ({limit} positions)",
-            "lower --prompt-len or --new-tokens",
-        )
+    prompt, new = max(prompt_lens), max(new_tokens)
+    limit = context_limit(config)
+    option, extra = ("--new-tokens", prompt) if limit is None or prompt < limit else ("--prompt-len", new)
+    check_context(config, prompt + new, f"--prompt-len {prompt} + --new-tokens {new} = {prompt + new} tokens",
+                  option, model=label, extra=extra, error=BenchSettingsError)
 
 
 def labels_for(specs: Sequence[str | None]) -> list[str]:
@@ -286,7 +274,7 @@ def run_bench(req: BenchRequest, progress: Callable[[int, int, str], None] | Non
 
     from shortllm.benchmark.timing import (MemoryMeter, left_pad, special_ids, synthetic_prompts,
                                            timed_generate)
-    from shortllm.pruning.export import check_output_dir
+    from shortllm.pruning.export import check_output_dir, model_inputs
 
     t0 = time.perf_counter()
     check_request(req)
@@ -294,9 +282,9 @@ def run_bench(req: BenchRequest, progress: Callable[[int, int, str], None] | Non
     labels = labels_for(req.models)
     for label, spec in zip(labels, req.models, strict=True):
         config = load_config(resolve_source(spec, req.settings.revision), req.settings.trust_remote_code)
-        check_context(label, config, req.prompt_lens, req.new_tokens)
+        check_sweep_context(label, config, req.prompt_lens, req.new_tokens)
     if req.out is not None:
-        check_output_dir(req.out, req.overwrite)
+        check_output_dir(req.out, req.overwrite, [i for spec in req.models for i in model_inputs("model", spec)])
     if req.threads is not None:
         torch.set_num_threads(req.threads)
 
@@ -353,11 +341,11 @@ def run_bench(req: BenchRequest, progress: Callable[[int, int, str], None] | Non
 def write_outputs(result: BenchResult, req: BenchRequest) -> None:
     """Write bench.json (every raw timing and the manifest), bench.png and shortllm.json atomically."""
     from shortllm.benchmark.plot import plot_bench
-    from shortllm.pruning.export import atomic_dir, write_manifest
+    from shortllm.pruning.export import atomic_dir, model_inputs, write_manifest
 
     assert req.out is not None
     result.out = str(req.out)
-    with atomic_dir(req.out, req.overwrite) as tmp:
+    with atomic_dir(req.out, req.overwrite, [i for spec in req.models for i in model_inputs("model", spec)]) as tmp:
         plot_bench(result.as_dict(), tmp / "bench.png")
         manifest = write_manifest(
             tmp, "bench", options=result.settings | {"command": req.command},

@@ -23,7 +23,7 @@ from shortllm.cli.options import (
     TrustRemoteCodeOpt,
     load_settings,
 )
-from shortllm.cli.output import console, err_console, print_json, state
+from shortllm.cli.output import console, err_console, plain_column, print_json, print_path, state
 
 MethodOpt = Annotated[str, typer.Option(
     "--method", "-M", help="lora (peft adapter, r=8) | cpt (full-parameter continued pretraining) | "
@@ -143,6 +143,7 @@ def retrain(
         settings=load_settings(dtype, device, None, trust_remote_code, revision), overwrite=overwrite,
         command=shlex.join(["shortllm", *sys.argv[1:]]),
     )
+    # Ctrl-C comes out of run_retrain as errors.Interrupted naming the checkpoint kept (exit code 130).
     with _training_progress(f"retrain {method}", quiet=json_out) as on_step:
         result = run_retrain(cfg, on_step=on_step)
     if not result.is_main:
@@ -150,29 +151,22 @@ def retrain(
     if json_out:
         print_json(result.as_dict(curves=False))
         return
-    _render(result)
+    _render(result, cfg)
 
 
 def _training_progress(description: str, quiet: bool):
     """A rich progress bar with loss, lr and tokens/s on stderr; yields the core's ``on_step`` callback."""
     import contextlib
 
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
     @contextlib.contextmanager
     def bar():
         if state["quiet"] or quiet:
             yield None
             return
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), console=err_console,
+        with Progress(plain_column(), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TimeRemainingColumn(), plain_column("{task.fields[stats]}"), console=err_console,
                       transient=True) as progress:
             task = progress.add_task(description, total=None, stats="")
 
@@ -188,7 +182,9 @@ def _training_progress(description: str, quiet: bool):
     return bar()
 
 
-def _render(result) -> None:
+def _render(result, cfg) -> None:
+    from shortllm.training.run import resume_command
+
     r = result.as_dict(curves=False)
     held = ""
     if r["initial_eval_loss"] is not None and r["final_eval_loss"] is not None:
@@ -199,7 +195,6 @@ def _render(result) -> None:
         f"{r['final_loss']:.4f}{held}"
     )
     if result.finished:
-        console.print(f"Saved the healed {r['saved']} to [bold]{r['out']}[/]")
+        print_path(f"Saved the healed {r['saved']} to ", r["out"])
     else:
-        console.print(f"Stopped early; checkpoint [bold]{r['checkpoint']}[/]. Continue with the same command "
-                      "and --resume.")
+        print_path("Stopped early; checkpoint ", r["checkpoint"], f". Continue with: {resume_command(cfg)}")

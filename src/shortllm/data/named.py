@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from shortllm.data.files import iter_lines, iter_path
+from shortllm.data.offline import hub_access, is_network_error
 from shortllm.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -134,45 +135,58 @@ def iter_local(ds: NamedDataset, path: Path) -> Iterator[str]:
     return iter_path(path, ds.field)
 
 
-def _hub_error(ds: NamedDataset, split: str, err: Exception) -> DataError:
-    if any(ds.local.values()):  # a named dataset with a place in the data directory layout
-        hint = "put a local copy in SHORTLLM_DATA_DIR (layout in docs/data.md) or pass a file"
-    else:
-        hint = "check the name and the network, or download the dataset's files and pass the folder"
+def _hub_error(ds: NamedDataset, split: str, err: Exception, reachable: bool = True) -> DataError:
+    """The one-line error of a failed hub load; a network failure (or no network at all) names the offline fixes."""
     if isinstance(err, KeyError):
         return DataError(f"{ds.hub_name} {split} has no '{ds.field}' field",
                          "pass --text-field (text_field) with the column that holds the text")
+    named = any(ds.local.values())  # a named dataset with a place in the data directory layout
+    if not reachable or is_network_error(err):
+        if named:
+            hint = ("pass --data-dir (or set SHORTLLM_DATA_DIR) with a local copy (layout in docs/data.md), "
+                    "or run once online so that the datasets cache holds it")
+        else:  # any hub dataset: no place in the layout, but a folder of its files is a local corpus
+            hint = ("download the dataset's files and pass their folder instead of the hf: spec (a relative folder "
+                    "is also looked up in --data-dir), or run once online so that the datasets cache holds it")
+        return DataError(f"cannot load {ds.name} ({ds.hub_name}, {split}): the Hugging Face hub cannot be reached "
+                         "(offline) and the datasets cache holds no copy", hint)
+    if named:
+        hint = "pass --data-dir (or set SHORTLLM_DATA_DIR) with a local copy (layout in docs/data.md), or pass a file"
+    else:
+        hint = "check the name, or download the dataset's files and pass the folder"
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return DataError(f"cannot load {ds.name} ({ds.hub_name}, {split}) from the Hugging Face hub (offline?): "
-                     f"{first[:200]}", hint)
+    return DataError(f"cannot load {ds.name} ({ds.hub_name}, {split}) from the Hugging Face hub: {first[:200]}", hint)
 
 
-def _hub_dataset(ds: NamedDataset, split: str, streaming: bool) -> Any:
+def _hub_dataset(ds: NamedDataset, split: str, streaming: bool, reachable: bool) -> Any:
+    """``datasets.load_dataset`` of a named dataset; call it inside :func:`hub_access` (``reachable`` its answer)."""
     try:
         import datasets
     except ImportError as err:
         raise DataError(f"cannot load {ds.name}: the 'datasets' package is not installed",
-                        "pip install datasets, or put a local copy in SHORTLLM_DATA_DIR") from err
+                        "pip install datasets, or pass --data-dir with a local copy") from err
     kwargs = {"data_files": {split: ds.data_files[split]}} if split in ds.data_files else {}
     log.info("loading %s %s from the Hugging Face hub (%s)", ds.name, split, ds.hub_name)
     try:
         return datasets.load_dataset(ds.hub_path, ds.hub_config, split=split, streaming=streaming, **kwargs)
     except Exception as err:  # datasets raises ConnectionError, FileNotFoundError, DatasetNotFoundError, ...
-        raise _hub_error(ds, split, err) from err
+        raise _hub_error(ds, split, err, reachable) from err
 
 
 def iter_hub(ds: NamedDataset, split: str) -> Iterator[str]:
     """Stream every row of a named dataset from the hub (``datasets`` streaming mode, no row limit).
 
     Raises:
-        DataError: the dataset cannot be fetched or lacks its text field (when iteration reaches it).
+        DataError: the dataset cannot be fetched (offline: naming the fixes) or lacks its text field (when
+            iteration reaches it).
     """
-    data = _hub_dataset(ds, split, streaming=True)
-    try:
-        for row in data:
-            yield row[ds.field]
-    except Exception as err:
-        raise _hub_error(ds, split, err) from err
+    with hub_access() as reachable:  # streaming reads the network while iterating: offline mode spans it
+        data = _hub_dataset(ds, split, True, reachable)
+        try:
+            for row in data:
+                yield row[ds.field]
+        except Exception as err:
+            raise _hub_error(ds, split, err, reachable) from err
 
 
 def load_hub(ds: NamedDataset, split: str) -> tuple[list[str], str]:
@@ -181,16 +195,17 @@ def load_hub(ds: NamedDataset, split: str) -> tuple[list[str], str]:
     Large corpora (``stream_limit``) are streamed and only their first rows kept.
 
     Raises:
-        DataError: the dataset cannot be fetched (offline, unknown, gated) or lacks its text field.
+        DataError: the dataset cannot be fetched (offline: naming the fixes; unknown, gated) or lacks its text field.
     """
-    data = _hub_dataset(ds, split, streaming=ds.stream_limit is not None)
-    try:
-        if ds.stream_limit is not None:
-            rows = [row[ds.field] for row in itertools.islice(data, ds.stream_limit)]
-        else:
-            if ds.field not in (getattr(data, "column_names", None) or [ds.field]):
-                raise KeyError(ds.field)
-            rows = list(data[ds.field])
-    except Exception as err:
-        raise _hub_error(ds, split, err) from err
+    with hub_access() as reachable:
+        data = _hub_dataset(ds, split, ds.stream_limit is not None, reachable)
+        try:
+            if ds.stream_limit is not None:
+                rows = [row[ds.field] for row in itertools.islice(data, ds.stream_limit)]
+            else:
+                if ds.field not in (getattr(data, "column_names", None) or [ds.field]):
+                    raise KeyError(ds.field)
+                rows = list(data[ds.field])
+        except Exception as err:
+            raise _hub_error(ds, split, err, reachable) from err
     return rows, ds.hub_name

@@ -4,10 +4,16 @@ Without a data directory lm-eval's own task definitions are used (they download 
 shortllm's own definitions (``evaluation/tasks/*.yaml``) replace them for the seven tasks of the paper and read
 the local files; any other task name still goes to lm-eval. ``--include-path`` adds user task folders last, so
 a user's YAML wins over both.
+
+lm-eval's tasks download their data when they are built: that runs inside :func:`shortllm.data.offline.hub_access`,
+and without a network it ends in one line naming the fix (``--data-dir`` for the paper's tasks, or a run online
+that fills the datasets cache). Offline, the tasks are built once while planning, so that a missing copy is found
+before any model is loaded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
@@ -15,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+from shortllm.data.offline import hub_access, is_network_error
 from shortllm.errors import DataError
 from shortllm.evaluation.tasks import OFFLINE_TASKS, PAPER_METRIC, PAPER_TASKS, TASKS_DIR, check_offline_task
 from shortllm.evaluation.tasks.utils import DATA_DIR_KEY
@@ -57,7 +64,7 @@ def plan_tasks(names: list[str], data_dir: Path | None, include_paths: list[Path
 
     Raises:
         DataError: an unknown task (the paper's seven are listed), a missing include path, a missing or
-            malformed task file in the data directory.
+            malformed task file in the data directory; offline, a task whose data is not in the datasets cache.
     """
     include_paths = [Path(p).expanduser() for p in include_paths or []]
     for p in include_paths:
@@ -82,7 +89,40 @@ def plan_tasks(names: list[str], data_dir: Path | None, include_paths: list[Path
             "or any lm-eval task: `lm-eval ls tasks`)",
             "check the spelling, or pass --include-path for your own task YAML",
         )
+    downloaded = [n for n in names if n not in offline]
+    if downloaded:
+        with hub_access() as reachable:
+            if not reachable:  # find out now, before any model loads, whether the datasets cache holds them
+                for name in downloaded:
+                    try:
+                        plan.manager.load_task_or_group([name])
+                    except Exception as err:
+                        raise task_data_error([name], data_dir, err) from err
     return plan
+
+
+def task_data_error(names: list[str], data_dir: Path | None, err: Exception) -> DataError:
+    """The one-line error of lm-eval tasks whose data could not be loaded: offline, it names the fixes.
+
+    Args:
+        names: the tasks that were being built.
+        data_dir: the data directory given (``--data-dir``), or None.
+        err: what lm-eval (or ``datasets`` underneath) raised.
+    """
+    listed = ", ".join(names)
+    first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+    if not is_network_error(err):
+        return DataError(f"cannot build the lm-eval task {listed}: {first}",
+                         "check the task's YAML (--include-path), or run with SHORTLLM_DEBUG=1 for the traceback")
+    local = [n for n in names if n in OFFLINE_TASKS]
+    cache = "run once online so that the datasets cache holds them"
+    if local and data_dir is None:
+        hint = f"pass --data-dir with local copies of the task files (layout in docs/eval.md), or {cache}"
+    else:  # tasks shortllm has no offline definition of (or a data directory that did not cover them)
+        hint = (f"{cache}, or give task YAML that reads local files with --include-path (the paper's seven tasks "
+                "read local copies with --data-dir)")
+    return DataError(f"cannot load the data of the lm-eval task {listed}: the Hugging Face hub cannot be reached "
+                     "(offline) and the datasets cache holds no copy", hint)
 
 
 def _number(value: Any) -> float | None:
@@ -132,7 +172,7 @@ def run_tasks(model: Any, tokenizer: Any, plan: TaskPlan, limit: int | None = No
         ``{task: summarise(...)}`` for every requested name (groups report their aggregate).
 
     Raises:
-        DataError: the model has no tokenizer.
+        DataError: the model has no tokenizer; a task's data cannot be downloaded (no network).
     """
     if not plan.names:
         return {}
@@ -147,16 +187,23 @@ def run_tasks(model: Any, tokenizer: Any, plan: TaskPlan, limit: int | None = No
     lm = HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=batch_size)
     # simple_evaluate records `git describe` of the current directory, and git prints "fatal: not a git
     # repository" on the user's terminal outside one; that hash means nothing for shortllm's report.
-    with mock.patch.object(lm_eval.evaluator, "get_git_commit_hash", lambda: None):
-        results = simple_evaluate(
-            model=lm, tasks=list(plan.names), num_fewshot=num_fewshot, limit=limit, task_manager=plan.manager,
-            log_samples=False, bootstrap_iters=1000, random_seed=seed, numpy_random_seed=seed,
-            torch_random_seed=seed, fewshot_random_seed=seed,
-        )
+    downloaded = [n for n in plan.names if n not in plan.offline]
+    hub = hub_access() if downloaded else contextlib.nullcontext()
+    with mock.patch.object(lm_eval.evaluator, "get_git_commit_hash", lambda: None), hub:
+        try:
+            results = simple_evaluate(
+                model=lm, tasks=list(plan.names), num_fewshot=num_fewshot, limit=limit, task_manager=plan.manager,
+                log_samples=False, bootstrap_iters=1000, random_seed=seed, numpy_random_seed=seed,
+                torch_random_seed=seed, fewshot_random_seed=seed,
+            )
+        except Exception as err:  # a task's data download (or a metric's) that found no network
+            if not is_network_error(err):
+                raise
+            raise task_data_error(downloaded, plan.data_dir, err) from err
     table = {**results.get("groups", {}), **results["results"]}
     n_samples = results.get("n-samples", {})
     return {name: summarise(name, table.get(name, {}), n_samples.get(name), plan.source(name))
             for name in plan.names}
 
 
-__all__ = ["TaskPlan", "parse_tasks", "plan_tasks", "run_tasks", "summarise"]
+__all__ = ["TaskPlan", "parse_tasks", "plan_tasks", "run_tasks", "summarise", "task_data_error"]

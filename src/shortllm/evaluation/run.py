@@ -17,19 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from shortllm.data import Corpus, data_dir, load_documents
+from shortllm.data.context import check_context
 from shortllm.errors import DataError
 from shortllm.evaluation.lmeval import plan_tasks, run_tasks
 from shortllm.evaluation.perplexity import DEFAULT_SEQ_LEN, check_protocol, perplexity
 from shortllm.evaluation.report import model_label, task_average
 from shortllm.models.loading import LoadSettings, check_settings, load_config, load_model, resolve_source
-from shortllm.pruning.export import atomic_dir, check_output_dir, write_manifest
+from shortllm.pruning.export import atomic_dir, check_output_dir, data_inputs, model_inputs, write_manifest
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PPL = ("wikitext2", "ptb")
 # The reference code measures PTB on its validation split; other datasets use their own evaluation split.
 EVAL_SPLITS = {"ptb": "validation", "ptb_text_only": "validation", "penn_treebank": "validation"}
-CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
 RESULT_FILE = "eval.json"
 
 Phase = Callable[[str], contextlib.AbstractContextManager]  # description -> context yielding tick(done, total)
@@ -88,15 +88,14 @@ def load_corpus(spec: str, root: Path | None, text_field: str = "text") -> Corpu
     return load_documents(spec, split=EVAL_SPLITS.get(name), data_dir=root, text_field=text_field)
 
 
-def context_length(config: Any) -> int | None:
-    """The longest sequence a model config allows, or None when it does not say."""
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    for key in CONTEXT_KEYS:
-        value = getattr(text, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
+def _inputs(req: EvalRequest) -> list[tuple[str, Any]]:
+    """What an eval reads: every model, perplexity files, the data directory and task definition folders."""
+    found = [item for spec in req.models for item in model_inputs("model", spec)]
+    for spec in req.ppl:
+        found += data_inputs("perplexity data", spec)
+    found += data_inputs("data", None, req.data_dir)
+    return found + [("task definitions", path) for path in req.include_paths]
 
 def _check_request(req: EvalRequest) -> tuple[list[Any], dict[str, Corpus], Any]:
     """All checks that need no weights; returns (sources, corpora, task plan)."""
@@ -112,14 +111,15 @@ def _check_request(req: EvalRequest) -> tuple[list[Any], dict[str, Corpus], Any]
         check_protocol(req.protocol, req.window, req.stride, req.bos_every)
     check_settings(req.settings)
     if req.out is not None:
-        check_output_dir(req.out, req.overwrite)
+        check_output_dir(req.out, req.overwrite, _inputs(req))
     sources = []
     for spec in req.models:
         source = resolve_source(spec, req.settings.revision)
-        context = context_length(load_config(source, req.settings.trust_remote_code))
-        if req.ppl and context is not None and req.window > context:
-            raise DataError(f"--seq-len {req.window} is larger than the context of {source.spec} ({context} tokens)",
-                            f"use --seq-len {context} or less")
+        config = load_config(source, req.settings.trust_remote_code)
+        if req.ppl:  # every perplexity window is --seq-len tokens, a --bos-every BOS included
+            what = f"--seq-len {req.window}" if req.seq_len else \
+                f"--seq-len {req.window} (the default of --ppl-protocol {req.protocol})"
+            check_context(config, req.window, what, "--seq-len", model=source.spec)
         sources.append(source)
     root = data_dir(req.data_dir)
     corpora = {spec: load_corpus(spec, root, req.text_field) for spec in req.ppl}
@@ -153,6 +153,13 @@ def evaluate_model(spec: str | None, source: Any, req: EvalRequest, corpora: dic
     loaded = load_model(spec, req.settings)
     timings = {"load": time.perf_counter() - t0}
     label = model_label(spec, source.kind, source.path)
+    if req.generate is not None:  # before the slow work: the prompt and its new tokens must fit the context
+        if loaded.tokenizer is None:
+            raise DataError(f"{source.spec} has no tokenizer, so it cannot generate", "drop --generate")
+        prompt = len(loaded.tokenizer(req.generate)["input_ids"])
+        check_context(loaded.model.config, prompt + req.max_new_tokens,
+                      f"--generate ({prompt} tokens) + --max-new-tokens {req.max_new_tokens}", "--max-new-tokens",
+                      model=source.spec, extra=prompt)
     entry: dict[str, Any] = {"model": source.spec, "label": label, "fingerprint": loaded.fingerprint,
                              "ppl": {}, "ppl_details": {}, "tasks": {}, "average": None}
     t1 = time.perf_counter()
@@ -172,8 +179,6 @@ def evaluate_model(spec: str | None, source: Any, req: EvalRequest, corpora: dic
         entry["average"] = task_average(entry["tasks"])
         timings["tasks"] = time.perf_counter() - t2
     if req.generate is not None:
-        if loaded.tokenizer is None:
-            raise DataError(f"{source.spec} has no tokenizer, so it cannot generate", "drop --generate")
         t3 = time.perf_counter()
         entry["generation"] = {"prompt": req.generate, "max_new_tokens": req.max_new_tokens,
                                "text": _generate(loaded.model, loaded.tokenizer, req.generate, req.max_new_tokens)}
@@ -209,13 +214,13 @@ def run_eval(req: EvalRequest, phase: Phase = _no_phase) -> dict[str, Any]:
         "out": str(req.out) if req.out is not None else None,
     }
     if req.out is not None:
-        with atomic_dir(req.out, req.overwrite) as tmp:
+        with atomic_dir(req.out, req.overwrite, _inputs(req)) as tmp:
             (tmp / RESULT_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n")
             write_manifest(tmp, "eval", options={**settings, "models": req.models, "command": req.command},
-                           source={"models": [{"spec": s.spec, "kind": s.kind, "path": s.path,
-                                               "fingerprint": m["fingerprint"]} for s, m in zip(sources, models)]},
+                           source={"models": [{**s.record(), "fingerprint": m["fingerprint"]}
+                                              for s, m in zip(sources, models)]},
                            results=report, timings={"total": time.perf_counter() - t0})
     return report
 
 
-__all__ = ["EvalRequest", "context_length", "load_corpus", "parse_ppl", "run_eval"]
+__all__ = ["EvalRequest", "load_corpus", "parse_ppl", "run_eval"]

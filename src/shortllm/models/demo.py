@@ -18,11 +18,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import zipfile
 from pathlib import Path
 
 from shortllm.errors import ModelLoadError, OutputError
+from shortllm.tempdirs import make_temp_beside, remove_stale_temp
 
 logger = logging.getLogger(__name__)
 
@@ -131,17 +131,6 @@ def _is_converted(path: Path) -> bool:
     )
 
 
-def _remove_stale_tmp(out_dir: Path) -> None:
-    # A conversion killed hard (SIGKILL, power loss) leaves its temp dir behind; reclaim the space once
-    # it is clearly abandoned (a day old), never one a concurrent conversion may still be writing.
-    for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
-        try:
-            if time.time() - stale.stat().st_mtime > 86400:
-                shutil.rmtree(stale, ignore_errors=True)
-        except OSError:
-            pass
-
-
 def _check_gguf(gguf_path: Path) -> None:
     try:
         with open(gguf_path, "rb") as handle:
@@ -203,8 +192,8 @@ def gguf_to_hf_dir(gguf_path: Path, out_dir: Path) -> Path:
     model.config.name_or_path = ""
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_tmp(out_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    remove_stale_temp(out_dir)
+    tmp = make_temp_beside(out_dir)
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; the renamed result should read like any directory
         model.save_pretrained(tmp)

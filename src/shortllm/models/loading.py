@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,9 +137,23 @@ def _converted_gguf(path: Path) -> Path:
     return demo.gguf_to_hf_dir(path, out)
 
 
+def _hub_call(source: ModelSource) -> Any:
+    """Around a ``from_pretrained`` of a hub id: the hub libraries' offline mode when the hub cannot be reached,
+    so a cached copy loads at once and a missing one fails at once instead of retrying for half a minute."""
+    import contextlib
+
+    if source.kind != "hub":
+        return contextlib.nullcontext()
+    from shortllm.data.offline import hub_access
+
+    return hub_access()
+
+
 def _hub_error(source: ModelSource, err: Exception) -> ModelLoadError:
+    from shortllm.data.offline import hub_reachable, is_network_error, offline_requested
+
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or "connect" in str(err).lower()
+    offline = offline_requested() or is_network_error(err) or not hub_reachable()
     return ModelLoadError(
         f"cannot load '{source.spec}' from the Hugging Face hub or its local cache"
         + (" (offline?)" if offline else "") + f": {first}",
@@ -157,9 +170,10 @@ def load_config(source: ModelSource, trust_remote_code: bool = False) -> Any:
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(
-            source.path, revision=source.revision, trust_remote_code=trust_remote_code
-        )
+        with _hub_call(source):
+            return AutoConfig.from_pretrained(
+                source.path, revision=source.revision, trust_remote_code=trust_remote_code
+            )
     except Exception as err:  # transformers raises OSError, ValueError, KeyError, JSONDecodeError...
         if "trust_remote_code" in str(err):
             raise ModelLoadError(
@@ -252,7 +266,8 @@ def load_model(spec: str | None, settings: LoadSettings = LoadSettings()) -> Loa
     if settings.device_map:
         kwargs["device_map"] = settings.device_map
     try:
-        model = from_pretrained_strict(source.path, source.spec, **kwargs)
+        with _hub_call(source):
+            model = from_pretrained_strict(source.path, source.spec, **kwargs)
     except ModelLoadError:
         raise
     except Exception as err:
@@ -355,9 +370,10 @@ def load_tokenizer(source: ModelSource, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(
-            source.path, revision=source.revision, trust_remote_code=trust_remote_code
-        )
+        with _hub_call(source):
+            return AutoTokenizer.from_pretrained(
+                source.path, revision=source.revision, trust_remote_code=trust_remote_code
+            )
     except Exception as err:  # a model without a tokenizer is still prunable
         log.warning("no tokenizer loaded for %s (%s)", source.spec, str(err).splitlines()[0] if str(err) else err)
         return None

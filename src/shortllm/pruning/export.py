@@ -8,7 +8,6 @@ import logging
 import os
 import platform
 import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from shortllm import __version__
 from shortllm.errors import OutputError, ShortLLMError
+from shortllm.tempdirs import make_temp_beside, remove_stale_temp
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def atomic_dir(out: Path, overwrite: bool = False, inputs: Inputs = ()) -> Itera
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temp(out)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+        tmp = make_temp_beside(out)
     except OSError as err:
         raise OutputError(f"cannot write to {out}: {err.strerror}", "choose a writable directory") from err
     try:
@@ -129,37 +129,6 @@ def atomic_dir(out: Path, overwrite: bool = False, inputs: Inputs = ()) -> Itera
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, but another user's
-        return True
-    return True
-
-
-def remove_stale_temp(out: Path) -> list[Path]:
-    """Remove the temporary folders an earlier write of ``out`` left when its process was killed hard.
-
-    Temporary folders are named ``.NAME.tmp-PID-*`` (and ``.NAME.old-PID`` during the final swap); those whose
-    process no longer exists are removed, those of a running process (a concurrent run) are left alone.
-
-    Returns:
-        The folders removed.
-    """
-    removed = []
-    for pattern in (f".{out.name}.tmp-*", f".{out.name}.old-*"):
-        for stale in out.parent.glob(pattern):
-            pid = stale.name[len(f".{out.name}.tmp-"):].split("-", 1)[0]
-            if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)) and stale.is_dir():
-                shutil.rmtree(stale, ignore_errors=True)
-                removed.append(stale)
-    if removed:
-        log.info("removed %d temporary folder(s) left by interrupted runs beside %s", len(removed), out)
-    return removed
 
 
 def _normalise_permissions(folder: Path) -> None:

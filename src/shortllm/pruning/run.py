@@ -3,6 +3,7 @@ run), then load, cut, save atomically and verify the reload."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -12,7 +13,7 @@ from typing import Any
 from shortllm.errors import BlockSelectionError
 from shortllm.models.loading import (Loaded, LoadSettings, check_settings, fingerprint, load_config, load_model,
                                      load_skeleton, resolve_source)
-from shortllm.models.surgery import ParamCount, count_params, drop_blocks, original_indices
+from shortllm.models.surgery import ParamCount, count_params, drop_blocks, original_indices, rewrite_config
 from shortllm.pruning.export import (atomic_dir, check_output_dir, data_inputs, model_card, model_inputs,
                                      save_model, verify_reload,
                                      write_manifest)
@@ -163,6 +164,9 @@ def prune(req: PruneRequest, progress: Progress = lambda d, t: None) -> PruneRes
                                        f"criterion {report['criterion']}")
         how += f", --ratio {req.ratio:g}" if req.ratio is not None else f", --num-blocks {k}"
     plan = plan_from_blocks(counts, removed)
+    # The config side of the cut, tried on a copy before any weights load: a position field the cut cannot
+    # state (e.g. a period of MoE or no-RoPE blocks) is refused now, also on --dry-run.
+    rewrite_config(copy.deepcopy(skeleton.config), plan.kept)
     result = PruneResult(
         model=source.spec, fingerprint=loaded.fingerprint if loaded else None, plan=plan,
         removed_original=[origin[i] for i in plan.removed], kept_original=[origin[i] for i in plan.kept],

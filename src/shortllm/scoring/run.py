@@ -85,16 +85,15 @@ def calibration_ids(loaded: Loaded, cal: Calibration) -> tuple[Any, dict[str, An
     Raises:
         DataError: no tokenizer, bad sizes, ``seq_len`` beyond the model's context, too little text.
     """
+    from shortllm.data.context import check_context
     from shortllm.data.corpora import load_documents
     from shortllm.data.sampling import calibration_windows
 
     if cal.samples <= 0 or cal.seq_len <= 1:
         raise DataError(f"--samples {cal.samples} / --seq-len {cal.seq_len} must be positive (seq-len >= 2)",
                         "the paper uses --samples 10 --seq-len 128")
-    context = getattr(loaded.model.config.get_text_config(), "max_position_embeddings", None)
-    if context and cal.seq_len > context:
-        raise DataError(f"--seq-len {cal.seq_len} is longer than the model's context ({context} tokens)",
-                        f"use --seq-len {min(128, context)} or less")
+    check_context(loaded.model.config, cal.seq_len, f"--seq-len {cal.seq_len}", "--seq-len",
+                  model=loaded.source.spec)  # a window is --seq-len tokens, an --add-bos BOS included
     if loaded.tokenizer is None:
         raise DataError(f"model '{loaded.source.spec}' has no tokenizer to encode calibration text",
                         "use a model folder that includes its tokenizer files")
@@ -243,14 +242,16 @@ def run_score(req: ScoreRequest, progress: Progress = lambda d, t: None) -> dict
     """
     from shortllm.models.loading import check_settings, load_model, load_skeleton
     from shortllm.models.surgery import count_params
-    from shortllm.pruning.export import atomic_dir, check_output_dir, write_manifest
+    from shortllm.pruning.export import atomic_dir, check_output_dir, data_inputs, model_inputs, write_manifest
     from shortllm.pruning.run import PruneRequest, blocks_to_remove
 
     t0 = time.perf_counter()
     get_criterion(req.options.criterion)
     check_settings(req.settings)
+    cal = req.options.calibration
+    inputs = model_inputs("input model", req.model) + data_inputs("calibration data", cal.data, cal.data_dir)
     if req.out is not None:
-        check_output_dir(req.out, req.overwrite)
+        check_output_dir(req.out, req.overwrite, inputs)
     if req.num_blocks is not None and req.ratio is not None:
         raise BlockSelectionError("give --num-blocks or --ratio, not both")
     skeleton, source = load_skeleton(req.model, req.settings)
@@ -267,16 +268,20 @@ def run_score(req: ScoreRequest, progress: Progress = lambda d, t: None) -> dict
     loaded = load_model(req.model, req.settings)
     t2 = time.perf_counter()
     report = score_loaded(loaded, req.options, k, progress)
+    if req.ratio is not None:  # what prune would remove: never more parameters than asked
+        from shortllm.pruning.plan import fit_within_ratio
+
+        report["removal"] = fit_within_ratio(counts, req.ratio, lambda m: removal_from_report(report, m), k,
+                                             f"criterion {report['criterion']}")
     report["timings_s"] = {"load": round(t2 - t1, 3), **report["timings_s"],
                            "total": round(time.perf_counter() - t0, 3)}
     if req.out is None:
         return report
-    with atomic_dir(req.out, req.overwrite) as tmp:
+    with atomic_dir(req.out, req.overwrite, inputs) as tmp:
         report["out"] = str(req.out)
         write_score_files(tmp, report)
         write_manifest(tmp, "score", options={**asdict(req.options), "num_blocks": req.num_blocks,
                                               "ratio": req.ratio, **asdict(req.settings)},
-                       source={"spec": source.spec, "kind": source.kind, "path": source.path,
-                               "fingerprint": loaded.fingerprint},
+                       source={**source.record(loaded.model.config), "fingerprint": loaded.fingerprint},
                        results=report, timings=report["timings_s"])
     return report

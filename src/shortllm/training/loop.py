@@ -1,9 +1,10 @@
 """The one training loop behind lora, cpt and kd, on accelerate.
 
-accelerate does the device placement, mixed precision, gradient accumulation (``accumulate``/``backward``),
-DDP/FSDP/DeepSpeed wrapping and the checkpoint state (``save_state``/``load_state``). This module adds what is
-specific to healing: the token-exact loss normalisation across micro-batches and processes, the optional
-teacher, held-out evaluation, the NaN/inf guard and the curves recorded in the manifest.
+accelerate does the device placement, mixed precision, gradient accumulation (``accumulate``/``backward``) and
+DDP/FSDP/DeepSpeed wrapping; checkpoints are shortllm's own (:mod:`shortllm.training.checkpoint`: safetensors
+and JSON, never pickles). This module adds what is specific to healing: the token-exact loss normalisation
+across micro-batches and processes, the optional teacher, held-out evaluation, the NaN/inf guard and the curves
+recorded in the manifest.
 """
 
 from __future__ import annotations
@@ -121,8 +122,7 @@ def build_trainer(cfg: TrainConfig, accelerator: Any, model: Any, teacher: Any |
                                                             min_lr_rate=cfg.min_lr_ratio)
     model, optimizer = accelerator.prepare(model, optimizer)
     # Not prepared: a prepared scheduler steps once per process per step, for dataloaders that shrink with
-    # the number of processes; here the step count is already global.
-    accelerator.register_for_checkpointing(scheduler)
+    # the number of processes; here the step count is already global. Checkpoints save it themselves.
     if teacher is not None:
         teacher.to(accelerator.device).eval().requires_grad_(False)
     batches = make_batches(data, cfg.seed, cfg.batch_size, cfg.grad_accum, accelerator.num_processes)
@@ -185,7 +185,8 @@ def _diverged(tr: Trainer, step: int, what: str) -> TrainingError:
 def _checkpoint(tr: Trainer, state: LoopState) -> None:
     payload = {"identity": tr.identity, "identity_hash": tr.identity_hash, "world_size": tr.accelerator.num_processes,
                "data_position": tr.batches.position(), **state.as_dict()}
-    save_checkpoint(tr.accelerator, tr.checkpoint_root, state.step, payload, tr.cfg.keep_checkpoints)
+    save_checkpoint(tr.accelerator, tr.checkpoint_root, state.step, payload, tr.cfg.keep_checkpoints, tr.model,
+                    tr.optimizer, tr.scheduler)
 
 
 def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) -> bool:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from shortllm.errors import DataError, ModelLoadError, ShortLLMError
+from shortllm.errors import DataError, Interrupted, ModelLoadError, ShortLLMError
 from shortllm.models.loading import (
     ModelSource,
     check_settings,
@@ -23,8 +24,17 @@ from shortllm.models.loading import (
     load_tokenizer,
     resolve_source,
 )
-from shortllm.pruning.export import MANIFEST, atomic_dir, check_output_dir, save_model, write_manifest
-from shortllm.training.checkpoint import clear_checkpoints, latest_checkpoint, list_checkpoints
+from shortllm.pruning.export import (MANIFEST, atomic_dir, check_no_overlap, check_output_dir, data_inputs,
+                                     model_inputs, save_model, write_manifest)
+from shortllm.training.checkpoint import (
+    check_supported,
+    checkpoint_name,
+    clear_checkpoints,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    remove_stale_temps,
+)
 from shortllm.training.config import TrainConfig, TrainingError, identity_hash, run_identity, validate
 from shortllm.training.batches import plan_steps
 from shortllm.training.data import load_train_data
@@ -132,9 +142,20 @@ def check_teacher(student_config: Any, student_tok: Any, teacher: ModelSource, t
         raise TrainingError(f"the teacher '{teacher.spec}' uses a different tokenizer (same size, other tokens)", hint)
 
 
+def _inputs(cfg: TrainConfig, teacher: ModelSource | None = None) -> list[tuple[str, Any]]:
+    """What a retrain reads: the model, the teacher, training and held-out data (and its checkpoints)."""
+    found = model_inputs("input model", cfg.model) + model_inputs("teacher", teacher.ref if teacher else
+                                                                  cfg.kd.teacher)
+    found += data_inputs("training data", cfg.data.data, cfg.data.data_dir)
+    found += data_inputs("held-out data", cfg.data.eval_data)
+    return found
+
+
 def _check_outputs(cfg: TrainConfig) -> None:
-    check_output_dir(cfg.out, cfg.overwrite)
     root = cfg.checkpoints_path()
+    # The checkpoints are read back by --resume and must survive the final write of --out.
+    check_output_dir(cfg.out, cfg.overwrite, _inputs(cfg) + [("checkpoint folder", root)])
+    check_no_overlap(root, _inputs(cfg), what="checkpoint folder")
     if root.exists() and not root.is_dir():
         raise TrainingError(f"checkpoint path {root} is a file", "choose another --checkpoint-dir")
     if not cfg.resume and list_checkpoints(root) and not cfg.overwrite:
@@ -153,6 +174,37 @@ def _reset_accelerate(accelerator: Any) -> None:
     GradientState._reset_state()
 
 
+def resume_command(cfg: TrainConfig) -> str:
+    """The command line that continues this run from its newest checkpoint (``cfg.command`` + ``--resume``)."""
+    try:
+        given = "--resume" in shlex.split(cfg.command)
+    except ValueError:
+        given = False
+    return cfg.command if given else f"{cfg.command} --resume"
+
+
+@dataclass
+class _Session:
+    """What an interrupt message needs to know: may the checkpoints found be reported, and where training is."""
+
+    checkpoints_ours: bool  # False while the checkpoint folder still holds an earlier run's (--overwrite)
+    state: LoopState | None = None
+    total_steps: int | None = None
+
+
+def _interrupted(cfg: TrainConfig, session: _Session) -> Interrupted:
+    """The true one-line account of an interrupted run: the checkpoint kept and how to continue, or nothing."""
+    at = ""
+    if session.state is not None and session.total_steps is not None:
+        at = f"stopped at step {session.state.step} of {session.total_steps}; "
+    found = list_checkpoints(cfg.checkpoints_path()) if session.checkpoints_ours else []
+    if not found:
+        return Interrupted(f"{at}nothing was written")
+    step, path = found[-1]
+    return Interrupted(f"{at}kept the checkpoint {path} (step {step}), nothing was written to {cfg.out}",
+                       f"to continue, run `{resume_command(cfg)}`")
+
+
 def retrain(cfg: TrainConfig, on_step=None) -> RetrainResult:
     """Heal a model with LoRA, continued pretraining or distillation (see docs/retrain.md).
 
@@ -165,6 +217,8 @@ def retrain(cfg: TrainConfig, on_step=None) -> RetrainResult:
 
     Raises:
         ShortLLMError: bad options, data, teacher, output folder or checkpoint; a diverged run.
+        Interrupted: Ctrl-C (or SIGTERM, where the caller turns it into KeyboardInterrupt); the message names
+            the checkpoint kept and the command that resumes it, or says that nothing was written.
     """
     t0 = time.perf_counter()
     validate(cfg)
@@ -174,19 +228,33 @@ def retrain(cfg: TrainConfig, on_step=None) -> RetrainResult:
     config = load_config(source, cfg.settings.trust_remote_code)
     manifest = _read_manifest(source)
     teacher_source = resolve_teacher(cfg, source, manifest) if cfg.method == "kd" else None
+    if teacher_source is not None:  # a teacher named by the student's manifest is known only now
+        check_no_overlap(cfg.out, _inputs(cfg, teacher_source))
+        check_no_overlap(cfg.checkpoints_path(), _inputs(cfg, teacher_source), what="checkpoint folder")
+    from shortllm.data.context import check_training_context
 
-    accelerator = make_accelerator(cfg)
+    check_training_context(config, source.spec, cfg.seq_len, teacher_source, cfg.settings.trust_remote_code)
+
+    session = _Session(checkpoints_ours=cfg.resume or not list_checkpoints(cfg.checkpoints_path()))
     try:
-        return _run(cfg, accelerator, source, config, manifest, teacher_source, t0, on_step)
-    finally:
-        _reset_accelerate(accelerator)
+        accelerator = make_accelerator(cfg)
+        try:
+            return _run(cfg, accelerator, source, config, manifest, teacher_source, t0, on_step, session)
+        finally:
+            _reset_accelerate(accelerator)
+    except KeyboardInterrupt:
+        raise _interrupted(cfg, session) from None
 
 
 def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, manifest: dict[str, Any] | None,
-         teacher_source: ModelSource | None, t0: float, on_step) -> RetrainResult:
+         teacher_source: ModelSource | None, t0: float, on_step, session: _Session) -> RetrainResult:
     from accelerate.utils import set_seed
 
     timings: dict[str, float] = {}
+    if cfg.save_every or cfg.stop_after or cfg.resume:
+        check_supported(accelerator)
+    if accelerator.is_main_process:
+        remove_stale_temps(cfg.checkpoints_path())
     set_seed(cfg.seed)
     load_settings = replace(cfg.settings, device="cpu", device_map=None)  # accelerate places the model
     loaded = load_model(cfg.model, load_settings)
@@ -207,7 +275,7 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
         total_steps = plan_steps(len(data.train), global_batch, mean_row, cfg.max_steps, cfg.max_tokens)
     identity = run_identity(cfg, loaded.fingerprint, data.fingerprint, total_steps, global_batch)
     if cfg.kd.teacher is None and teacher_source is not None:
-        identity["kd"] = {**identity["kd"], "teacher": teacher_source.spec}
+        identity["kd"] = {**identity["kd"], "teacher": teacher_source.ref}
     ident_hash = identity_hash(identity)
     checkpoint = latest_checkpoint(cfg.checkpoints_path(), identity, ident_hash) if cfg.resume else None
     timings["load"] = time.perf_counter() - t0
@@ -219,7 +287,7 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
         model = apply_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets)
     teacher = None
     if teacher_source is not None:
-        teacher = load_model(teacher_source.spec, load_settings).model
+        teacher = load_model(teacher_source.ref, load_settings).model
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     params = sum(p.numel() for p in model.parameters())
     pad_id = loaded.tokenizer.pad_token_id
@@ -229,18 +297,24 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
     state = LoopState()
     if checkpoint is not None:
         path, saved = checkpoint
-        accelerator.load_state(str(path))
+        load_checkpoint(accelerator, path, saved, tr.model, tr.optimizer, tr.scheduler)
         fields = {k: saved[k] for k in ("step", "tokens", "wall_s", "curve", "eval_curve", "sessions")}
         state = LoopState(**fields)
         state.sessions += 1
-        tr.batches.seek(state.step, saved.get("data_position"))
+        try:
+            tr.batches.seek(state.step, saved.get("data_position"))
+        except (KeyError, TypeError, ValueError) as err:
+            raise TrainingError(f"--resume: the checkpoint file {path / 'trainer_state.json'} has no valid "
+                                f"data_position ({err})", "start over without --resume (with --overwrite)") from err
         log.info("resumed from %s (step %d of %d)", path, state.step, total_steps)
     else:
         if cfg.overwrite and accelerator.is_main_process:
             clear_checkpoints(cfg.checkpoints_path())
+        session.checkpoints_ours = True
         initial = evaluate(tr, data.eval)
         if initial is not None:
             state.eval_curve.append({"step": 0, "loss": initial, "tokens": 0})
+    session.state, session.total_steps = state, total_steps
     t1 = time.perf_counter()
     finished = train(tr, state, on_step)
     timings["train"] = time.perf_counter() - t1
@@ -251,14 +325,12 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
         final_loss=state.curve[-1]["loss"] if state.curve else None,
         initial_eval_loss=next((p["loss"] for p in state.eval_curve if p["step"] == 0), None),
         final_eval_loss=state.eval_curve[-1]["loss"] if state.eval_curve else None,
-        teacher=teacher_source.spec if teacher_source else None, trainable_params=trainable, params=params,
+        teacher=teacher_source.ref if teacher_source else None, trainable_params=trainable, params=params,
         world_size=world, global_batch=global_batch, warmup_steps=tr.warmup_steps, data=data.info,
         resumed_from=str(checkpoint[0]) if checkpoint else None, is_main=accelerator.is_main_process,
         loss_curve=state.curve, eval_curve=state.eval_curve, timings=timings,
     )
     if not finished:
-        from shortllm.training.checkpoint import checkpoint_name
-
         result.checkpoint = str(cfg.checkpoints_path() / checkpoint_name(state.step))
         return result
     _save_final(cfg, tr, loaded, source, manifest, result, t0)
@@ -301,8 +373,8 @@ def _save_final(cfg: TrainConfig, tr: Any, loaded: Any, source: ModelSource, man
             original = original_model(manifest) if manifest else None
             write_manifest(
                 tmp, "retrain", options={**cfg.as_dict(), "command": cfg.command},
-                source={"spec": source.spec, "kind": source.kind, "path": source.path,
-                        "fingerprint": tr.identity["model_fingerprint"], "original": original},
+                source={**source.record(model.config), "fingerprint": tr.identity["model_fingerprint"],
+                        "original": original},
                 results=result.as_dict(), timings=result.timings,
             )
     else:
