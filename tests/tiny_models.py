@@ -39,6 +39,11 @@ POSITION_ARCHS: list[str] = [
     "modernbert-decoder", "smollm3", "gpt_neo",
 ]
 
+# Families whose cache or masks differ per block (linear attention, SSM, sliding or chunked windows, NoPE):
+# generating with the cache must still work after their per-block config was rewritten.
+CACHE_ARCHS = ["qwen3_next", "minimax", "gpt_oss", "llama4_text", "afmoe", "lfm2", "lfm2_moe", "jamba",
+               "bamba", "recurrent_gemma", "exaone4", "smollm3", "gpt_neo", "modernbert-decoder"]
+
 HIDDEN, HEADS, KV_HEADS, INTERMEDIATE, VOCAB, MAX_POS = 64, 4, 2, 128, 128, 256
 SLIDING_WINDOW = 8  # small enough to matter for sequences of 16+ tokens
 

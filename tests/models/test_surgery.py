@@ -7,7 +7,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from shortllm.errors import BlockSelectionError
 from shortllm.models.arch import blocks_of
 from shortllm.models.surgery import count_params, drop_blocks, keep_blocks
-from tests.tiny_models import ARCHS, tiny_inputs, tiny_model
+from tests.tiny_models import ARCHS, CACHE_ARCHS, tiny_inputs, tiny_model
 
 DROPS = [[1], [0, 2]]
 
@@ -45,7 +45,7 @@ def test_drop_equals_skip_forward(arch, drop):
     assert len(blocks_of(model).layers) == 4 - len(drop)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ARCHS + CACHE_ARCHS)
 def test_generate_with_cache_after_drop(arch):
     model = tiny_model(arch)
     drop_blocks(model, [1])
