@@ -68,19 +68,26 @@ def main() -> None:
                          report["environment"].get("load_average_end")],
         "removed_blocks": args.blocks or "--ratio 0.2 (ppl criterion)",
         "points": [{k: r[k] for k in ("batch_size", "prompt_len", "new_tokens", "ideal_speedup", "speedup",
-                                      "efficiency", "latency_speedup", "prefill_speedup")} for r in rows],
+                                      "efficiency", "latency_speedup", "prefill_speedup")}
+                   | {"speedup_range": [r["min"]["speedup"], r["max"]["speedup"]], "trust": r["trust"]}
+                   for r in rows],
+        "trust": report["trust"],
     }
     batch1 = [r for r in rows if r["batch_size"] == 1]
     if batch1:
         eff = batch1[0]["efficiency"]
-        summary["target"] = {"efficiency_at_batch_1": eff, "required": TARGET,
-                             "met": eff is not None and eff >= TARGET}
+        reliable = batch1[0]["trust"]["trusted"]
+        summary["target"] = {"efficiency_at_batch_1": eff, "required": TARGET, "reliable": reliable,
+                             # a run flagged unreliable proves nothing either way
+                             "met": (eff is not None and eff >= TARGET) if reliable else None}
     (args.out / "bench_pruned_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     for p in summary["points"]:
-        print(f"batch {p['batch_size']:>3}: decode speedup x{p['speedup']:.3f}, "
+        lo, hi = p["speedup_range"]
+        print(f"batch {p['batch_size']:>3}: decode speedup x{p['speedup']:.3f} [x{lo:.3f}..x{hi:.3f}], "
               f"ideal x{p['ideal_speedup']:.3f}, "
-              f"efficiency {p['efficiency']:.1%}; end-to-end x{p['latency_speedup']:.3f}", file=sys.stderr)
+              f"efficiency {p['efficiency']:.1%}; end-to-end x{p['latency_speedup']:.3f}"
+              + ("" if p["trust"]["trusted"] else " UNRELIABLE"), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from shortllm.wording import plural
+
 log = logging.getLogger(__name__)
 
 
@@ -48,7 +50,8 @@ def remove_stale_temp(out: Path) -> list[Path]:
                 shutil.rmtree(stale, ignore_errors=True)
                 removed.append(stale)
     if removed:
-        log.info("removed %d temporary folder(s) left by interrupted runs beside %s", len(removed), out)
+        log.info("removed %s left by interrupted runs beside %s", plural(len(removed), "temporary folder"),
+                 out)
     return removed
 
 

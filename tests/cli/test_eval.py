@@ -38,7 +38,7 @@ def test_side_by_side_json_and_files(models, data, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     first, second = report["models"]
-    assert first["label"] == "tiny" and second["label"] == "tiny-pruned (by hand, -1 blocks, " + \
+    assert first["label"] == "tiny" and second["label"] == "tiny-pruned (by hand, -1 block, " + \
         second["label"].split(", ")[-1]
     for m in (first, second):
         assert set(m["ppl"]) == {"wikitext2", "ptb"} and all(math.isfinite(v) for v in m["ppl"].values())

@@ -109,7 +109,8 @@ def test_score_then_prune_print_literal_model_scores_and_out(odd_model, tmp_path
     result = run_cli("score", "-m", odd_model, "-c", "magnitude", "-k", "1", "--out", scores, "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert json.loads((scores / "scores.json").read_text())["criterion"] == "magnitude"
-    assert squash(f"magnitude scores of {odd_model} (lower = less important)") in squash(result.stdout)
+    assert squash(f"magnitude scores of {odd_model}") in squash(result.stdout)
+    assert squash("score = weight magnitude: sum of |W| (lower = removed first)") in squash(result.stdout)
     assert f"Saved to {scores}\n" in result.stdout
 
     out = tmp_path / "p[red]:thumbs_up:"
@@ -170,12 +171,11 @@ ODD_TEXT = "x[/y] [red]z:thumbs_up:"
 @pytest.fixture
 def terminal(monkeypatch):
     """Route the CLI's stderr console to a buffer that claims to be a terminal, so live displays render."""
-    from shortllm.cli import bench, output, retrain
+    from shortllm.cli import output
 
     buf = io.StringIO()
     fake = Console(file=buf, force_terminal=True, width=300, emoji=False, markup=False, color_system=None)
-    for module in (output, bench, retrain):
-        monkeypatch.setattr(module, "err_console", fake)
+    monkeypatch.setattr(output, "err_console", fake)  # every verb's progress display lives in cli/output.py
     monkeypatch.setitem(output.state, "quiet", False)
     return buf
 

@@ -15,6 +15,28 @@ QUICK = ["--seq-len", "32", "--batch-size", "2", "--max-steps", "2", "--max-eval
          "--save-every", "0", "--device", "cpu"]
 
 
+def _card(folder: Path, method_words: str, library: str = "transformers", base_model: str | None = None):
+    """The folder's README.md parsed by huggingface_hub: valid metadata, what was done, the numbers, the command."""
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(folder / "README.md")
+    tags = ["shortllm", "depth-pruning", "healing"] + (["lora"] if "LoRA" in method_words else [])
+    assert card.data.library_name == library and card.data.tags == tags
+    assert card.data.base_model == base_model
+    if base_model is None:
+        assert "base_model" not in card.content.split("---")[1]  # a local path is no base_model
+    manifest = json.loads((folder / "shortllm.json").read_text())
+    r = manifest["results"]
+    assert method_words in card.text
+    seq_len = manifest["options"]["seq_len"]
+    assert f"| optimizer steps | {r['steps']} (batch of 2 rows of at most {seq_len} tokens) |" in card.text
+    assert f"| tokens seen | {r['tokens_seen']:,} |" in card.text
+    assert f"| held-out loss before | {r['initial_eval_loss']:.4f} |" in card.text
+    assert f"| held-out loss after | {r['final_eval_loss']:.4f} |" in card.text
+    assert f"Made with:\n\n```\n{manifest['options']['command']}\n```" in card.text
+    return card
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """One thread for the tiny models (see tests/training/conftest.py)."""
@@ -48,6 +70,8 @@ def test_cpt_end_to_end(inputs, tmp_path):
     manifest = json.loads((out / "shortllm.json").read_text())
     assert manifest["options"]["method"] == "cpt" and len(manifest["results"]["loss_curve"]) == 2
     assert (out / "train_curve.png").stat().st_size > 0
+    card = _card(out, "by continued pretraining (every weight trained on the next-token loss)")
+    assert "That model was depth-pruned from" in card.text and "- Removed blocks (original indices): 3\n" in card.text
 
 
 def test_lora_on_instructions_merges_into_a_plain_model(inputs, tmp_path):
@@ -60,6 +84,8 @@ def test_lora_on_instructions_merges_into_a_plain_model(inputs, tmp_path):
     assert not any("lora" in n for n, _ in model.named_parameters())
     data = json.loads((out / "shortllm.json").read_text())["results"]["data"]
     assert data["format"] == "instruction" and data["records"] == 40
+    card = _card(out, "by LoRA (rank 8, alpha 16, dropout 0.05), merged into the weights")
+    assert "(instruction records; " in card.text
 
 
 def test_lora_save_adapter(inputs, tmp_path):
@@ -72,6 +98,8 @@ def test_lora_save_adapter(inputs, tmp_path):
     assert set(config["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                              "down_proj"}
     assert not (out / "model.safetensors").exists()
+    card = _card(out, "by LoRA (rank 8, alpha 16, dropout 0.05), saved as an adapter (not merged)", library="peft")
+    assert "PeftModel.from_pretrained" in card.text and "Model Card for Model ID" not in card.text  # not peft's
 
 
 def test_kd_defaults_to_the_unpruned_source(inputs, tmp_path):
@@ -79,6 +107,28 @@ def test_kd_defaults_to_the_unpruned_source(inputs, tmp_path):
                      "--out", tmp_path / "kd", "--json")
     assert result.exit_code == 0, result.stderr
     assert Path(json.loads(result.stdout)["teacher"]) == inputs["model"]
+    _card(tmp_path / "kd", f"by knowledge distillation from `{inputs['model']}` (loss = 0.5 x T^2 x "
+                           "KL(teacher || student) + 0.5 x next-token loss, T = 1)")
+
+
+def test_card_names_the_hub_original_through_a_chain(inputs, tmp_path):
+    # A folder pruned from a hub model records its hub id; every healed descendant names it as base_model.
+    import shutil
+
+    pruned = tmp_path / "pruned"
+    shutil.copytree(inputs["pruned"], pruned)
+    manifest = json.loads((pruned / "shortllm.json").read_text())
+    manifest["source"]["hub_id"] = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    (pruned / "shortllm.json").write_text(json.dumps(manifest))
+    folder = pruned
+    for name in ("healed", "healed-again"):
+        result = run_cli("retrain", "--method", "cpt", "-m", folder, "--data", inputs["text"], *QUICK,
+                         "--out", tmp_path / name)
+        assert result.exit_code == 0, result.stderr
+        folder = tmp_path / name
+        _card(folder, "by continued pretraining", base_model="HuggingFaceTB/SmolLM2-135M-Instruct")
+        source = json.loads((folder / "shortllm.json").read_text())["source"]
+        assert source["original_hub_id"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 def _bad_alpaca(tmp: Path) -> Path:
@@ -101,7 +151,8 @@ BAD = [
     ("missing field", lambda i, t: ["--method", "lora", "--data", _bad_alpaca(t), "--format", "instruction"],
      "bad.jsonl:2 has no 'output' field"),
     ("too few tokens", lambda i, t: ["--method", "cpt", "--data", _few_words(t)], "less than one block of 32"),
-    ("batch too big", lambda i, t: ["--method", "cpt", "--batch-size", "5000"], "one optimizer step needs 5000"),
+    ("batch too big", lambda i, t: ["--method", "cpt", "--batch-size", "5000"],
+     "one optimizer step needs 5000 (--batch-size 5000 x --grad-accum 1 x 1 process)"),
     ("kd without teacher", lambda i, t: ["--method", "kd", "-m", i["model"]], "needs a teacher"),
     ("kd other vocabulary", lambda i, t: ["--method", "kd", "--teacher", i["tiny_llama"]],
      "vocabulary of 128 tokens, the student 512"),

@@ -24,11 +24,22 @@ def test_score_writes_its_files(tiny_tok_dir, tmp_path, criterion):
     assert (out / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     manifest = json.loads((out / "shortllm.json").read_text())
     assert manifest["verb"] == "score" and manifest["results"]["order"] == report["order"]
+    # score removes nothing: it says what a prune would remove, and what its scores are
+    assert f"A prune with this plan would remove 2 blocks: {', '.join(map(str, report['removal']))}" in result.stdout
+    assert "Removing" not in result.stdout and "score = " in result.stdout
     if criterion in ("angular", "chop"):
         a, b = report["removal"]
         assert b == a + 1  # a contiguous run
     if criterion == "chop":
         assert report["removal"] == [3, 4]  # the run just before the last block
+    if criterion == "angular":
+        assert report["scores"][5] is None and "no run of 2 fits" in result.stdout  # block 5 starts no run of 2
+
+
+def test_score_of_one_block_is_singular(tiny_tok_dir):
+    result = run_cli("score", "-m", tiny_tok_dir, "-c", "chop", "-k", "1", *FAST)
+    assert result.exit_code == 0, result.output
+    assert "A prune with this plan would remove 1 block: 4" in result.stdout
 
 
 def test_score_json_and_protection(tiny_tok_dir):

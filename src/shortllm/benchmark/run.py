@@ -1,9 +1,12 @@
-"""The bench job: check everything, load every model, sweep, alternate models run by run, summarise.
+"""The bench job: check everything, load every model, sweep, interleave the models run by run, summarise.
 
 For each sweep point (batch size x prompt length x new tokens) the models run ``warmup`` times each and
-then ``repeats`` times each, interleaved A B A B ..., so drift of the machine (thermal, other load) hits
-all of them alike. Each row reports the median of the repeats with min/max and every raw value, and the
-speedup of each model over the first next to the ideal one from forward FLOPs per token.
+then ``repeats`` times each, interleaved step by step with the order reversed every other step
+(A B, B A, A B, ...; see :func:`interleaved_order`), so drift of the machine (thermal, other load) hits all
+of them alike. Each row reports every figure as the median of the repeats with its min, max, relative
+spread and every raw value; speedups over the first model are paired repeat by repeat and set beside the
+ideal one from forward FLOPs per token; and each row carries a verdict (``trust``, see ``trust.py``) with
+the machine's load, clock and temperature read before and after the point.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shortllm.benchmark.flops import FlopsShape, efficiency, flops_per_token, ideal_speedup, ratio, spread
+from shortllm.benchmark import machine
+from shortllm.benchmark.flops import FlopsShape, efficiency, flops_per_token, ideal_speedup, spread
+from shortllm.benchmark.trust import SPEEDUP_OF, Thresholds, assess, machine_notes, paired_ratios, \
+    relative_spread, summary
 from shortllm.data.context import check_context, context_limit
 from shortllm.errors import BenchSettingsError
 from shortllm.models.loading import LoadSettings, check_settings, load_config, load_model, resolve_source
@@ -26,6 +32,8 @@ from shortllm.models.loading import LoadSettings, check_settings, load_config, l
 log = logging.getLogger(__name__)
 
 METRICS = ("prefill_s", "decode_tokens_per_s", "latency_s", "throughput_tokens_per_s", "peak_memory_bytes")
+# every figure of a result row: medians at the top level, with "min", "max", "spread" and "raw" beside them
+FIGURES = METRICS + tuple(SPEEDUP_OF) + ("efficiency",)
 
 
 @dataclass
@@ -40,6 +48,7 @@ class BenchRequest:
     repeats: int = 5
     threads: int | None = None  # torch CPU threads; None = torch's own choice
     seed: int = 1234
+    max_spread: float = Thresholds.max_spread  # flag a figure whose (max - min) / median is above this
     settings: LoadSettings = field(default_factory=LoadSettings)
     out: Path | None = None
     overwrite: bool = False
@@ -50,7 +59,27 @@ class BenchRequest:
         return [(b, p, n) for p in self.prompt_lens for n in self.new_tokens for b in self.batch_sizes]
 
     def total_runs(self) -> int:
+        """Generate calls in the whole sweep, warm-up included."""
         return len(self.points()) * (self.warmup + self.repeats) * len(self.models)
+
+    def thresholds(self) -> Thresholds:
+        """When a result is flagged unreliable."""
+        return Thresholds(max_spread=self.max_spread)
+
+
+def interleaved_order(n_models: int, steps: int) -> list[tuple[int, int]]:
+    """The order of one sweep point's runs, as (step, model index): every model once per step, the order
+    reversed every other step (A B, B A, A B, ... for two models).
+
+    Repeat k of every model runs back to back with repeat k of the others, so a load change between steps
+    scales them all and cancels in the paired speedups; reversing the order every other step means no model
+    always runs first (or always right after the same one), so a drift within a step favours none.
+    """
+    order = []
+    for step in range(steps):
+        models = range(n_models) if step % 2 == 0 else reversed(range(n_models))
+        order.extend((step, i) for i in models)
+    return order
 
 
 def parse_sizes(text: str, option: str) -> list[int]:
@@ -92,6 +121,9 @@ def check_request(req: BenchRequest) -> None:
         raise BenchSettingsError(f"--repeats must be at least 1, got {req.repeats}", "write e.g. --repeats 5")
     if req.threads is not None and req.threads < 1:
         raise BenchSettingsError(f"--threads must be at least 1, got {req.threads}", "write e.g. --threads 4")
+    if not req.max_spread > 0:
+        raise BenchSettingsError(f"--max-spread must be above 0, got {req.max_spread}",
+                                 "write e.g. --max-spread 0.2 (20% of the median)")
     if not req.models:
         raise BenchSettingsError("no model to benchmark", "give --model/-m once per model")
 
@@ -174,12 +206,15 @@ class BenchResult:
     rows: list[dict[str, Any]]
     environment: dict[str, Any]
     settings: dict[str, Any]
+    trust: dict[str, Any] = field(default_factory=dict)  # trust.summary(): the verdict and flag lines
     out: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data."""
         return {
             "results": self.rows,
+            "trust": self.trust,
             "models": [m.as_dict() for m in self.models],
             "environment": self.environment,
             "settings": self.settings,
@@ -190,36 +225,39 @@ class BenchResult:
 
 def summarise(models: Sequence[ModelInfo], point: tuple[int, int, int], runs: Sequence[Sequence[Any]],
               memory_kind: str) -> list[dict[str, Any]]:
-    """One result row per model for one sweep point: medians, min/max, raw repeats, speedups vs the first.
+    """One result row per model for one sweep point: every figure's median, min, max, spread and raw repeats.
 
-    ``runs[i]`` holds model i's measured :class:`~shortllm.benchmark.timing.RunTiming` repeats.
-    "speedup" is the decode throughput ratio (the part depth pruning speeds up); the end-to-end latency
-    ratio is given beside it as "latency_speedup".
+    ``runs[i]`` holds model i's measured :class:`~shortllm.benchmark.timing.RunTiming` repeats, in step order.
+    Speedups over the first model are paired: repeat k of model i against repeat k of the first model (run
+    back to back), then the median and min..max of those ratios. "speedup" is the decode throughput ratio
+    (the part depth pruning speeds up); "latency_speedup" and "prefill_speedup" are given beside it, and
+    "efficiency" is speedup / ideal. "spread" is (max - min) / median of each figure.
     """
     batch, prompt_len, new_tokens = point
     rows = []
     base_flops = flops_per_token(models[0].shape, prompt_len)
+    base = {m: [getattr(t, m) for t in runs[0]] for m in METRICS}
     for info, timings in zip(models, runs, strict=True):
-        raw = {m: [getattr(t, m) for t in timings] for m in METRICS}
-        stats = {m: spread(raw[m]) for m in METRICS}
+        raw: dict[str, list] = {m: [getattr(t, m) for t in timings] for m in METRICS}
         flops = flops_per_token(info.shape, prompt_len)
-        row = {
+        ideal = ideal_speedup(base_flops, flops)
+        for name, (metric, higher_is_better) in SPEEDUP_OF.items():
+            raw[name] = paired_ratios(raw[metric], base[metric], higher_is_better)
+        raw["efficiency"] = [efficiency(v, ideal) for v in raw["speedup"]]
+        stats = {f: spread(raw[f]) for f in FIGURES}
+        rows.append({
             "model": info.label, "batch_size": batch, "prompt_len": prompt_len, "new_tokens": new_tokens,
-            **{m: stats[m]["median"] for m in METRICS},
+            **{f: stats[f]["median"] for f in METRICS},
             "memory_kind": memory_kind,
             "flops_per_token": flops,
-            "ideal_speedup": ideal_speedup(base_flops, flops),
-        }
-        rows.append(row | {"min": {m: stats[m]["min"] for m in METRICS},
-                           "max": {m: stats[m]["max"] for m in METRICS},
-                           "raw": raw | {"decode_s": [t.decode_s for t in timings]},
-                           "generated_tokens": [t.new_tokens for t in timings]})
-    first = rows[0]
-    for row in rows:
-        row["speedup"] = ratio(row["decode_tokens_per_s"], first["decode_tokens_per_s"])
-        row["latency_speedup"] = ratio(row["latency_s"], first["latency_s"], higher_is_better=False)
-        row["prefill_speedup"] = ratio(row["prefill_s"], first["prefill_s"], higher_is_better=False)
-        row["efficiency"] = efficiency(row["speedup"], row["ideal_speedup"])
+            "ideal_speedup": ideal,
+            **{f: stats[f]["median"] for f in FIGURES[len(METRICS):]},
+            "min": {f: stats[f]["min"] for f in FIGURES},
+            "max": {f: stats[f]["max"] for f in FIGURES},
+            "spread": {f: relative_spread(raw[f]) for f in FIGURES},
+            "raw": raw | {"decode_s": [t.decode_s for t in timings]},
+            "generated_tokens": [t.new_tokens for t in timings],
+        })
     return rows
 
 
@@ -240,10 +278,8 @@ def _environment(device: str) -> dict[str, Any]:
         "platform": platform.platform(),
         "versions": versions(),
     }
-    if hasattr(os, "sched_getaffinity"):
-        env["cpus_usable"] = len(os.sched_getaffinity(0))
-    if hasattr(os, "getloadavg"):
-        env["load_average_start"] = list(os.getloadavg())
+    env["cpus_usable"] = machine.usable_cpus()
+    env["load_average_start"] = machine.load_average()
     return env
 
 
@@ -298,9 +334,13 @@ def run_bench(req: BenchRequest, progress: Callable[[int, int, str], None] | Non
 
     t1 = time.perf_counter()
     rows: list[dict[str, Any]] = []
+    samples: list[dict[str, Any]] = []
+    thresholds = req.thresholds()
     done, total = 0, req.total_runs()
     for point in req.points():
         batch, prompt_len, new_tokens = point
+        where = f"batch {batch}, prompt {prompt_len}, {new_tokens} new"
+        before = machine.sample(f"before {where}")
         inputs = []
         for lm, dev in zip(loaded, devices, strict=True):
             pad, eos, special = special_ids(lm.model, lm.tokenizer)
@@ -308,30 +348,38 @@ def run_bench(req: BenchRequest, progress: Callable[[int, int, str], None] | Non
             ids, mask = left_pad(synthetic_prompts(vocab, batch, prompt_len, req.seed, special), pad)
             inputs.append((torch.tensor(ids, device=dev), torch.tensor(mask, device=dev), pad, eos))
         measured: list[list[Any]] = [[] for _ in loaded]
-        for step in range(req.warmup + req.repeats):
-            for i, lm in enumerate(loaded):  # A B A B ...: every model sees the same machine state
-                ids, mask, pad, eos = inputs[i]
-                timing, _ = timed_generate(lm.model, ids, mask, new_tokens, pad, eos, meter)
-                if step >= req.warmup:
-                    measured[i].append(timing)
-                done += 1
-                phase = "warmup" if step < req.warmup else f"repeat {step - req.warmup + 1}"
-                what = f"batch {batch}, prompt {prompt_len}, {new_tokens} new: {infos[i].label} ({phase})"
-                log.info("run %d/%d %s: %.2f s", done, total, what, timing.latency_s)
-                if progress is not None:
-                    progress(done, total, what)
-        rows.extend(summarise(infos, point, measured, meter.kind))
+        for step, i in interleaved_order(len(loaded), req.warmup + req.repeats):  # A B, B A, A B, ...
+            ids, mask, pad, eos = inputs[i]
+            timing, _ = timed_generate(loaded[i].model, ids, mask, new_tokens, pad, eos, meter)
+            if step >= req.warmup:
+                measured[i].append(timing)
+            done += 1
+            phase = "warmup" if step < req.warmup else f"repeat {step - req.warmup + 1}"
+            what = f"{where}: {infos[i].label} ({phase})"
+            log.info("run %d/%d %s: %.2f s", done, total, what, timing.latency_s)
+            if progress is not None:
+                progress(done, total, what)
+        after = machine.sample(f"after {where}")
+        samples += [before, after]
+        notes = machine_notes([before, after], environment.get("cpus_usable"), thresholds)
+        for i, row in enumerate(summarise(infos, point, measured, meter.kind)):
+            row["machine"] = {"before": before, "after": after}
+            row["trust"] = assess(row["raw"], req.repeats, req.warmup, row["ideal_speedup"], i == 0, notes,
+                                  thresholds)
+            rows.append(row)
     timings["sweep"] = time.perf_counter() - t1
-    if hasattr(os, "getloadavg"):
-        environment["load_average_end"] = list(os.getloadavg())
+    environment["load_average_end"] = machine.load_average()
+    trust = summary(rows, machine_notes(samples, environment.get("cpus_usable"), thresholds), req.repeats,
+                    thresholds, threads=None if run_device.startswith("cuda") else environment["torch_threads"])
 
     settings = {"models": list(req.models), "batch_sizes": req.batch_sizes,
                 "prompt_lens": req.prompt_lens, "new_tokens": req.new_tokens, "warmup": req.warmup,
-                "repeats": req.repeats, "threads": req.threads, "seed": req.seed,
+                "repeats": req.repeats, "threads": req.threads, "seed": req.seed, "max_spread": req.max_spread,
                 "prompts": "synthetic: seeded random token ids, special tokens excluded, left-padded",
                 "generation": "greedy, min_new_tokens = max_new_tokens (EOS masked), KV cache on",
                 **asdict(req.settings)}
-    result = BenchResult(models=infos, rows=rows, environment=environment, settings=settings, timings=timings)
+    result = BenchResult(models=infos, rows=rows, environment=environment, settings=settings, trust=trust,
+                         timings=timings)
     if req.out is not None:
         write_outputs(result, req)
     result.timings["total"] = time.perf_counter() - t0
@@ -350,7 +398,7 @@ def write_outputs(result: BenchResult, req: BenchRequest) -> None:
         manifest = write_manifest(
             tmp, "bench", options=result.settings | {"command": req.command},
             source={"models": [{"spec": m.spec, "fingerprint": m.fingerprint} for m in result.models]},
-            results={"results": result.rows}, timings=result.timings,
+            results={"results": result.rows, "trust": result.trust}, timings=result.timings,
         )
         payload = result.as_dict() | {"manifest": {k: v for k, v in manifest.items() if k != "results"}}
         (tmp / "bench.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")

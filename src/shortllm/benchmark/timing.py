@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from shortllm.errors import ShortLLMError
+from shortllm.wording import plural
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -241,7 +242,7 @@ def timed_generate(model: Any, input_ids: Any, attention_mask: Any, new_tokens: 
     produced = out.shape[1] - input_ids.shape[1]
     if produced != new_tokens or len(stamps) != new_tokens:
         raise ShortLLMError(
-            f"generation produced {produced} tokens per row instead of {new_tokens}",
+            f"generation produced {plural(produced, 'token')} per row instead of {new_tokens}",
             "please report this with SHORTLLM_DEBUG=1 output",
         )
     timing = RunTiming(

@@ -24,7 +24,7 @@ from shortllm.cli.options import (
     TrustRemoteCodeOpt,
     load_settings,
 )
-from shortllm.cli.output import console, print_json, print_path, progress_bar
+from shortllm.cli.output import activity, console, print_json, print_path, progress_bar
 
 PplOpt = Annotated[Optional[str], typer.Option(
     "--ppl", help="Perplexity datasets, comma-separated: wikitext2 (test), ptb (validation, as the reference "
@@ -90,10 +90,11 @@ def eval(
 
     Examples:
 
-      shortllm eval -m smollm2-135m -m pruned/ --ppl wikitext2,ptb --tasks piqa,arc_easy --limit 200
-
-      shortllm eval -m pruned/ --tasks none --ppl wikitext2 --ppl-protocol sliding --seq-len 2048 --stride 512
-
+    \b
+      shortllm eval -m smollm2-135m -m pruned/ --ppl wikitext2,ptb --tasks piqa,arc_easy --limit 200 \\
+          --data-dir ../shared/data
+      shortllm eval -m pruned/ --tasks none --ppl wikitext2 --ppl-protocol sliding --seq-len 2048 \\
+          --stride 512 --data-dir ../shared/data
       shortllm eval -m healed/ --data-dir ../shared/data --out eval-healed/ --json
     """
     from shortllm.evaluation.lmeval import parse_tasks
@@ -107,7 +108,8 @@ def eval(
         settings=load_settings(dtype, device, device_map, trust_remote_code, revision),
         out=out, overwrite=overwrite, command=shlex.join(["shortllm", *sys.argv[1:]]),
     )
-    report = run_eval(request, phase=progress_bar)
+    with activity("Evaluating"):  # loading each model, each perplexity and lm-eval run: a phase of it
+        report = run_eval(request, phase=progress_bar)
     if json_out:
         print_json(report)
         return

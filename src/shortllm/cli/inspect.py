@@ -21,10 +21,9 @@ def inspect(
 
     Examples:
 
+    \b
       shortllm inspect
-
       shortllm inspect -m Qwen/Qwen2.5-0.5B --json
-
       shortllm inspect -m ./pruned
     """
     from shortllm.models.summary import describe

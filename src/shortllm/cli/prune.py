@@ -13,7 +13,7 @@ from shortllm.cli.options import (AddBosOpt, BatchSizeOpt, CriterionOpt, DataDir
                                   DeviceOpt, DryRunOpt, DtypeOpt, JsonOpt, ModelOpt, NormOpt, OutOpt,
                                   OverwriteOpt, ProtectFirstOpt, ProtectLastOpt, RevisionOpt, SamplesOpt, SeedOpt,
                                   SeqLenOpt, TextFieldOpt, TrustRemoteCodeOpt, load_settings, score_options)
-from shortllm.cli.output import console, human, print_json, print_path, progress_bar
+from shortllm.cli.output import activity, console, human, print_json, print_path
 
 BlocksOpt = Annotated[Optional[str], typer.Option(
     "--blocks", "-b", help="Remove exactly these blocks (original indices), e.g. 20,21 or 10-12.",
@@ -63,10 +63,9 @@ def prune(
 
     Examples:
 
+    \b
       shortllm prune --ratio 0.2 --out pruned/
-
       shortllm prune -m Qwen/Qwen2.5-0.5B -k 6 -c taylor+ --out qwen-short/ --dtype bfloat16
-
       shortllm prune --blocks 20,21 --dry-run
     """
     from shortllm.pruning.plan import parse_blocks
@@ -81,8 +80,8 @@ def prune(
         settings=load_settings(dtype, device, device_map, trust_remote_code, revision),
         overwrite=overwrite, dry_run=dry_run, command=shlex.join(["shortllm", *sys.argv[1:]]),
     )
-    with progress_bar(f"Scoring blocks ({criterion})") as tick:
-        result = run_prune(request, progress=tick)
+    with activity("Starting shortllm prune") as act:  # the core names the next phases: loading, scoring, saving...
+        result = run_prune(request, progress=act.counter(f"Scoring blocks ({criterion})"))
     if json_out:
         print_json(result.as_dict())
         return

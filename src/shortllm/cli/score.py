@@ -10,7 +10,7 @@ from shortllm.cli.options import (AddBosOpt, BatchSizeOpt, CriterionOpt, DataDir
                                   DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, NormOpt, OutOpt, OverwriteOpt,
                                   ProtectFirstOpt, ProtectLastOpt, RevisionOpt, SamplesOpt, SeedOpt, SeqLenOpt,
                                   TextFieldOpt, TrustRemoteCodeOpt, load_settings, score_options)
-from shortllm.cli.output import console, print_json, print_path, progress_bar
+from shortllm.cli.output import activity, console, print_json, print_path
 
 NumBlocksOpt = Annotated[Optional[int], typer.Option(
     "--num-blocks", "-k", help="Blocks the plan removes: highlighted in the plot; sleb and angular need it "
@@ -51,10 +51,9 @@ def score(
 
     Examples:
 
+    \b
       shortllm score --criterion ppl --out scores/
-
-      shortllm score -c taylor+ --data wikitext2 --data-dir ../shared/data --out taylor/ --json
-
+      shortllm score -c taylor+ --data c4 --data-dir ../shared/data --out taylor/ --json
       shortllm score -c angular -k 6 -m Qwen/Qwen2.5-0.5B --out angular/
     """
     from shortllm.scoring.run import ScoreRequest, run_score
@@ -65,8 +64,8 @@ def score(
                               text_field, samples, seq_len, seed, add_bos),
         settings=load_settings(dtype, device, device_map, trust_remote_code, revision),
     )
-    with progress_bar(f"Scoring blocks ({criterion})") as tick:
-        report = run_score(request, progress=tick)
+    with activity("Starting shortllm score") as act:  # the core names the next phases: loading, scoring, saving
+        report = run_score(request, progress=act.counter(f"Scoring blocks ({criterion})"))
     if json_out:
         print_json(report)
         return
@@ -77,19 +76,26 @@ def _render(report: dict) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from shortllm.scoring.plot import describe_bars
+    from shortllm.wording import plural
+
     rank = {b: r for r, b in enumerate(report["order"])}
-    table = Table(title=f"{report['criterion']} scores of {report['model']} (lower = less important)")
+    table = Table(title=f"{report['criterion']} scores of {report['model']}",
+                  caption=f"score = {describe_bars(report)}")
     for col in ("block", "score", "rank", ""):
         table.add_column(col, justify="right" if col != "" else "left")
     removal, protected = set(report["removal"]), set(report["protected"])
+    run = report["extras"].get("run_length") if report["criterion"] == "angular" else None
     for i, s in enumerate(report["scores"]):
-        mark = Text("remove", "red") if i in removal else Text("protected", "dim") if i in protected else ""
+        mark = (Text("would be removed", "red") if i in removal else Text("protected", "dim") if i in protected
+                else Text(f"no run of {run} fits", "dim") if run and s is None else "")
         table.add_row(str(i), "-" if s is None else f"{s:.6g}", str(rank.get(i, "-")), mark)
     console.print(table)
     base = report["extras"].get("baseline_ppl")
     console.print(
         f"Order (least important first): {','.join(map(str, report['order']))}\n"
-        f"Removing {len(removal)} blocks: {', '.join(map(str, report['removal']))}"
+        f"A prune with this plan would remove {plural(len(removal), 'block')}: "
+        f"{', '.join(map(str, report['removal']))}"
         + (f"; calibration perplexity of the full model {base:.3f}" if base else "")
     )
     if report.get("out"):

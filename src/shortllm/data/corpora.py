@@ -30,6 +30,7 @@ from shortllm.data.named import (
     resolve_split,
 )
 from shortllm.errors import DataError
+from shortllm.wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,8 @@ def _split_spec(spec: str) -> tuple[str, str | None]:
 def _check_text(corpus: Corpus) -> Corpus:
     if not corpus.documents or not any(d.strip() for d in corpus.documents):
         raise DataError(
-            f"no text in {corpus.source} ({len(corpus.documents)} documents, {corpus.num_chars} characters)",
+            f"no text in {corpus.source} ({plural(len(corpus.documents), 'document')}, "
+            f"{plural(corpus.num_chars, 'character')})",
             "give a file with text in it (rules in docs/data.md)",
         )
     return corpus
@@ -249,7 +251,8 @@ def load_documents(spec: str, split: str | None = None, *, data_dir: str | Path 
         docs, _ = load_hub(target.dataset, target.split)
     else:  # the same readers as streaming, read to the end
         docs = list(DocumentStream(target.name, target.split, target.source, target, text_field))
-        log.info("read %d documents of %s %s from %s", len(docs), target.name, target.split, target.source)
+        log.info("read %s of %s %s from %s", plural(len(docs), "document"), target.name, target.split,
+                 target.source)
     return _check_text(Corpus(docs, target.name, target.split, target.source, target.separator))
 
 

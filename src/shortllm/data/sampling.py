@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shortllm.errors import DataError
+from shortllm.wording import plural
 
 if TYPE_CHECKING:
     import torch
@@ -100,12 +101,13 @@ def _windows_from_stream(tokenizer: Any, corpus: Corpus, n_samples: int, need: i
     ids = _encode(tokenizer, corpus.joined("\n\n"))
     if len(ids) < need:
         raise DataError(
-            f"{corpus.name} ({corpus.split}) has only {len(ids)} tokens in all, "
+            f"{corpus.name} ({corpus.split}) has only {plural(len(ids), 'token')} in all, "
             f"but one calibration sample needs {need + len(prefix)}",
             "use a larger corpus or a shorter --seq-len",
         )
-    log.warning("no document of %s has %d tokens: sampling windows from all %d documents joined",
-                corpus.name, need, len(corpus.documents))
+    log.warning("no document of %s has %d tokens: sampling windows from %s joined",
+                corpus.name, need, "its one document" if len(corpus.documents) == 1
+                else f"all {len(corpus.documents)} documents")
     windows = []
     for _ in range(n_samples):
         start = rng.randint(0, len(ids) - need)
@@ -191,7 +193,8 @@ def pack_documents(tokenizer: Any, corpus: Corpus, seq_len: int, add_eos: bool =
         docs = [d for d in corpus.documents if d]  # under one block in all: cheap to count again
         encoded = tokenizer(docs, add_special_tokens=False, verbose=False)["input_ids"] if docs else []
         tokens = sum(len(ids) + add_eos for ids in encoded)
-        raise DataError(f"{corpus.name} ({corpus.split}) has only {tokens} tokens, less than one block of {seq_len}",
+        raise DataError(f"{corpus.name} ({corpus.split}) has only {plural(tokens, 'token')}, "
+                        f"less than one block of {seq_len}",
                         "use more text or a shorter sequence length")
     log.debug("packed %s into %d blocks of %d", corpus.name, len(blocks), seq_len)
     return torch.tensor(blocks, dtype=torch.long)

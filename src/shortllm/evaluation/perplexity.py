@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from shortllm.errors import DataError
+from shortllm.wording import plural
 
 if TYPE_CHECKING:
     import torch
@@ -106,8 +107,10 @@ def check_protocol(protocol: str, seq_len: int, stride: int | None, bos_every: b
     """
     if protocol not in PROTOCOLS:
         raise DataError(f"unknown perplexity protocol '{protocol}'", f"use one of {', '.join(PROTOCOLS)}")
-    if seq_len < (3 if bos_every else 2):
-        raise DataError(f"--seq-len {seq_len} is too short to score a token", "use --seq-len 128 or more")
+    shortest = 3 if bos_every else 2
+    if seq_len < shortest:  # the hint names what is needed, not the paper's 128 (beyond some models' context)
+        raise DataError(f"--seq-len {seq_len} is too short to score a token",
+                        f"use --seq-len {shortest} or more")
     if protocol == "sliding":
         if bos_every:
             raise DataError("--bos-every only applies to --ppl-protocol paper", "drop --bos-every")
@@ -134,11 +137,11 @@ def plan_windows(n_tokens: int, protocol: str, seq_len: int, stride: int | None,
     if protocol == "paper":
         windows = paper_windows(n_tokens, seq_len, bos_every, limit)
         if not windows:
-            raise DataError(f"{what} has only {n_tokens} tokens, less than one window of {seq_len}",
+            raise DataError(f"{what} has only {plural(n_tokens, 'token')}, less than one window of {seq_len}",
                             "use more text or a smaller --seq-len")
         return windows
     if n_tokens < 2:
-        raise DataError(f"{what} has only {n_tokens} tokens: nothing to predict", "use more text")
+        raise DataError(f"{what} has only {plural(n_tokens, 'token')}: nothing to predict", "use more text")
     return sliding_windows(n_tokens, seq_len, stride or seq_len, limit)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from shortllm.pruning.export import MANIFEST
+from shortllm.wording import plural
 
 
 def label_from_manifest(path: str | Path) -> str | None:
@@ -29,7 +30,8 @@ def label_from_manifest(path: str | Path) -> str | None:
         scores = results.get("scores") or {}
         how = scores.get("criterion") if isinstance(scores, dict) and scores.get("criterion") else "by hand"
         ratio = results.get("achieved_ratio")
-        return f"{how}, -{len(removed)} blocks" + (f", {ratio:.1%}" if isinstance(ratio, (int, float)) else "")
+        share = f", {ratio:.1%}" if isinstance(ratio, (int, float)) else ""
+        return f"{how}, -{plural(len(removed), 'block')}{share}"
     if verb == "retrain":
         options = manifest.get("options") or {}
         method = options.get("method") if isinstance(options, dict) else None

@@ -19,11 +19,12 @@ from typing import Any
 from shortllm.data import Corpus, data_dir, load_documents
 from shortllm.data.context import check_context
 from shortllm.errors import DataError
-from shortllm.evaluation.lmeval import plan_tasks, run_tasks
+from shortllm.evaluation.lmeval import check_task_names, plan_tasks, run_tasks
 from shortllm.evaluation.perplexity import DEFAULT_SEQ_LEN, check_protocol, perplexity
 from shortllm.evaluation.report import model_label, task_average
 from shortllm.models.loading import LoadSettings, check_settings, load_config, load_model, resolve_source
 from shortllm.pruning.export import atomic_dir, check_output_dir, data_inputs, model_inputs, write_manifest
+from shortllm.wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ def _check_request(req: EvalRequest) -> tuple[list[Any], dict[str, Corpus], Any]
         raise DataError(f"--batch-size {req.batch_size} must be at least 1")
     if req.num_fewshot < 0:
         raise DataError(f"--num-fewshot {req.num_fewshot} must be 0 or more")
+    check_task_names(req.tasks, data_dir(req.data_dir), req.include_paths)  # a typo fails in a second
     if not req.ppl and not req.tasks and req.generate is None:
         raise DataError("nothing to evaluate: --ppl and --tasks are both empty", "e.g. --ppl wikitext2")
     if req.ppl:
@@ -158,7 +160,8 @@ def evaluate_model(spec: str | None, source: Any, req: EvalRequest, corpora: dic
             raise DataError(f"{source.spec} has no tokenizer, so it cannot generate", "drop --generate")
         prompt = len(loaded.tokenizer(req.generate)["input_ids"])
         check_context(loaded.model.config, prompt + req.max_new_tokens,
-                      f"--generate ({prompt} tokens) + --max-new-tokens {req.max_new_tokens}", "--max-new-tokens",
+                      f"--generate ({plural(prompt, 'token')}) + --max-new-tokens {req.max_new_tokens}",
+                      "--max-new-tokens",
                       model=source.spec, extra=prompt)
     entry: dict[str, Any] = {"model": source.spec, "label": label, "fingerprint": loaded.fingerprint,
                              "ppl": {}, "ppl_details": {}, "tasks": {}, "average": None}
@@ -169,7 +172,8 @@ def evaluate_model(spec: str | None, source: Any, req: EvalRequest, corpora: dic
                                 req.bos_every, req.limit, req.batch_size, tick)
         entry["ppl"][name] = result.ppl
         entry["ppl_details"][name] = result.as_dict()
-        log.info("%s: %s perplexity %.3f over %d tokens", label, name, result.ppl, result.tokens_scored)
+        log.info("%s: %s perplexity %.3f over %s", label, name, result.ppl,
+                 plural(result.tokens_scored, "token", thousands=True))
     timings["ppl"] = time.perf_counter() - t1
     if plan.names:
         t2 = time.perf_counter()

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shortllm.errors import UnsupportedArchitectureError
+from shortllm.wording import plural
 
 
 @dataclass(frozen=True)
@@ -386,7 +387,7 @@ def check_multimodal(config: Any) -> None:
     model_type = getattr(config, "model_type", "?")
     text_config = subs[text_key]
     count = _block_count(text_config)
-    blocks = f"{count} blocks" if count is not None else "blocks"
+    blocks = plural(count, "block") if count is not None else "blocks"
     def described(key: str) -> str:
         what = next((what for word, what in _TOWERS if word in key), "sub-model")
         return f"{'an' if key[0] in 'aeiou' else 'a'} {key} ({what})"

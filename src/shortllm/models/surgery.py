@@ -29,6 +29,7 @@ from shortllm.models.arch import (
     position_pattern,
     spec_of,
 )
+from shortllm.wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +285,7 @@ def rewrite_config(config: Any, keep: Sequence[int], old_count: int | None = Non
     keep = validate_indices(list(keep), old_count)
     if not keep:
         raise BlockSelectionError(
-            f"removing all {old_count} blocks leaves no model", "keep at least one block"
+            f"removing all {plural(old_count, 'block')} leaves no model", "keep at least one block"
         )
     targets = [("", config, _config_changes(config, spec, keep, old_count))]
     text_config = getattr(config, "text_config", None)
@@ -365,7 +366,7 @@ def drop_blocks(model: Any, indices: Iterable[int]) -> Any:
     drop = set(validate_indices(list(indices), count))
     if len(drop) == count:
         raise BlockSelectionError(
-            f"removing all {count} blocks leaves no model", "keep at least one block"
+            f"removing all {plural(count, 'block')} leaves no model", "keep at least one block"
         )
     return keep_blocks(model, [i for i in range(count) if i not in drop])
 

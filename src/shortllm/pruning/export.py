@@ -209,10 +209,33 @@ def verify_reload(folder: Path, model: Any, tokens: int = 8, atol: float = 1e-5)
     return diff
 
 
+def card(title: str, body: str, command: str, *, tags: list[str], base_model: str | None = None,
+         library_name: str = "transformers", footer: str = "") -> str:
+    """A model card ``README.md``: Hub metadata, a title, the body, the command that made the folder, a footer.
+
+    Args:
+        title: the heading (the folder's name).
+        body: Markdown paragraphs and tables, ending with a blank line.
+        command: the shortllm command line, shown verbatim.
+        tags: the card's ``tags``.
+        base_model: a hub id, written as ``base_model``; leave None when the model does not descend from a hub
+            model (a local path is not a valid ``base_model``, and the Hub rejects the card).
+        library_name: ``transformers`` for a full checkpoint, ``peft`` for an adapter.
+        footer: a closing paragraph.
+
+    Returns:
+        The card's text (YAML front matter between ``---`` lines, then Markdown).
+    """
+    tag_lines = "".join(f"- {tag}\n" for tag in tags)
+    base = f"base_model: {base_model}\n" if base_model else ""
+    return (f"---\nlibrary_name: {library_name}\ntags:\n{tag_lines}{base}---\n\n# {title}\n\n{body}"
+            f"Made with:\n\n```\n{command}\n```\n" + (f"\n{footer}" if footer else ""))
+
+
 def model_card(name: str, source_spec: str, removed: list[int], kept: list[int], num_blocks: int,
                params_before: int, params_after: int, how: str, command: str,
                base_model: str | None = None) -> str:
-    """A model card README.md for a pruned model.
+    """A model card README.md for a pruned model (see :func:`card`).
 
     Args:
         source_spec: how the source model is named (its hub id or absolute path).
@@ -220,17 +243,7 @@ def model_card(name: str, source_spec: str, removed: list[int], kept: list[int],
             source is not known to be a hub model (a local path is not a valid ``base_model``).
     """
     ratio = 1 - params_after / params_before
-    base = f"base_model: {base_model}\n" if base_model else ""
-    return f"""---
-library_name: transformers
-tags:
-- shortllm
-- depth-pruning
-{base}---
-
-# {name}
-
-Depth-pruned from `{source_spec}` with [shortllm](https://pypi.org/project/shortllm/): {len(removed)} of
+    body = f"""Depth-pruned from `{source_spec}` with [shortllm](https://pypi.org/project/shortllm/): {len(removed)} of
 {num_blocks} transformer blocks removed ({how}). It is a plain Hugging Face checkpoint: load it with
 `AutoModelForCausalLM.from_pretrained` — no custom code.
 
@@ -243,12 +256,8 @@ Depth-pruned from `{source_spec}` with [shortllm](https://pypi.org/project/short
 - Removed blocks (original indices): {', '.join(map(str, removed))}
 - Kept blocks (new index -> original index): {', '.join(f'{i}->{o}' for i, o in enumerate(kept))}
 
-Made with:
-
-```
-{command}
-```
-
-The model has not been retrained after pruning unless stated elsewhere; expect lower quality than the
+"""
+    footer = """The model has not been retrained after pruning unless stated elsewhere; expect lower quality than the
 original until it is healed (`shortllm retrain`). See `shortllm.json` for the full provenance.
 """
+    return card(name, body, command, tags=["shortllm", "depth-pruning"], base_model=base_model, footer=footer)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 from shortllm.errors import BlockSelectionError
 from shortllm.models.surgery import ParamCount, validate_indices
+from shortllm.wording import plural
 
 TABLE_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
@@ -178,6 +179,7 @@ def plan_from_blocks(counts: ParamCount, blocks: Sequence[int]) -> Plan:
         raise BlockSelectionError("no blocks to remove were given", "write e.g. --blocks 20,21")
     removed = validate_indices(list(blocks), n)
     if len(removed) == n:
-        raise BlockSelectionError(f"removing all {n} blocks leaves no model", "keep at least one block")
+        raise BlockSelectionError(f"removing all {plural(n, 'block')} leaves no model",
+                                  "keep at least one block")
     after = counts.total - sum(counts.per_block[i] for i in removed)
     return Plan(num_blocks=n, removed=removed, params_before=counts.total, params_after=after)

@@ -21,6 +21,7 @@ from shortllm.pruning.plan import (Plan, blocks_within_ratio, check_ratio, fit_w
                                    smallest_first, smallest_ratio_for_one)
 from shortllm.scoring.base import Progress, get_criterion
 from shortllm.scoring.run import ScoreOptions, read_score_report, removal_from_report, score_loaded
+from shortllm.wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def blocks_to_remove(req: PruneRequest, counts: ParamCount) -> int:
             raise BlockSelectionError(f"--num-blocks {k} must be at least 1")
     if k >= n:
         what = f"--ratio {req.ratio:g}" if req.ratio is not None else f"--num-blocks {k}"
-        raise BlockSelectionError(f"{what} would remove all {n} blocks", "keep at least one block")
+        raise BlockSelectionError(f"{what} would remove all {plural(n, 'block')}", "keep at least one block")
     return k
 
 
@@ -184,9 +185,11 @@ def prune(req: PruneRequest, progress: Progress = lambda d, t: None) -> PruneRes
     t2 = time.perf_counter()
     drop_blocks(loaded.model, plan.removed)
     with atomic_dir(req.out, req.overwrite, _inputs(req)) as tmp:
+        log.info("Saving the pruned model to %s", req.out, extra={"phase": True})
         save_model(loaded.model, loaded.tokenizer, tmp)
         result.timings["save"] = time.perf_counter() - t2
         t3 = time.perf_counter()
+        log.info("Reload check: loading the saved model with transformers and comparing logits", extra={"phase": True})
         result.reload_max_diff = verify_reload(tmp, loaded.model)
         result.timings["verify"] = time.perf_counter() - t3
         result.out = str(req.out)

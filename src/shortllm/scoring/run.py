@@ -13,6 +13,7 @@ from shortllm.errors import BlockSelectionError, DataError
 from shortllm.models.arch import blocks_of
 from shortllm.models.loading import Loaded, LoadSettings
 from shortllm.scoring.base import Criterion, Progress, ScoreContext, get_criterion
+from shortllm.wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ def check_candidates(num_remove: int, candidates: list[int], protected: list[int
     """Refuse a plan that needs more blocks than protection leaves."""
     if num_remove > len(candidates):
         raise BlockSelectionError(
-            f"{num_remove} blocks must be removed but only {len(candidates)} are not protected "
+            f"{plural(num_remove, 'block')} must be removed but only {len(candidates)} "
+            f"{'is' if len(candidates) == 1 else 'are'} not protected "
             f"(protected: {', '.join(map(str, protected))})",
             "lower --protect-first/--protect-last or remove fewer blocks",
         )
@@ -128,10 +130,14 @@ def score_loaded(loaded: Loaded, options: ScoreOptions, num_remove: int,
     t0 = time.perf_counter()
     ids, calibration = (None, None)
     if criterion.needs_data:
-        ids, calibration = calibration_ids(loaded, options.calibration)
+        cal = options.calibration
+        log.info("Sampling %s of %d tokens from %s", plural(cal.samples, "calibration window"), cal.seq_len,
+                 cal.data, extra={"phase": True})
+        ids, calibration = calibration_ids(loaded, cal)
     t1 = time.perf_counter()
     ctx = ScoreContext(model=loaded.model, input_ids=ids, num_remove=num_remove, candidates=candidates,
                        norm=options.norm, batch_size=options.batch_size, progress=progress)
+    log.info("Scoring blocks (%s)", criterion.name, extra={"phase": True})  # the CLI counts the work in this phase
     result = criterion.run(ctx)
     t2 = time.perf_counter()
     return {
@@ -174,7 +180,8 @@ def removal_from_report(report: dict[str, Any], k: int) -> list[int]:
         return list(range(start, start + k))
     if report["iterative"] and k > report["num_remove"]:
         raise BlockSelectionError(
-            f"the {report['criterion']} scores were computed for {report['num_remove']} blocks, not {k}",
+            f"the {report['criterion']} scores were computed for {plural(report['num_remove'], 'block')}, "
+            f"not {k}",
             f"score again with --num-blocks {k}",
         )
     return sorted(report["order"][:k])
@@ -277,6 +284,7 @@ def run_score(req: ScoreRequest, progress: Progress = lambda d, t: None) -> dict
                            "total": round(time.perf_counter() - t0, 3)}
     if req.out is None:
         return report
+    log.info("Saving the scores to %s", req.out, extra={"phase": True})
     with atomic_dir(req.out, req.overwrite, inputs) as tmp:
         report["out"] = str(req.out)
         write_score_files(tmp, report)

@@ -22,6 +22,7 @@ from typing import Any
 from shortllm.data.sampling import StreamPosition
 from shortllm.errors import DataError, TrainingError
 from shortllm.training.data import IGNORE, Rows, TokenStream, TrainData
+from shortllm.wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class StreamBatches:
         epoch = self.epoch
         rows = [torch.tensor(self._next_block(), dtype=torch.long) for _ in range(self.global_batch)]
         if self.epoch > 0 and step == 0:
-            raise DataError(f"the training text gives fewer than {self.global_batch} blocks of "
+            raise DataError(f"the training text gives fewer than {plural(self.global_batch, 'block')} of "
                             f"{self.stream.seq_len} tokens (after the held-out ones), one optimizer step's worth",
                             "use more text, a shorter --seq-len, a smaller batch or a lower --max-eval-rows")
         if self.epoch != epoch:

@@ -41,6 +41,7 @@ from shortllm.training.state import (
     write_optimizer,
     write_rng,
 )
+from shortllm.wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def remove_stale_temps(root: Path) -> list[Path]:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     if removed:
-        log.info("removed %d unfinished checkpoint folder(s) in %s", len(removed), root)
+        log.info("removed %s in %s", plural(len(removed), "unfinished checkpoint folder"), root)
     return removed
 
 

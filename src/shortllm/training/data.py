@@ -23,6 +23,7 @@ from shortllm.data import load_documents, pack_documents
 from shortllm.data.sampling import StreamPosition, iter_blocks
 from shortllm.errors import DataError
 from shortllm.training.config import DataOptions
+from shortllm.wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -260,8 +261,8 @@ def load_train_data(tokenizer: Any, opts: DataOptions, seq_len: int) -> TrainDat
     else:
         n_eval = 0 if opts.eval_fraction == 0 else min(opts.max_eval_rows, max(1, round(opts.eval_fraction * len(rows))))
         if n_eval and len(rows) - n_eval < 1:
-            raise DataError(f"{opts.data} gives only {len(rows)} row(s) of at most {seq_len} tokens, too few to hold "
-                            "some out for evaluation", "use more text, a shorter --seq-len, or --eval-fraction 0")
+            raise DataError(f"{opts.data} gives only {plural(len(rows), 'row')} of at most {seq_len} tokens, "
+                            "too few to hold some out for evaluation", "use more text, a shorter --seq-len, or --eval-fraction 0")
         train = rows.subset(list(range(len(rows) - n_eval)))
         eval_rows = rows.subset(list(range(len(rows) - n_eval, len(rows))))
         eval_info = {"held_out_from_train": True, "rows": n_eval}
@@ -281,8 +282,8 @@ def _head_rows(stream: TokenStream, n: int, spec: str, exact: bool = True) -> tu
         for block, position in itertools.islice(head, n):
             blocks.append(torch.tensor(block, dtype=torch.long))
     if len(blocks) < n and (exact or not blocks):
-        raise DataError(f"{spec} gives only {len(blocks)} block(s) of {stream.seq_len} tokens, fewer than the "
-                        f"{n} held out for evaluation", "use more text, a shorter --seq-len or a lower --max-eval-rows")
+        raise DataError(f"{spec} gives only {plural(len(blocks), 'block')} of {stream.seq_len} tokens, "
+                        f"fewer than the {n} held out for evaluation", "use more text, a shorter --seq-len or a lower --max-eval-rows")
     return Rows(blocks, blocks, [stream.seq_len - 1] * len(blocks)), position
 
 

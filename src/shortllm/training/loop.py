@@ -27,6 +27,8 @@ from shortllm.training.losses import ce_sum, kd_objective, kd_sum
 
 log = logging.getLogger(__name__)
 
+# (step, total steps, stats): stats is the step's curve point (loss, ce, [kl], lr, tokens, grad_norm, [eval_loss])
+# plus tokens_per_s, and session_steps / session_s: steps done and seconds spent in this session so far.
 StepCallback = Callable[[int, int, dict[str, Any]], None]
 
 
@@ -208,8 +210,10 @@ def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) ->
     with_teacher = tr.teacher is not None and cfg.kd.alpha > 0
     alpha = cfg.kd.alpha if tr.teacher is not None else 0.0
     session_tokens, t0 = 0, time.perf_counter()
+    session_start = state.step
     wall_before = state.wall_s
     tr.model.train()
+    log.info("Training", extra={"phase": True})  # the CLI's progress display counts the steps in this phase
     while state.step < stop_at:
         step = state.step
         rows = tr.batches.step(step)
@@ -256,7 +260,8 @@ def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) ->
                 state.eval_curve.append({"step": state.step, "loss": eval_loss, "tokens": state.tokens})
                 point["eval_loss"] = eval_loss
         if on_step is not None and acc.is_main_process:
-            on_step(state.step, tr.total_steps, {**point, "tokens_per_s": session_tokens / max(elapsed, 1e-9)})
+            on_step(state.step, tr.total_steps, {**point, "tokens_per_s": session_tokens / max(elapsed, 1e-9),
+                                                 "session_steps": state.step - session_start, "session_s": elapsed})
         early_stop = state.step == stop_at and not last
         if not last and ((cfg.save_every and state.step % cfg.save_every == 0) or early_stop):
             _checkpoint(tr, state)

@@ -39,6 +39,7 @@ from shortllm.training.config import TrainConfig, TrainingError, identity_hash, 
 from shortllm.training.batches import plan_steps
 from shortllm.training.data import load_train_data
 from shortllm.training.loop import LoopState, build_trainer, evaluate, make_accelerator, train
+from shortllm.wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +261,7 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
     loaded = load_model(cfg.model, load_settings)
     if teacher_source is not None:
         check_teacher(config, loaded.tokenizer, teacher_source, cfg.settings.trust_remote_code)
+    log.info("Reading and tokenizing the training data %s", cfg.data.data, extra={"phase": True})
     data = load_train_data(loaded.tokenizer, cfg.data, cfg.seq_len)
     world = accelerator.num_processes
     global_batch = cfg.batch_size * cfg.grad_accum * world
@@ -268,9 +270,10 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
     else:
         if len(data.train) < global_batch:
             raise DataError(
-                f"{cfg.data.data} gives {len(data.train)} training row(s) of at most {cfg.seq_len} tokens, but one "
-                f"optimizer step needs {global_batch} (--batch-size {cfg.batch_size} x --grad-accum "
-                f"{cfg.grad_accum} x {world} process(es))", "use more text, a shorter --seq-len, or a smaller batch")
+                f"{cfg.data.data} gives {plural(len(data.train), 'training row')} of at most {cfg.seq_len} tokens, "
+                f"but one optimizer step needs {global_batch} (--batch-size {cfg.batch_size} x --grad-accum "
+                f"{cfg.grad_accum} x {plural(world, 'process', 'processes')})",
+                "use more text, a shorter --seq-len, or a smaller batch")
         mean_row = data.train.num_tokens / len(data.train)
         total_steps = plan_steps(len(data.train), global_batch, mean_row, cfg.max_steps, cfg.max_tokens)
     identity = run_identity(cfg, loaded.fingerprint, data.fingerprint, total_steps, global_batch)
@@ -311,6 +314,7 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
         if cfg.overwrite and accelerator.is_main_process:
             clear_checkpoints(cfg.checkpoints_path())
         session.checkpoints_ours = True
+        log.info("Held-out loss before training (%s)", plural(len(data.eval), "row"), extra={"phase": True})
         initial = evaluate(tr, data.eval)
         if initial is not None:
             state.eval_curve.append({"step": 0, "loss": initial, "tokens": 0})
@@ -339,9 +343,11 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
 
 def _save_final(cfg: TrainConfig, tr: Any, loaded: Any, source: ModelSource, manifest: dict[str, Any] | None,
                 result: RetrainResult, t0: float) -> None:
-    """Write the healed model, the manifest and the curve into ``--out`` (main process; others wait)."""
+    """Write the healed model, its model card, the manifest and the curve into ``--out`` (main process; others
+    wait)."""
     from accelerate.utils import DistributedType
 
+    from shortllm.training.card import original_hub_id, retrain_card
     from shortllm.training.plot import plot_curve
 
     acc = tr.accelerator
@@ -352,6 +358,7 @@ def _save_final(cfg: TrainConfig, tr: Any, loaded: Any, source: ModelSource, man
     if cfg.method == "lora" and sharded and not cfg.lora.save_adapter:
         log.warning("sharded training (FSDP/DeepSpeed): saving the LoRA adapter; merge it on one device")
     if acc.is_main_process:
+        log.info("Saving the healed model to %s", cfg.out, extra={"phase": True})
         model = acc.unwrap_model(tr.model)
         if cfg.method == "lora" and not save_adapter:
             from shortllm.training.lora import merge
@@ -371,10 +378,12 @@ def _save_final(cfg: TrainConfig, tr: Any, loaded: Any, source: ModelSource, man
             result.timings["save"] = time.perf_counter() - t
             result.timings["total"] = time.perf_counter() - t0
             original = original_model(manifest) if manifest else None
+            # after save_pretrained: it replaces the template card peft writes for an adapter
+            (tmp / "README.md").write_text(retrain_card(cfg, result, source, manifest, adapter=save_adapter))
             write_manifest(
                 tmp, "retrain", options={**cfg.as_dict(), "command": cfg.command},
                 source={**source.record(model.config), "fingerprint": tr.identity["model_fingerprint"],
-                        "original": original},
+                        "original": original, "original_hub_id": original_hub_id(manifest) or source.hub_id},
                 results=result.as_dict(), timings=result.timings,
             )
     else:

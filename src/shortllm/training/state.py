@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from shortllm.training.config import TrainingError
+from shortllm.wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,8 @@ def restore_model(path: Path, model: Any) -> None:
     if set(tensors) != set(trained):
         missing, extra = sorted(set(trained) - set(tensors)), sorted(set(tensors) - set(trained))
         names = ", ".join((missing or extra)[:3])
-        raise damaged(path, f"{len(missing)} tensor(s) of the model missing, {len(extra)} unexpected: {names}")
+        raise damaged(path, f"{plural(len(missing), 'tensor')} of the model missing, {len(extra)} unexpected: "
+                            f"{names}")
     for name, target in trained.items():
         local, saved = _local(target), tensors[name]
         if saved.shape != local.shape or saved.dtype != local.dtype:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from shortllm.errors import DataError
+from shortllm.wording import plural
 
 DATA_DIR_KEY = "shortllm_data_dir"
 ARC_LABELS = {"1": "A", "2": "B", "3": "C", "4": "D", "5": "E"}  # a few ARC items number their choices
@@ -65,7 +66,8 @@ def read_piqa(root: Path) -> list[dict[str, Any]]:
     rows = _jsonl(path)
     labels = [s.strip() for s in _lines(labels_path) if s.strip()]
     if len(labels) != len(rows):
-        raise _malformed(labels_path, None, f"{len(labels)} labels for {len(rows)} items in {path.name}")
+        raise _malformed(labels_path, None,
+                         f"{plural(len(labels), 'label')} for {plural(len(rows), 'item')} in {path.name}")
     out = []
     for (number, row), label in zip(rows, labels):
         _need(row, path, number, "goal", "sol1", "sol2")
@@ -101,7 +103,8 @@ def read_hellaswag(root: Path) -> list[dict[str, Any]]:
     path = root / "hellaswag" / "hellaswag_val_full.txt"
     lines = _lines(path)
     if not lines or len(lines) % 6:
-        raise _malformed(path, None, f"{len(lines)} lines is not a multiple of 6 (context, label, 4 endings)")
+        raise _malformed(path, None,
+                         f"{plural(len(lines), 'line')}, not a multiple of 6 (context, label, 4 endings)")
     out = []
     for i in range(0, len(lines), 6):
         label = lines[i + 1].strip()

@@ -1,0 +1,47 @@
+"""The retrain model card's metadata rules, on hand-built inputs (issue #15, item 8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from huggingface_hub import ModelCard
+from huggingface_hub.utils import validate_repo_id
+
+from shortllm.training.card import retrain_card
+from shortllm.training.config import KDOptions, LoraOptions
+
+HUB = "HuggingFaceTB/SmolLM2-135M-Instruct"
+PRUNED_FROM_HUB = {"verb": "prune", "source": {"spec": HUB, "hub_id": HUB},
+                   "results": {"removed_original": [20, 21], "num_blocks_before": 30, "how": "criterion ppl"}}
+
+
+def _inputs(method: str):
+    cfg = SimpleNamespace(method=method, out=Path("/runs/healed"), seq_len=32, command="shortllm retrain ...",
+                          lora=LoraOptions(), kd=KDOptions())
+    result = SimpleNamespace(teacher=HUB if method == "kd" else None, steps=3, global_batch=1, tokens_seen=96,
+                             data={"spec": "c4", "format": "text", "train_rows": 1, "eval_rows": 1,
+                                   "eval": {"held_out_from_train": True}},
+                             initial_eval_loss=None, final_eval_loss=2.5, final_loss=2.25, trainable_params=10,
+                             params=20, wall_time_s=1.0, world_size=1)
+    return cfg, result
+
+
+@pytest.mark.parametrize("method,adapter,source_hub,manifest,base", [
+    ("cpt", False, None, PRUNED_FROM_HUB, HUB),  # a local pruned folder names its hub original
+    ("kd", False, None, None, None),  # nothing known: no base_model
+    ("lora", False, "someone/pruned-model", None, "someone/pruned-model"),  # a hub input is the base
+    ("lora", True, "someone/pruned-model", PRUNED_FROM_HUB, "someone/pruned-model"),  # an adapter's base: its input
+    ("lora", True, None, PRUNED_FROM_HUB, None),  # an adapter on a local folder: the original would be wrong
+])
+def test_base_model_is_a_hub_id_or_absent(method, adapter, source_hub, manifest, base):
+    cfg, result = _inputs(method)
+    source = SimpleNamespace(hub_id=source_hub, ref=source_hub or "/runs/pruned")
+    card = ModelCard(retrain_card(cfg, result, source, manifest, adapter=adapter))
+    assert card.data.base_model == base
+    if base:
+        validate_repo_id(card.data.base_model)
+    assert card.data.library_name == ("peft" if adapter else "transformers")
+    assert "| held-out loss before | not measured |" in card.text and "| held-out loss after | 2.5000 |" in card.text
+    assert "(batch of 1 row of at most 32 tokens)" in card.text and "(text; 1 training row)" in card.text
