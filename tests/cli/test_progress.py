@@ -214,3 +214,14 @@ def test_rate_and_eta_come_from_the_counts_and_the_eta_counts_down(monkeypatch):
     assert act.status_line() == "Scoring blocks (ppl): 2/10, 5 s/it, ETA 30s, 20s so far"
     act.update(7, 10, name="Training", unit="step", info="loss 3.1", seconds_per_item=2.0)  # a new phase
     assert act.status_line() == "Training: step 7/10, 2 s/step, ETA 6s, 0s so far; loss 3.1"
+
+
+def test_a_failed_phase_is_not_reported_done(fast_heartbeat, capsys, monkeypatch):
+    monkeypatch.setitem(output.state, "quiet", False)  # an earlier -q run leaves it set
+    with pytest.raises(RuntimeError), output.activity("Starting"):
+        output.Activity.phase(output._current, "Loading the model m")
+        time.sleep(0.05)
+        raise RuntimeError("no such model")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and all(re.fullmatch(STAMP + r"(Starting|Loading the model m): .* so far", line) for line in lines)
+    assert not any("Loading the model m: done" in line for line in lines)

@@ -21,7 +21,7 @@ def test_label_from_a_pruned_folder(tmp_path):
     assert model_label(None, "alias", "/cache/x") == "smollm2-135m"
     (tmp_path / "shortllm.json").write_text(json.dumps({"verb": "prune", "results": {"removed": [3],
                                                                                    "scores": None}}))
-    assert label_from_manifest(tmp_path) == "by hand, -1 blocks"
+    assert label_from_manifest(tmp_path) == "by hand, -1 block"
     (tmp_path / "shortllm.json").write_text("{broken")
     assert label_from_manifest(tmp_path) is None
 

@@ -46,10 +46,13 @@ def _interrupt_at(monkeypatch, at_step: int) -> None:
 
 
 def _message(result) -> str:
-    """The one stderr line of an interrupted run, without the CLI's prefix ("interrupted (SIGINT): ")."""
+    """The one error line of an interrupted run (the last stderr line; progress lines such as the run's time
+    estimate may come before it), without the CLI's prefix ("interrupted (SIGINT): ")."""
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("interrupted"), result.stderr
-    return lines[0].split(": ", 1)[1]
+    errors = [line for line in lines if line.startswith("interrupted")]
+    assert errors == [lines[-1]], result.stderr
+    assert all(not line.startswith(("error", "Traceback")) for line in lines), result.stderr
+    return lines[-1].split(": ", 1)[1]
 
 
 def _temps(root: Path) -> list[str]:

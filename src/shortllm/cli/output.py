@@ -176,14 +176,15 @@ class Activity:
             self._thread = threading.Thread(target=self._beat, name="shortllm-heartbeat", daemon=True)
             self._thread.start()
 
-    def stop(self) -> None:
-        """Stop the display (the closing line of a reported phase comes first)."""
+    def stop(self, failed: bool = False) -> None:
+        """Stop the display. The closing line of a reported phase comes first, unless that phase ``failed``."""
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
             self._thread = None
-        with self._lock:
-            self._close_phase()
+        if not failed:
+            with self._lock:
+                self._close_phase()
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
@@ -275,13 +276,8 @@ def activity(name: str) -> Iterator[Activity]:
     outer = _current
     if outer is not None:
         outer.phase(name)
-        try:
-            yield outer
-        except BaseException:
-            outer._phase.reported = False  # a failed phase is not "done": the error line says what happened
-            raise
-        finally:
-            outer.phase(outer.name)
+        yield outer  # an error propagates from here: the failed phase is not reported done
+        outer.phase(outer.name)
         return
     act = Activity(name, _display_mode())
     _current = act
@@ -289,11 +285,12 @@ def activity(name: str) -> Iterator[Activity]:
     try:
         yield act
     except BaseException:
-        act._phase.reported = False  # a failed phase is not "done": the error line says what happened
+        act.stop(failed=True)
         raise
+    else:
+        act.stop()
     finally:
         _current = None
-        act.stop()
 
 
 def status(message: str) -> contextlib.AbstractContextManager[Activity]:
