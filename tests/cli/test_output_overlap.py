@@ -119,3 +119,17 @@ def test_a_new_folder_beside_the_input_is_fine(work):
     assert result.exit_code == 0, result.output
     assert (work / "models-pruned" / "config.json").is_file()
     assert os.path.isdir(work / "models" / "tiny")
+
+
+def test_inputs_reached_through_caches_and_symlinks(work, monkeypatch):
+    # A hub id's folder in the hub cache, and the real files behind symlinks (the hub cache layout).
+    hub = work / "hubcache"
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(hub))
+    assert_one_line_error(_prune("someone/tiny", hub), "contains the input model")
+    snap, blobs = work / "hfc" / "snap", work / "hfc" / "blobs"
+    blobs.mkdir(parents=True)
+    shutil.copytree(work / "models" / "tiny", snap)
+    (snap / "model.safetensors").rename(blobs / "w")
+    (snap / "model.safetensors").symlink_to(blobs / "w")
+    assert_one_line_error(_prune(snap, blobs), "is the input model")
+    assert (blobs / "w").is_file()

@@ -121,18 +121,33 @@ def resolve_source(spec: str | None, revision: str | None = None) -> ModelSource
 
 
 def model_paths(spec: str | None) -> list[Path]:
-    """The local files a model spec reads, found without loading or converting anything: the folder, the
-    ``.gguf`` file, or the embedded model's cache folder; none for a hub id. For output-overlap checks."""
+    """The local files a model spec reads, found without loading or converting anything, for output-overlap
+    checks: the folder (and the targets of symlinked files in it, as in the hub cache layout), the ``.gguf``
+    file and its cached conversion, the embedded model's cache folder, or a hub id's folder in the hub cache."""
     if spec is None or spec == demo.DEMO_ALIAS:
         return [demo.cache_dir() / "models" / demo.DEMO_ALIAS]
     path = Path(spec).expanduser()
-    return [path] if path.exists() else []
+    if path.suffix == ".gguf" and path.is_file():
+        return [path, _gguf_cache_path(path)]
+    if path.is_dir():
+        found = [path]
+        found += sorted({f.resolve().parent for f in path.iterdir() if f.is_symlink()})
+        return found
+    if path.exists() or _looks_like_path(spec):
+        return [path] if path.exists() else []
+    from huggingface_hub import constants
+
+    return [Path(constants.HF_HUB_CACHE) / ("models--" + spec.replace("/", "--"))]
+
+
+def _gguf_cache_path(path: Path) -> Path:
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return demo.cache_dir() / "models" / f"gguf-{path.stem}-{key}"
 
 
 def _converted_gguf(path: Path) -> Path:
-    stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    out = demo.cache_dir() / "models" / f"gguf-{path.stem}-{key}"
+    out = _gguf_cache_path(path)
     if (out / "config.json").is_file():
         return out
     return demo.gguf_to_hf_dir(path, out)
