@@ -25,15 +25,7 @@ TRAIN = ["--method", "cpt", "--seq-len", "32", "--batch-size", "2", "--max-eval-
          "--save-every", "0", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread for the tiny models (see tests/training/conftest.py)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 @pytest.fixture(scope="module")

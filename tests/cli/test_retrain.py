@@ -37,15 +37,7 @@ def _card(folder: Path, method_words: str, library: str = "transformers", base_m
     return card
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread for the tiny models (see tests/training/conftest.py)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 @pytest.fixture(scope="module")

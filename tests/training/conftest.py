@@ -27,12 +27,5 @@ def pruned_tiny(tmp_path_factory, tiny_bpe_dir) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Train the tiny models on one thread: on a busy 2-core machine OpenMP's spinning threads make the
-    tiny matrix products of these tests 50-100x slower (measured: 0.4 s vs 44 s for 20 steps)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every training test runs on one thread (see ``one_thread`` in tests/conftest.py)."""
