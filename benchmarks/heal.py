@@ -1,16 +1,29 @@
-"""Healing benchmark: prune the embedded model by 20%, heal it with lora / cpt / kd for the same CPU wall-clock
-budget each, and compare WikiText-2 perplexity before and after.
+"""Healing benchmark: prune the embedded model by 20%, heal it with each method (and combinations) for the same
+wall-clock budget or the same token budget, and compare WikiText-2 perplexity, the share of the log-perplexity
+gap recovered, tokens/s and peak memory; plus a plain transformers ``Trainer`` doing CPT on the same model,
+data, batch and sequence length, for tokens/s.
 
-Perplexity follows the paper protocol: the WikiText-2 test rows joined with "\\n\\n", tokenized once, cut into
-non-overlapping 128-token windows; the first ``--ppl-windows`` windows are scored (all of them with 0).
-Each method first runs 3 calibration steps (not counted) to measure its seconds per step (steps 2-3); its step
-budget is then ``budget / seconds-per-step`` so that the cosine schedule ends when the budget does. Training and
-held-out numbers come from the run's own manifest fields (tokens seen, wall time, held-out loss).
+Methods (``--methods``, comma-separated; ``+`` combines):
 
-    python benchmarks/heal.py --data-dir ../shared/data --budget-s 600 --lr 3e-4 --ppl-windows 200 \
-        --blocks 4,5,12,13,14,17,25 --out benchmarks/results/heal.json
+    lora, cpt, kd                 the three base methods
+    kd+hidden                     kd with --kd-hidden nmse (hidden-state distillation at matched depths)
+    cpt+last3, kd+last3           partial-layer training: --train-blocks last:3 --train-head
+    kd+hidden+last3               both
+    kd+warmup                     kd after --teacher-warmup-steps 4 (teacher correction)
+    block+kd, block+kd+hidden     prune with --replace block (LLM-Streamline) on the same blocks, then kd
+    trainer                       transformers.Trainer, CPT (tokens/s reference; its ppl is reported too)
 
-Prints one line per stage and writes a JSON report.
+Budgets: ``--minutes M`` gives every method M minutes of training (each first runs 3 uncounted probe steps to
+measure its seconds per step, steps 2-3; the step count is then budget / s-per-step, so the cosine schedule ends
+with the budget); ``--tokens N`` gives every method N training tokens instead. Each method runs in a fresh
+process, so its peak resident memory is its own. Perplexity: WikiText-2 test joined with "\\n\\n", cut into
+128-token windows, the first ``--ppl-windows`` (200) scored.
+
+    python benchmarks/heal.py --data-dir ../shared/data --minutes 10 --blocks 4,5,12,13,14,17,25 \\
+        --methods lora,cpt,kd,kd+hidden,kd+last3,kd+hidden+last3,block+kd,trainer --out benchmarks/results/heal.json
+    python benchmarks/heal.py --data-dir ../shared/data --minutes 0.3 --ppl-windows 2 --methods cpt,kd+hidden   # smoke
+
+Prints one line per method and writes a JSON report and a plot of held-out loss against training tokens.
 """
 
 from __future__ import annotations
@@ -18,16 +31,25 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
+import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine  # noqa: E402
+
+COMBOS = {
+    "kd+hidden": ("kd", {"kd_hidden": "nmse"}),
+    "cpt+last3": ("cpt", {"train_blocks": "last:3", "train_head": True}),
+    "kd+last3": ("kd", {"train_blocks": "last:3", "train_head": True}),
+    "kd+hidden+last3": ("kd", {"kd_hidden": "nmse", "train_blocks": "last:3", "train_head": True}),
+    "kd+warmup": ("kd", {"teacher_warmup_steps": 4}),
+    "block+kd": ("kd", {"replace_block": True}),
+    "block+kd+hidden": ("kd", {"replace_block": True, "kd_hidden": "nmse"}),
+}
 
 
 def perplexity(model, tokenizer, text: str, windows: int, seq_len: int = 128, batch: int = 8) -> float:
@@ -50,101 +72,229 @@ def perplexity(model, tokenizer, text: str, windows: int, seq_len: int = 128, ba
     return math.exp(nll / count)
 
 
-def ppl_of(spec: str, text: str, windows: int) -> tuple[float, float]:
+def ppl_of(spec: str, data_dir: str, windows: int) -> float:
+    from shortllm.data import load_documents
     from shortllm.models.loading import LoadSettings, load_model
 
-    t = time.perf_counter()
+    text = load_documents("wikitext2", "test", data_dir=data_dir).joined("\n\n")
     loaded = load_model(spec, LoadSettings(device="cpu", dtype="float32"))
-    return perplexity(loaded.model, loaded.tokenizer, text, windows), time.perf_counter() - t
+    return perplexity(loaded.model, loaded.tokenizer, text, windows)
 
+
+# ------------------------------------------------------------------------------------------ one method (child)
+
+def _config(job: dict, model: str, out: Path, **kw):
+    from shortllm.models.loading import LoadSettings
+    from shortllm.training import TrainConfig
+    from shortllm.training.config import DataOptions, KDOptions
+
+    extra = job["extra"]
+    kd = KDOptions(hidden=extra.get("kd_hidden"), teacher_warmup_steps=extra.get("teacher_warmup_steps", 0),
+                   teacher=job.get("teacher"))
+    return TrainConfig(method=job["method"], model=model, out=out,
+                       data=DataOptions(data=job["train_data"], data_dir=job["data_dir"],
+                                        max_eval_rows=job["eval_rows"]),
+                       seq_len=job["seq_len"], batch_size=job["batch_size"], lr=job["lr"], eval_every=job["eval_every"],
+                       save_every=0, kd=kd if job["method"] == "kd" else KDOptions(),
+                       train_blocks=extra.get("train_blocks"), train_head=extra.get("train_head", False),
+                       settings=LoadSettings(device="cpu", dtype="float32"), overwrite=True, **kw)
+
+
+def _probe(job: dict, model: str, work: Path) -> float:
+    """Seconds per step of this method (steps 2-3 of a 3-step probe)."""
+    from dataclasses import replace
+
+    from shortllm.training import retrain
+
+    stamps: list[float] = []
+    cfg = _config(job, model, work / "probe", max_steps=1000, stop_after=3, checkpoint_dir=work / "probe.ckpt")
+    retrain(replace(cfg, data=replace(cfg.data, max_eval_rows=1)), on_step=lambda *_: stamps.append(time.perf_counter()))
+    return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+
+
+def run_method(job: dict) -> dict:
+    """Heal ``job['pruned']`` with one method for the job's budget (in this process); return its numbers."""
+    import torch
+
+    from shortllm.training import retrain
+
+    if job.get("threads"):
+        torch.set_num_threads(job["threads"])
+    work = Path(job["work"])
+    model = job["pruned"]
+    t0 = time.perf_counter()
+    record: dict = {}
+    if job["extra"].get("replace_block"):
+        from shortllm.models.loading import LoadSettings
+        from shortllm.pruning.run import PruneRequest, prune
+
+        replaced = work / "replaced"
+        res = prune(PruneRequest(model=job["source"], out=replaced, blocks=job["blocks"], replace="block",
+                                 settings=LoadSettings(device="cpu"), overwrite=True))
+        record["replacement"] = {"runs": res.replacement["runs"], "seconds": round(time.perf_counter() - t0, 1)}
+        model = str(replaced)
+    tokens_per_step = job["batch_size"] * job["seq_len"]
+    if job["tokens"]:
+        steps = max(1, job["tokens"] // tokens_per_step)
+    elif job["method"] == "trainer":
+        steps = None  # runs until the budget is spent (a callback stops it)
+    else:
+        per_step = _probe(job, model, work)
+        steps = max(1, int(job["budget_s"] / per_step))
+        record["probe_s_per_step"] = round(per_step, 3)
+    if job["method"] == "trainer":
+        record.update(_hf_trainer(job, model, steps))
+    else:
+        result = retrain(_config(job, model, work / "out", max_steps=steps))
+        record.update(steps=result.steps, tokens=result.tokens_seen, wall_s=result.wall_time_s,
+                      tokens_per_s=result.tokens_seen / result.wall_time_s, final_train_loss=result.final_loss,
+                      held_out_loss=[result.initial_eval_loss, result.final_eval_loss], eval_curve=result.eval_curve,
+                      trainable_params=result.trainable_params, loss_path=result.loss_path,
+                      time_to_first_step_s=round(result.timings.get("load", 0), 1))
+    import resource
+
+    record["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    record["ppl"] = ppl_of(str(work / "out"), job["data_dir"], job["ppl_windows"])
+    return record
+
+
+def _hf_trainer(job: dict, model_dir: str, steps: int) -> dict:
+    """transformers.Trainer, CPT on the same packed rows, batch and sequence length (AdamW, same lr, cosine)."""
+    import torch
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from shortllm.models.loading import LoadSettings, load_model
+    from shortllm.training.data import load_train_data
+    from shortllm.training.config import DataOptions
+
+    loaded = load_model(model_dir, LoadSettings(device="cpu", dtype="float32"))
+    data = load_train_data(loaded.tokenizer, DataOptions(data=job["train_data"], data_dir=job["data_dir"],
+                                                         max_eval_rows=job["eval_rows"]), job["seq_len"])
+    rows = [{"input_ids": r, "labels": r} for r in data.train.input_ids]
+    class Budget(TrainerCallback):
+        def on_step_end(self, _args, state, control, **_):
+            if steps is None and time.perf_counter() - t > job["budget_s"]:
+                control.should_training_stop = True
+
+    args = TrainingArguments(output_dir=str(Path(job["work"]) / "hf"), per_device_train_batch_size=job["batch_size"],
+                             max_steps=steps or 10**6, learning_rate=job["lr"], lr_scheduler_type="cosine", warmup_steps=0.05,
+                             weight_decay=0.1, adam_beta2=0.95, logging_steps=max(1, (steps or 10) // 10), save_strategy="no",
+                             report_to=[], use_cpu=True, dataloader_num_workers=0, seed=1234)
+    trainer = Trainer(model=loaded.model, args=args, train_dataset=rows,
+                      data_collator=lambda b: {k: torch.stack([x[k] for x in b]) for k in b[0]}, callbacks=[Budget()])
+    t = time.perf_counter()
+    out = trainer.train()
+    wall = time.perf_counter() - t
+    steps = trainer.state.global_step
+    loaded.model.save_pretrained(Path(job["work"]) / "out")
+    loaded.tokenizer.save_pretrained(Path(job["work"]) / "out")
+    tokens = steps * job["batch_size"] * job["seq_len"]
+    return {"steps": steps, "tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall,
+            "final_train_loss": out.training_loss}
+
+
+# ------------------------------------------------------------------------------------------------- driver
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True, help="folder with wikitext-2-raw/ and pretrain/ (docs/data.md)")
     parser.add_argument("--train-data", default="c4", help="training text spec (default: the C4 slice)")
-    parser.add_argument("--budget-s", type=float, default=240.0, help="training wall-clock seconds per method")
-    parser.add_argument("--methods", default="lora,cpt,kd")
-    parser.add_argument("--ppl-windows", type=int, default=100, help="WikiText-2 windows scored (0: all)")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, default=4.0, help="training wall-clock minutes per method")
+    budget.add_argument("--tokens", type=int, help="or training tokens per method")
+    parser.add_argument("--methods", default="lora,cpt,kd,kd+hidden,kd+last3,block+kd,trainer")
+    parser.add_argument("--ppl-windows", type=int, default=200, help="WikiText-2 windows scored (0: all)")
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--pruned", type=Path, help="reuse a pruned folder instead of pruning now")
-    parser.add_argument("--blocks", help="prune these blocks (e.g. the ppl criterion's choice from an earlier "
-                        "`shortllm score`/`prune --ratio 0.2`) instead of scoring now")
-    parser.add_argument("--steps", default="", help="fixed steps per method, e.g. cpt=16,kd=12 (no probe for those)")
-    parser.add_argument("--threads", type=int, help="torch threads (1 is much faster on a busy machine)")
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--eval-rows", type=int, default=8, help="held-out rows of each run's loss curve")
+    parser.add_argument("--eval-every", type=int, default=10)
+    parser.add_argument("--source", default="smollm2-135m", help="the unpruned model (a tiny one for smoke runs)")
+    parser.add_argument("--pruned", type=Path, help="reuse a pruned folder (made with --blocks) instead of pruning")
+    parser.add_argument("--blocks", default="4,5,12,13,14,17,25", help="blocks to prune (and to replace for block+)")
+    parser.add_argument("--threads", type=int, help="torch threads per method (1 is faster on a busy machine)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/heal.json"))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:  # one method in its own process: its peak memory is its own
+        job = json.loads(Path(args.child).read_text())
+        Path(job["result"]).write_text(json.dumps(run_method(job), default=str))
+        return
 
-    import torch
-
-    from shortllm.data import load_documents
     from shortllm.models.loading import LoadSettings
+    from shortllm.pruning.plan import parse_blocks
     from shortllm.pruning.run import PruneRequest, prune
-    from shortllm.training import TrainConfig, retrain
-    from shortllm.training.config import DataOptions
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="shortllm-heal-"))
-    text = load_documents("wikitext2", "test", data_dir=args.data_dir).joined("\n\n")
-    report: dict = {"command": " ".join(sys.argv), "machine": machine(), "budget_s": args.budget_s,
-                    "ppl_windows": args.ppl_windows, "train_data": args.train_data,
-                    "seq_len": args.seq_len, "batch_size": args.batch_size, "lr": args.lr, "methods": {}}
-
-    ppl, secs = ppl_of("smollm2-135m", text, args.ppl_windows)
-    report["original_ppl"] = ppl
-    print(f"original: wikitext2 ppl {ppl:.2f} ({secs:.0f} s)", flush=True)
-
-    pruned = args.pruned
-    if pruned is None:
-        pruned = work / "pruned"
-        t = time.perf_counter()
-        from shortllm.pruning.plan import parse_blocks
-
-        how = {"blocks": parse_blocks(args.blocks)} if args.blocks else {"ratio": 0.2}  # ratio: ppl criterion
-        result = prune(PruneRequest(model=None, out=pruned, settings=LoadSettings(device="cpu"), **how))
-        report["prune"] = {"removed": result.removed_original, "achieved_ratio": result.plan.achieved_ratio,
-                           "seconds": time.perf_counter() - t}
-        print(f"pruned blocks {result.removed_original} ({result.plan.achieved_ratio:.1%} of parameters)", flush=True)
-    ppl, _ = ppl_of(str(pruned), text, args.ppl_windows)
-    report["pruned_ppl"] = ppl
-    print(f"pruned: wikitext2 ppl {ppl:.2f}", flush=True)
+    blocks = parse_blocks(args.blocks)
+    report: dict = {"command": " ".join(sys.argv), "machine": machine(), "budget": {
+        "minutes": None if args.tokens else args.minutes, "tokens": args.tokens}, "ppl_windows": args.ppl_windows,
+        "train_data": args.train_data, "seq_len": args.seq_len, "batch_size": args.batch_size, "lr": args.lr,
+        "blocks": blocks, "methods": {}}
+    report["source"] = args.source
+    report["original_ppl"] = ppl_of(args.source, args.data_dir, args.ppl_windows)
+    pruned = args.pruned or work / "pruned"
+    if args.pruned is None:
+        prune(PruneRequest(model=args.source, out=pruned, blocks=blocks, settings=LoadSettings(device="cpu")))
+    report["pruned_ppl"] = ppl_of(str(pruned), args.data_dir, args.ppl_windows)
+    print(f"original ppl {report['original_ppl']:.2f}; pruned (blocks {args.blocks}) {report['pruned_ppl']:.2f}",
+          flush=True)
     gap = math.log(report["pruned_ppl"]) - math.log(report["original_ppl"])
-
-    for method in args.methods.split(","):
-        base = TrainConfig(method=method, model=str(pruned), out=work / f"probe-{method}",
-                           data=DataOptions(data=args.train_data, data_dir=args.data_dir, max_eval_rows=4),
-                           seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr, eval_every=0, save_every=0,
-                           max_steps=1000, stop_after=3, checkpoint_dir=work / f"probe-{method}.ckpt",
-                           settings=LoadSettings(device="cpu", dtype="float32"))
-        fixed = dict(item.split("=") for item in args.steps.split(",") if item)
-        if method in fixed:
-            steps = int(fixed[method])
-        else:
-            stamps: list[float] = []
-            retrain(base, on_step=lambda *_, stamps=stamps: stamps.append(time.perf_counter()))
-            per_step = (stamps[-1] - stamps[0]) / (len(stamps) - 1)  # steps 2..3: the first one warms up
-            steps = max(1, int(args.budget_s / per_step))
-            shutil.rmtree(work / f"probe-{method}.ckpt", ignore_errors=True)
-            print(f"{method}: {per_step:.1f} s/step in the probe -> {steps} steps", flush=True)
-        cfg = replace(base, out=work / method, max_steps=steps, stop_after=None, checkpoint_dir=None)
-        result = retrain(cfg)
-        healed, _ = ppl_of(str(work / method), text, args.ppl_windows)
-        recovered = (math.log(report["pruned_ppl"]) - math.log(healed)) / gap if gap > 0 else None
-        report["methods"][method] = {
-            "steps": result.steps, "tokens": result.tokens_seen, "wall_s": result.wall_time_s,
-            "tokens_per_s": result.tokens_seen / result.wall_time_s, "final_train_loss": result.final_loss,
-            "held_out_loss": [result.initial_eval_loss, result.final_eval_loss], "ppl": healed,
-            "log_gap_recovered": recovered, "trainable_params": result.trainable_params,
-        }
-        print(f"{method}: {result.steps} steps, {result.tokens_seen} tokens in {result.wall_time_s:.0f} s "
-              f"({result.tokens_seen / result.wall_time_s:.0f} tok/s); wikitext2 ppl {healed:.2f}; "
-              f"log-ppl gap recovered {recovered:.1%}", flush=True)
+    for name in args.methods.split(","):
+        method, extra = COMBOS.get(name, (name, {}))
+        job = {"method": method, "extra": extra, "pruned": str(pruned), "source": args.source, "blocks": blocks,
+               "teacher": args.source, "train_data": args.train_data, "data_dir": args.data_dir,
+               "seq_len": args.seq_len, "batch_size": args.batch_size, "lr": args.lr, "eval_rows": args.eval_rows,
+               "eval_every": args.eval_every, "tokens": args.tokens, "budget_s": args.minutes * 60,
+               "ppl_windows": args.ppl_windows, "threads": args.threads, "work": str(work / name.replace("+", "_")),
+               "result": str(work / f"{name.replace('+', '_')}.json")}
+        Path(job["work"]).mkdir(parents=True, exist_ok=True)
+        (work / "job.json").write_text(json.dumps(job))
+        t = time.perf_counter()
+        proc = subprocess.run([sys.executable, __file__, "--data-dir", args.data_dir, "--child", str(work / "job.json")],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"{name}: FAILED\n{proc.stderr[-3000:]}", flush=True)
+            report["methods"][name] = {"error": proc.stderr[-3000:]}
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+            continue
+        rec = json.loads(Path(job["result"]).read_text())
+        rec["seconds_all_in"] = round(time.perf_counter() - t, 1)
+        rec["log_gap_recovered"] = (math.log(report["pruned_ppl"]) - math.log(rec["ppl"])) / gap if gap > 0 else None
+        report["methods"][name] = rec
+        recovered = "n/a" if rec["log_gap_recovered"] is None else f"{rec['log_gap_recovered']:.1%}"
+        print(f"{name}: {rec['steps']} steps, {rec['tokens']} tokens in {rec['wall_s']:.0f} s "
+              f"({rec['tokens_per_s']:.0f} tok/s), peak RSS {rec['peak_rss_mb']:.0f} MiB; wikitext2 ppl {rec['ppl']:.2f}"
+              f" ({recovered} of the log gap recovered)", flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-    shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(report, indent=2))
+        args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    _plot(report, args.out.with_suffix(".png"))
+    print(json.dumps({k: v for k, v in report.items() if k != "methods"}, indent=2, default=str))
+
+
+def _plot(report: dict, path: Path) -> None:
+    """Held-out loss against training tokens, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, rec in report["methods"].items():
+        curve = rec.get("eval_curve") or []
+        if curve:
+            ax.plot([p["tokens"] for p in curve], [p["loss"] for p in curve], marker="o", label=name)
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("held-out loss (nats/token)")
+    budget = report["budget"]
+    ax.set_title(f"Healing {report['source']} minus blocks {report['blocks']}: "
+                 + (f"{budget['tokens']:,} tokens" if budget["tokens"] else f"{budget['minutes']} min") + " each")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

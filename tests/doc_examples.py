@@ -29,6 +29,9 @@ SHELL_LANGUAGES = {"", "bash", "sh", "shell", "console", "zsh"}
 # and other variable assignments are skipped too).
 WRAPPERS = (("/usr/bin/time", "-v"), ("time",))
 MODEL_OPTIONS = ("model", "teacher", "scores")  # options whose relative paths are other examples' outputs
+# Files the offline world provides to any example that names them: docs/gguf.md's `-m model.gguf` is a tiny GGUF of
+# the tiny demo model (quantized Q8_0 with gguf-py, readable by llama.cpp and transformers).
+PROVIDED = ("model.gguf",)
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 DATA_DIR = "../shared/data"  # where the examples say the data directory is, seen from the folder they run in
 
@@ -213,6 +216,11 @@ def options(argv: tuple[str, ...]) -> tuple[str, list[tuple[str, str, str | None
         if word.startswith("--") and "=" in word:
             word, value = word.split("=", 1)
         param = by_opt.get(word)
+        positional = [p for p in command.params if not p.opts or not p.opts[0].startswith("-")]
+        if param is None and not word.startswith("-") and positional:  # `shortllm run RECIPE`
+            out.append((positional[0].name, word, None))
+            i += 1
+            continue
         if param is None:
             raise ValueError(f"unknown option {word!r} in {shlex.join(argv)}")
         if getattr(param, "is_flag", False) or getattr(param, "count", False):
@@ -256,7 +264,7 @@ def inputs(argv: tuple[str, ...]) -> list[str]:
     """The folders an example reads that other examples write: relative model, teacher and scores paths."""
     names = []
     for spec in values(argv, *MODEL_OPTIONS):
-        if spec == "smollm2-135m" or is_hub_id(spec) or spec.startswith(("/", "~", "..", "$")):
+        if spec == "smollm2-135m" or spec in PROVIDED or is_hub_id(spec) or spec.startswith(("/", "~", "..", "$")):
             continue
         names.append(local_name(spec))
     return names
@@ -266,6 +274,12 @@ def output(argv: tuple[str, ...]) -> str | None:
     """The folder an example writes (``--out``), or None."""
     outs = values(argv, "out")
     return local_name(outs[0]) if outs else None
+
+
+def manifest_of(cwd: Path, out: str) -> Path:
+    """Where an example's manifest is: ``OUT/shortllm.json``, or ``NAME.shortllm.json`` beside a ``NAME.gguf``."""
+    path = cwd / out
+    return path.with_name(path.stem + ".shortllm.json") if out.endswith(".gguf") else path / "shortllm.json"
 
 
 def is_hub_id(spec: str) -> bool:
@@ -407,12 +421,27 @@ class ExampleRunner:
             links[name] = made.cwd / made.out
         cwd = self.root / f"run-{len(self.runs):03d}"
         cwd.mkdir()
+        for spec in values(argv, *MODEL_OPTIONS):
+            if spec in PROVIDED and not (cwd / spec).exists():
+                (cwd / spec).symlink_to(self.provided(spec))
         for name, target in links.items():
             (cwd / name).parent.mkdir(parents=True, exist_ok=True)
             (cwd / name).symlink_to(target, target_is_directory=True)
         shrunk = tuple(DATA_DIR if w in ("$SHORTLLM_DATA_DIR", "${SHORTLLM_DATA_DIR}") else w for w in shrink(argv))
         self.runs[key] = self._invoke(shrunk, cwd)
         return self.runs[key]
+
+    def provided(self, name: str) -> Path:
+        """Make the file ``name`` of ``PROVIDED`` once, beside the example folders."""
+        from tests.formats.tiny_gguf import hf_llama_to_gguf
+
+        from shortllm.models.demo import DEMO_ALIAS
+
+        path = self.root / "provided" / name
+        if not path.exists():
+            path.parent.mkdir(exist_ok=True)
+            hf_llama_to_gguf(self.root / "cache" / "models" / DEMO_ALIAS, path)
+        return path
 
     def _invoke(self, argv: tuple[str, ...], cwd: Path) -> Run:
         from typer.testing import CliRunner

@@ -145,7 +145,7 @@ def test_example_runs_or_parses(example: dx.Example, request):
     run = request.getfixturevalue("runner").run(example.argv)
     assert run.exit_code == 0, f"example from {', '.join(example.sources)} failed:\n{run.report()}"
     if run.out is not None and "--dry-run" not in example.argv:
-        manifest = json.loads((run.cwd / run.out / "shortllm.json").read_text())
+        manifest = json.loads(dx.manifest_of(run.cwd, run.out).read_text())
         assert manifest["verb"] == dx.options(example.argv)[0], shlex.join(example.argv)
 
 

@@ -221,3 +221,68 @@ def tiny_inputs(config: PretrainedConfig, batch: int = 2, seq: int = 16, seed: i
     """Seeded random token ids of shape ``(batch, seq)`` within ``config.vocab_size``."""
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(0, config.vocab_size, (batch, seq), generator=generator, dtype=torch.long)
+
+
+# Multimodal checkpoints (a language model under ``text_config`` beside a vision tower), built whole with
+# ``AutoModelForImageTextToText``: tests/models/test_multimodal.py prunes their language blocks.
+MULTIMODAL_ARCHS: list[str] = [
+    "gemma3", "mistral3", "llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "llama4",
+]
+
+_VISION = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=28,
+               patch_size=14)
+
+
+def _multimodal_kwargs(arch: str, num_layers: int) -> dict:
+    """``text_config`` and ``vision_config`` keyword arguments of a tiny ``arch`` (2 vision blocks)."""
+    text = {k: v for k, v in _arch_kwargs("llama", num_layers).items()} | dict(
+        vocab_size=VOCAB, max_position_embeddings=MAX_POS, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    mrope = {"rope_type": "default", "mrope_section": [2, 3, 3]}  # 2 * (2 + 3 + 3) = head_dim 16
+    qwen_vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=HIDDEN,
+                       patch_size=14)
+    if arch == "gemma3":  # sliding and full attention alternate, as in tiny gemma3_text
+        return dict(text_config=text | _arch_kwargs("gemma3_text", num_layers) | dict(model_type="gemma3_text"),
+                    vision_config=_VISION | dict(model_type="siglip_vision_model"), mm_tokens_per_image=4)
+    if arch == "mistral3":
+        return dict(text_config=text | _arch_kwargs("mistral", num_layers) | dict(model_type="mistral"),
+                    vision_config=_VISION | dict(model_type="pixtral", head_dim=16))
+    if arch in ("llava", "llava_next"):
+        return dict(text_config=text | dict(model_type="llama"),
+                    vision_config=_VISION | dict(model_type="clip_vision_model"))
+    if arch in ("qwen2_vl", "qwen2_5_vl"):  # blocks 0-1 full attention, 2-3 sliding (max_window_layers=2)
+        vision = (dict(depth=2, embed_dim=32, hidden_size=HIDDEN, mlp_ratio=2, num_heads=2, patch_size=14)
+                  if arch == "qwen2_vl" else qwen_vision | dict(window_size=28, fullatt_block_indexes=[1]))
+        return dict(text_config=text | dict(rope_scaling=mrope, use_sliding_window=True,
+                                            sliding_window=SLIDING_WINDOW, max_window_layers=2),
+                    vision_config=vision)
+    if arch in ("qwen3_vl", "qwen3_vl_moe"):
+        moe = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=1,
+                   mlp_only_layers=[1]) if arch == "qwen3_vl_moe" else {}
+        return dict(text_config=text | moe | dict(rope_scaling=mrope | {"mrope_interleaved": True}),
+                    vision_config=qwen_vision | dict(deepstack_visual_indexes=[0, 1], num_position_embeddings=16))
+    if arch == "llama4":  # MoE on blocks 1 and 3, no RoPE on blocks 1 and 3, chunked attention elsewhere
+        return dict(text_config=text | _arch_kwargs("llama4_text", num_layers),
+                    vision_config=_VISION | dict(vision_output_dim=HIDDEN, projector_input_dim=HIDDEN,
+                                                 projector_output_dim=HIDDEN))
+    raise ValueError(f"unknown tiny multimodal arch {arch!r}; expected one of {MULTIMODAL_ARCHS}")
+
+
+def tiny_multimodal_config(arch: str, num_layers: int = 4) -> PretrainedConfig:
+    """Config of a tiny multimodal ``arch``: the language model as in :func:`tiny_config` (hidden 64, vocab 128,
+    ``num_layers`` blocks) beside a 2-block, 32-wide vision tower. Attention is eager."""
+    cfg = AutoConfig.for_model(arch, **_multimodal_kwargs(arch, num_layers))
+    for sub in (cfg, cfg.get_text_config()):
+        sub._attn_implementation = "eager"
+    return cfg
+
+
+def tiny_multimodal_model(arch: str, num_layers: int = 4, seed: int = 0) -> torch.nn.Module:
+    """Float32 eval-mode ``AutoModelForImageTextToText`` (the checkpoint's own class) for ``arch``, seeded
+    random weights (vision tower included)."""
+    from transformers import AutoModelForImageTextToText
+
+    cfg = tiny_multimodal_config(arch, num_layers)
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(cfg, attn_implementation="eager")
+    _rerandomize(model, HIDDEN, torch.Generator().manual_seed(seed))
+    return model.float().eval()

@@ -60,6 +60,10 @@ class BenchSettingsError(ShortLLMError):
     """A benchmark sweep that cannot be run (sizes, counts, context length)."""
 
 
+class RecipeError(ShortLLMError):
+    """A recipe (``shortllm run``) that cannot be read, has unknown or mistyped keys, or a stage that failed."""
+
+
 class Interrupted(ShortLLMError):
     """A run stopped by Ctrl-C or SIGTERM; the message says what was kept on disk (exit code 130)."""
 

@@ -64,23 +64,24 @@ def test_prune_calibration(tok_model, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("args, asked", [
-    (["--seq-len", "512"], "--seq-len 512"),
-    (["--seq-len", "257", "--bos-every"], "--seq-len 257"),  # BOS + 256 stream tokens: one too many
-    (["--ppl-protocol", "sliding"], "--seq-len 2048 (the default of --ppl-protocol sliding)"),
-    (["--ppl-protocol", "sliding", "--seq-len", "300", "--stride", "100"], "--seq-len 300"),
+@pytest.mark.parametrize("args, asked, most", [
+    (["--seq-len", "512"], "--seq-len 512", 256),
+    # --bos-every windows are BOS + seq_len text tokens (the reference's ppl_bos): 256 + 1 is one too many
+    (["--seq-len", "256", "--bos-every"], "--seq-len 256 + the BOS of --bos-every", 255),
+    (["--ppl-protocol", "sliding"], "--seq-len 2048 (the default of --ppl-protocol sliding)", 256),
+    (["--ppl-protocol", "sliding", "--seq-len", "300", "--stride", "100"], "--seq-len 300", 256),
 ])
-def test_eval_perplexity(tok_model, tmp_path, args, asked):
+def test_eval_perplexity(tok_model, tmp_path, args, asked, most):
     result = run_cli("eval", "-m", tok_model, "--ppl", "pydoc", "--tasks", "none", "--device", "cpu",
                      "--out", tmp_path / "o", *args)
     assert_one_line_error(result, f"{asked} is longer than the context of {tok_model} {LIMIT}",
-                          "Use --seq-len 256 or less.")
+                          f"Use --seq-len {most} or less.")
     assert not (tmp_path / "o").exists()
 
 
 def test_eval_longest_window_that_fits_runs(tok_model):
     result = run_cli("eval", "-m", tok_model, "--ppl", "pydoc", "--tasks", "none", "--device", "cpu", "--seq-len",
-                     "256", "--bos-every", "--limit", "1", "--json")
+                     "255", "--bos-every", "--limit", "1", "--json")
     assert result.exit_code == 0, result.output
 
 

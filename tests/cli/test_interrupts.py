@@ -1,6 +1,6 @@
 """Every way a run can stop leaves nothing half-written (issue #10, item 9).
 
-SIGTERM (what batch schedulers and containers send) unwinds like Ctrl-C: the temporary folder beside --out is
+SIGTERM (what batch schedulers and containers send) and SIGHUP (a closed terminal) unwind like Ctrl-C: the temporary folder beside --out is
 removed and the message says nothing was written. A run killed hard (SIGKILL) cannot clean up, so the next
 write of the same --out removes temporary folders whose process is gone, and leaves those of live processes.
 """
@@ -14,6 +14,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import tree_digest
 
 
@@ -21,18 +23,21 @@ def _script(body: str) -> str:
     return textwrap.dedent(body)
 
 
-def test_sigterm_during_prune_save_leaves_no_temp_folder(tiny_llama_dir, tmp_path):
+@pytest.mark.parametrize(("signame", "exit_code"), [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_signal_during_prune_save_leaves_no_temp_folder(tiny_llama_dir, tmp_path, signame, exit_code):
+    # SIGHUP: the terminal or ssh session of the run was closed.
     out = tmp_path / "outputs" / "pruned"
-    # The real entry point, with the save patched to write a partial file and then receive SIGTERM.
+    # The real entry point, with the save patched to write a partial file and then receive the signal
+    # (--blocks: out-of-core surgery, which writes the weights file by file).
     code = _script(f"""
         import os, signal, sys
-        import shortllm.pruning.run as run
+        import shortllm.models.checkpoint as checkpoint
 
-        def save(model, tokenizer, folder):
-            (folder / "model.safetensors").write_bytes(b"partial")
-            os.kill(os.getpid(), signal.SIGTERM)
+        def save(path, items, metadata):
+            path.write_bytes(b"partial")
+            os.kill(os.getpid(), signal.{signame})
 
-        run.save_model = save
+        checkpoint.write_safetensors = save
         sys.argv = ["shortllm", "prune", "-m", {str(tiny_llama_dir)!r}, "--blocks", "1", "--device", "cpu",
                     "--out", {str(out)!r}]
         from shortllm.cli.app import main
@@ -40,8 +45,8 @@ def test_sigterm_during_prune_save_leaves_no_temp_folder(tiny_llama_dir, tmp_pat
     """)
     before = tree_digest(tiny_llama_dir)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 143, proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == "interrupted (SIGTERM); nothing was written"
+    assert proc.returncode == exit_code, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == f"interrupted ({signame}); nothing was written"
     assert sorted(p.name for p in out.parent.iterdir()) == []
     assert tree_digest(tiny_llama_dir) == before
 
@@ -83,13 +88,13 @@ def test_sigterm_is_handled_like_ctrl_c_in_process(tiny_llama_dir, tmp_path, mon
 
     previous = signal.getsignal(signal.SIGTERM)
     app_module.install_signal_handlers()
-    import shortllm.pruning.run as run
+    import shortllm.models.checkpoint as checkpoint
 
-    def save(model, tokenizer, folder: Path):
-        (folder / "config.json").write_text("{}")
+    def save(path: Path, items, metadata):  # --blocks: out-of-core surgery writes the weights file by file
+        path.write_bytes(b"partial")
         os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(run, "save_model", save)
+    monkeypatch.setattr(checkpoint, "write_safetensors", save)
     try:
         result = run_cli("prune", "-m", tiny_llama_dir, "--blocks", "1", "--device", "cpu", "--out",
                          tmp_path / "o" / "p")

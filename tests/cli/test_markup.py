@@ -101,7 +101,7 @@ def test_prune_writes_and_prints_the_literal_out(tiny_llama_dir, tmp_path, name)
     result = run_cli("prune", "-m", tiny_llama_dir, "--blocks", "1", "--out", out, "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
-    assert f"Saved to {out} (reload check: max logit diff 0)" in result.stdout
+    assert f"Saved to {out} (out-of-core surgery; reload check: max logit diff 0)" in result.stdout
 
 
 def test_score_then_prune_print_literal_model_scores_and_out(odd_model, tmp_path, wide):

@@ -99,8 +99,8 @@ def test_kd_defaults_to_the_unpruned_source(inputs, tmp_path):
                      "--out", tmp_path / "kd", "--json")
     assert result.exit_code == 0, result.stderr
     assert Path(json.loads(result.stdout)["teacher"]) == inputs["model"]
-    _card(tmp_path / "kd", f"by knowledge distillation from `{inputs['model']}` (loss = 0.5 x T^2 x "
-                           "KL(teacher || student) + 0.5 x next-token loss, T = 1)")
+    _card(tmp_path / "kd", f"by knowledge distillation from `{inputs['model']}` (loss = T^2 x "
+                           "KL(teacher || student), forward KL only, T = 1)")
 
 
 def test_card_names_the_hub_original_through_a_chain(inputs, tmp_path):

@@ -18,9 +18,10 @@ def test_score_writes_its_files(tiny_tok_dir, tmp_path, criterion):
     assert result.exit_code == 0, result.output
     report = json.loads((out / "scores.json").read_text())
     assert report["criterion"] == criterion and report["num_blocks"] == 6
-    assert sorted(report["order"]) == list(range(6))
+    assert report["protected"] == ([0, 5] if criterion == "sleb" else [])  # SLEB's barriers
+    assert sorted(report["order"] + report["protected"]) == list(range(6))
     assert report["removal"] == sorted(report["order"][:2])
-    assert (out / "block_order.csv").read_text().strip() == ",".join(map(str, report["order"]))
+    assert (out / "block_order.csv").read_text().strip() == ",".join(map(str, report["order"] + report["protected"]))
     assert (out / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     manifest = json.loads((out / "shortllm.json").read_text())
     assert manifest["verb"] == "score" and manifest["results"]["order"] == report["order"]

@@ -46,15 +46,16 @@ def test_paper_protocol_equals_the_reference_loop(tiny_lm, corpus):
 def test_paper_bos_every_equals_the_reference_loop(tiny_lm, corpus):
     model, tok = tiny_lm
     seq_len = 16
+    # Shortened LLaMA's process_data(add_bos_to_every=True): windows of seq_len text tokens, BOS before each.
     ids = tok("\n\n".join(corpus.documents), add_special_tokens=False).input_ids
-    step = seq_len - 1
+    step = seq_len
     nll = count = 0.0
     for i in range(len(ids) // step):
         s, c = _loss(model, [tok.bos_token_id] + ids[i * step:(i + 1) * step])
         nll, count = nll + s, count + c
     result = perplexity(model, tok, corpus, "paper", seq_len, bos_every=True, batch_size=4)
     assert result.ppl == pytest.approx(math.exp(nll / count), rel=1e-5)
-    assert result.windows == len(ids) // step
+    assert result.windows == len(ids) // step and result.tokens_scored == result.windows * seq_len
 
 
 def test_limit_keeps_the_first_windows(tiny_lm, corpus):
@@ -113,7 +114,7 @@ def test_sliding_windows_with_stride_equal_to_length_skip_window_starts():
 def test_paper_windows_drop_the_partial_one():
     assert [(w.start, w.end) for w in paper_windows(50, 16)] == [(0, 16), (16, 32), (32, 48)]
     assert [(w.start, w.end, w.bos) for w in paper_windows(50, 16, bos_every=True)] == [
-        (0, 15, True), (15, 30, True), (30, 45, True)]
+        (0, 16, True), (16, 32, True), (32, 48, True)]
     assert len(paper_windows(50, 16, limit=2)) == 2 and paper_windows(10, 16) == []
 
 
@@ -132,8 +133,8 @@ def test_bad_options_are_data_errors(tiny_lm, corpus, kwargs, message):
 @pytest.mark.parametrize("protocol, bos_every, stride", [("paper", False, None), ("paper", True, None),
                                                          ("sliding", False, 7), ("sliding", False, 20)])
 def test_no_row_is_longer_than_seq_len(protocol, bos_every, stride):
-    """What ``eval`` checks against the model's context: the longest row fed, BOS included, is --seq-len."""
+    """What ``eval`` checks against the model's context: the longest row fed is --seq-len, plus the --bos-every BOS."""
     from shortllm.evaluation.perplexity import plan_windows
 
     windows = plan_windows(1000, protocol, 20, stride, bos_every, None, "text")
-    assert max(w.end - w.start + w.bos for w in windows) == 20
+    assert max(w.end - w.start + w.bos for w in windows) == 20 + bos_every

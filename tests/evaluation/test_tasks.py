@@ -44,6 +44,11 @@ def test_readers_give_the_hf_rows(tmp_path, name):
     elif name == "boolq":
         assert [(r["question"], r["passage"], r["label"]) for r in rows] == [
             (r["question"], r["passage"], r["label"]) for r in expected]
+    elif name == "hellaswag":  # lm-eval's query capitalises ctx_b, which the file keeps as it was
+        assert [r["query"] for r in rows] == [
+            "Roof shingle removal: A man is sitting on a roof. He",
+            "Clean and jerk: A lady walks to a barbell. She bends down and grabs the pole. The lady"]
+        assert [(r["choices"], r["label"]) for r in rows] == [(r["choices"], r["label"]) for r in expected]
     else:
         assert rows == [{k: r[k] for k in rows[0]} for r in expected]
 

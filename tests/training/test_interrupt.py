@@ -100,8 +100,14 @@ def test_sigint_during_a_checkpoint_save_removes_its_temporary_folder(monkeypatc
         return real(*a, **kw)
 
     monkeypatch.setattr(checkpoint, "write_optimizer", interrupted_save)
-    args = _args(pruned_tiny, small_text, tmp_path / "o")
-    result = _cli(monkeypatch, args)
+    # A real Ctrl-C needs Python's own SIGINT handler, whatever earlier tests in this process installed.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        args = _args(pruned_tiny, small_text, tmp_path / "o")
+        result = _cli(monkeypatch, args)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert calls["n"] >= 1, "the checkpoint writer was not called through the patched module"
     assert result.exit_code == 130, result.stdout + result.stderr
     assert calls["n"] == 2
     root = tmp_path / "o.checkpoints"

@@ -16,6 +16,7 @@ from shortllm.cli import eval as eval_cmd
 from shortllm.cli import inspect as inspect_cmd
 from shortllm.cli import prune as prune_cmd
 from shortllm.cli import retrain as retrain_cmd
+from shortllm.cli import run as run_cmd
 from shortllm.cli import score as score_cmd
 from shortllm.cli.output import PhaseHandler, err_console, state
 from shortllm.errors import DeviceError, Interrupted, ShortLLMError
@@ -79,7 +80,7 @@ def handle_errors(fn: Callable) -> Callable:
         except Interrupted as err:  # a run that says itself what it kept
             signame = _received.get("signal", "SIGINT")
             sys.stderr.write(f"interrupted ({signame}): {err.one_line()}\n")
-            raise typer.Exit(143 if signame == "SIGTERM" else err.exit_code) from None
+            raise typer.Exit(_SIGNAL_EXIT.get(signame, err.exit_code)) from None
         except ShortLLMError as err:
             if debug:
                 raise
@@ -87,7 +88,7 @@ def handle_errors(fn: Callable) -> Callable:
         except KeyboardInterrupt:
             signame = _received.get("signal", "SIGINT")
             sys.stderr.write(f"interrupted ({signame}); nothing was written\n")
-            raise typer.Exit(143 if signame == "SIGTERM" else 130) from None
+            raise typer.Exit(_SIGNAL_EXIT.get(signame, 130)) from None
         except Exception as err:
             mapped = as_user_error(err)
             if mapped is None or debug:
@@ -193,23 +194,30 @@ app.command("prune")(handle_errors(prune_cmd.prune))
 app.command("retrain")(handle_errors(retrain_cmd.retrain))
 app.command("eval")(handle_errors(eval_cmd.eval))
 app.command("bench")(handle_errors(bench_cmd.bench))
+app.command("run")(handle_errors(run_cmd.run))
 
 
 _received: dict[str, str] = {}
+# The shell's convention: 128 + the signal number.
+_SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}
 
 
 def _terminate(signum: int, frame: object) -> None:
-    # Batch schedulers and containers stop jobs with SIGTERM: unwind exactly as Ctrl-C does, so temporary
-    # folders are removed and a retrain says which checkpoint it kept.
-    _received["signal"] = "SIGTERM"
+    # Batch schedulers and containers stop jobs with SIGTERM, a closed terminal or ssh session sends SIGHUP:
+    # unwind exactly as Ctrl-C does, so temporary folders are removed and a retrain says which checkpoint it kept.
+    import signal
+
+    _received["signal"] = signal.Signals(signum).name
     raise KeyboardInterrupt
 
 
 def install_signal_handlers() -> None:
-    """Make SIGTERM behave like Ctrl-C (KeyboardInterrupt) in the main thread."""
+    """Make SIGTERM and SIGHUP behave like Ctrl-C (KeyboardInterrupt) in the main thread."""
     import signal
 
     signal.signal(signal.SIGTERM, _terminate)
+    if hasattr(signal, "SIGHUP"):  # not on Windows
+        signal.signal(signal.SIGHUP, _terminate)
 
 
 def main() -> None:

@@ -28,7 +28,8 @@ from shortllm.cli.output import activity, console, print_json, print_path, progr
 
 PplOpt = Annotated[Optional[str], typer.Option(
     "--ppl", help="Perplexity datasets, comma-separated: wikitext2 (test), ptb (validation, as the reference "
-    "code; ptb:test for test), c4, pydoc, name:split, or a local file; 'none' to skip. [default: wikitext2,ptb]",
+    "code; ptb:test for test), c4, pydoc, name:split, or a local file; c4-gptq measures C4 as GPTQ/SparseGPT/SLEB "
+    "do (first 1100 validation documents, 256 windows of 2048 tokens); 'none' to skip. [default: wikitext2,ptb]",
     show_default=False)]
 TasksOpt = Annotated[Optional[str], typer.Option(
     "--tasks", "-t", help="lm-eval tasks, comma-separated; 'none' to skip. [default: the paper's seven: boolq, "
@@ -38,8 +39,17 @@ ProtocolOpt = Annotated[str, typer.Option(
 EvalSeqLenOpt = Annotated[Optional[int], typer.Option(
     "--seq-len", help="Perplexity window in tokens. [default: 128 paper, 2048 sliding]", show_default=False)]
 StrideOpt = Annotated[int, typer.Option("--stride", help="Step between sliding windows (sliding only).")]
-BosEveryOpt = Annotated[bool, typer.Option("--bos-every", help="Put BOS before every perplexity window (paper "
-                                           "protocol; the reference repo's ppl_bos variant).")]
+BosEveryOpt = Annotated[Optional[bool], typer.Option(
+    "--bos-every/--no-bos-every", help="Put BOS before every perplexity window of --seq-len text tokens (paper "
+    "protocol; the reference repo's ppl_bos variant). [default: on for the Gemma family, which needs BOS]",
+    show_default=False)]
+PplBosOpt = Annotated[str, typer.Option(
+    "--ppl-bos", help="BOS at the start of the perplexity text: tokenizer (its own special tokens), always (the "
+    "BOS id first whatever the tokenizer does: the Shortened LLaMA release), never.")]
+LmEvalBosOpt = Annotated[Optional[bool], typer.Option(
+    "--add-bos/--no-add-bos", help="Start lm-eval task inputs with BOS (lm-eval's add_bos_token). The Shortened "
+    "LLaMA numbers were produced without it. [default: the tokenizer's own behaviour, as lm-eval 0.4; Gemma: on]",
+    show_default=False)]
 LimitOpt = Annotated[Optional[int], typer.Option(
     "--limit", help="Quick runs: the first N perplexity windows and the first N examples of each task.",
     show_default=False)]
@@ -61,7 +71,9 @@ def eval(
     ppl_protocol: ProtocolOpt = "paper",
     seq_len: EvalSeqLenOpt = None,
     stride: StrideOpt = 512,
-    bos_every: BosEveryOpt = False,
+    bos_every: BosEveryOpt = None,
+    ppl_bos: PplBosOpt = "tokenizer",
+    add_bos: LmEvalBosOpt = None,
     limit: LimitOpt = None,
     batch_size: EvalBatchOpt = None,
     num_fewshot: FewshotOpt = 0,
@@ -102,7 +114,8 @@ def eval(
 
     request = EvalRequest(
         models=list(model) if model else [None], ppl=parse_ppl(ppl), tasks=parse_tasks(tasks),
-        protocol=ppl_protocol, seq_len=seq_len, stride=stride, bos_every=bos_every, limit=limit,
+        protocol=ppl_protocol, seq_len=seq_len, stride=stride, bos_every=bos_every, ppl_bos=ppl_bos,
+        add_bos=add_bos, limit=limit,
         batch_size=batch_size, num_fewshot=num_fewshot, seed=seed, data_dir=data_dir, text_field=text_field,
         include_paths=list(include_path or []), generate=generate, max_new_tokens=max_new_tokens,
         settings=load_settings(dtype, device, device_map, trust_remote_code, revision),
@@ -129,8 +142,10 @@ def _render(report: dict) -> None:
     models = report["models"]
     settings = report["settings"]
     limit = f", first {settings['limit']}" if settings.get("limit") else ""
+    own = {name: d["seq_len"] for name, d in (models[0].get("ppl_details") or {}).items() if d.get("recipe")}
+    recipes = "".join(f"; {name}: {n}-token windows" for name, n in own.items())  # c4-gptq sets its own
     table = Table(title=f"shortllm eval ({settings['protocol']} perplexity, {settings['seq_len']}-token windows"
-                  f"{limit}; deltas vs the first model)")
+                  f"{recipes}{limit}; deltas vs the first model)")
     table.add_column("metric")
     for m in models:
         table.add_column(m["label"], justify="right")

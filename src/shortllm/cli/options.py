@@ -46,14 +46,17 @@ def load_settings(dtype: str, device: str, device_map: str | None, trust_remote_
 
 
 # Criterion names for help text; the registry (shortllm.scoring) is the authority at run time.
-CRITERIA_HELP = "ppl | taylor | taylor+ | magnitude | bi | angular | sleb | chop"
+CRITERIA_HELP = ("ppl | taylor | taylor+ | magnitude | bi | angular | sleb | chop | auto (every cheap "
+                 "criterion's cut and every contiguous run, measured on held-out text; the best wins)")
 
 CriterionOpt = Annotated[str, typer.Option("--criterion", "-c", help=f"Block-importance criterion: {CRITERIA_HELP}.")]
 ProtectFirstOpt = Annotated[Optional[int], typer.Option(
-    "--protect-first", help="Never remove the first N blocks (default: the criterion's own; taylor+ = 4).",
+    "--protect-first", help="Never remove the first N blocks (default: the criterion's own; taylor+ and --plus = "
+    "4, sleb = 1).",
     show_default=False)]
 ProtectLastOpt = Annotated[Optional[int], typer.Option(
-    "--protect-last", help="Never remove the last N blocks (default: the criterion's own; taylor+ = 2).",
+    "--protect-last", help="Never remove the last N blocks (default: the criterion's own; taylor+ and --plus = "
+    "2, sleb = 1).",
     show_default=False)]
 NormOpt = Annotated[int, typer.Option("--norm", help="p of magnitude/taylor: 1 (abs) or 2 (squares).")]
 BatchSizeOpt = Annotated[Optional[int], typer.Option(
@@ -68,17 +71,41 @@ TextFieldOpt = Annotated[str, typer.Option(
     "--text-field", help="Field holding the text in .jsonl/.json/.parquet files and hf: datasets.")]
 SamplesOpt = Annotated[int, typer.Option("--samples", help="Number of calibration windows.")]
 SeqLenOpt = Annotated[int, typer.Option("--seq-len", help="Tokens per calibration window.")]
-AddBosOpt = Annotated[bool, typer.Option("--add-bos", help="Start every calibration window with the BOS token.")]
+AddBosOpt = Annotated[Optional[bool], typer.Option(
+    "--add-bos/--no-add-bos", help="Start every calibration window with the BOS token. [default: on for the Gemma "
+    "family, which needs it; off otherwise]", show_default=False)]
+PlusOpt = Annotated[bool, typer.Option(
+    "--plus", help="Shortened LLaMA's \"+\" heuristic for any criterion: never remove the first 4 and last 2 blocks "
+    "(taylor+ = taylor --plus). --protect-first/--protect-last still override.")]
+SlebBarriersOpt = Annotated[bool, typer.Option(
+    "--sleb-barriers/--no-sleb-barriers", help="sleb: never remove the first and last block, as SLEB's reference "
+    "code (its early/latter barriers).")]
+SearchTokensOpt = Annotated[int, typer.Option(
+    "--search-tokens", help="--criterion auto: held-out calibration tokens each candidate cut is measured on "
+    "(windows from documents the scoring windows did not use).")]
+RefineOpt = Annotated[int, typer.Option(
+    "--refine", help="--criterion auto: rounds of local search after the pick (swap one removed block for the "
+    "nearest kept one while held-out perplexity improves); 0 = none.")]
+SearchSlebOpt = Annotated[bool, typer.Option(
+    "--search-sleb", help="--criterion auto: also try sleb's cut (slow: k rounds of the ppl pass).")]
+OffloadOpt = Annotated[Optional[bool], typer.Option(
+    "--offload/--no-offload", help="Score layer by layer: one block in memory at a time, read from the "
+    "safetensors files (default: when the model would not fit in memory). See docs/big-models.md.",
+    show_default=False)]
 
 
 def score_options(criterion: str, protect_first, protect_last, norm: int, batch_size, data: str, data_dir,
-                  text_field: str, samples: int, seq_len: int, seed: int, add_bos: bool):
+                  text_field: str, samples: int, seq_len: int, seed: int, add_bos: bool,
+                  offload: bool | None = None, search_tokens: int = 4096, refine: int = 0,
+                  search_sleb: bool = False, plus: bool = False, sleb_barriers: bool = True):
     """Bundle the scoring/calibration options into the core's ScoreOptions (lazy import)."""
     from shortllm.scoring.run import Calibration, ScoreOptions
+    from shortllm.scoring.search import SearchOptions
 
     return ScoreOptions(
         criterion=criterion, protect_first=protect_first, protect_last=protect_last, norm=norm,
-        batch_size=batch_size,
+        plus=plus, sleb_barriers=sleb_barriers, batch_size=batch_size, offload=offload,
+        search=SearchOptions(tokens=search_tokens, refine=refine, sleb=search_sleb),
         calibration=Calibration(data=data, split="train", data_dir=data_dir, text_field=text_field,
                                 samples=samples, seq_len=seq_len, seed=seed, add_bos=add_bos),
     )

@@ -9,11 +9,14 @@ from typing import Annotated, Optional
 
 import typer
 
+from shortllm.cli.options import PlusOpt, SlebBarriersOpt
 from shortllm.cli.options import (AddBosOpt, BatchSizeOpt, CriterionOpt, DataDirOpt, DataOpt, DeviceMapOpt,
                                   DeviceOpt, DryRunOpt, DtypeOpt, JsonOpt, ModelOpt, NormOpt, OutOpt,
                                   OverwriteOpt, ProtectFirstOpt, ProtectLastOpt, RevisionOpt, SamplesOpt, SeedOpt,
-                                  SeqLenOpt, TextFieldOpt, TrustRemoteCodeOpt, load_settings, score_options)
+                                  SeqLenOpt, OffloadOpt, RefineOpt, SearchSlebOpt, SearchTokensOpt, TextFieldOpt,
+                                  TrustRemoteCodeOpt, load_settings, score_options)
 from shortllm.cli.output import activity, console, human, print_json, print_path
+from shortllm.models.checkpoint import DEFAULT_MAX_SHARD_SIZE  # no torch: keeps --help instant
 
 BlocksOpt = Annotated[Optional[str], typer.Option(
     "--blocks", "-b", help="Remove exactly these blocks (original indices), e.g. 20,21 or 10-12.",
@@ -25,6 +28,33 @@ NumBlocksOpt = Annotated[Optional[int], typer.Option("--num-blocks", "-k", help=
                                                      show_default=False)]
 ScoresOpt = Annotated[Optional[Path], typer.Option(
     "--scores", help="Reuse a `shortllm score --out` folder instead of scoring now.", show_default=False)]
+FormatOpt = Annotated[Optional[str], typer.Option(
+    "--format", help="Output format: hf (a Hugging Face folder) or gguf (quantized bytes copied from a .gguf "
+    "model; see docs/gguf.md). Default: gguf when --out ends in .gguf, else hf.", show_default=False)]
+KeepPatternOpt = Annotated[bool, typer.Option(
+    "--keep-attention-pattern", help="Choose only removals that keep every kept block's attention role as "
+    "llama.cpp derives it from block indices (Gemma 2/3, Cohere 2, ...), e.g. whole pattern periods.")]
+ReplaceOpt = Annotated[Optional[str], typer.Option(
+    "--replace", help="Stand in for each removed run: linear (ReplaceMe, training-free: a least-squares map "
+    "folded into the MLP output of the block before the run; the model keeps its architecture) | block "
+    "(LLM-Streamline: the run's last block stays, trained to map the run's input to its output hidden states; "
+    "--ratio counts it, so one more block is cut).",
+    show_default=False)]
+ReplaceSamplesOpt = Annotated[int, typer.Option(
+    "--replace-samples", help="--replace: calibration windows (of --seq-len tokens, from --data) to fit on.")]
+ReplaceRidgeOpt = Annotated[float, typer.Option(
+    "--replace-ridge", help="--replace linear: ridge term, relative to the mean diagonal of the Gram matrix.")]
+
+
+def _replace_options(samples: int, ridge: float):
+    """The core's ReplaceOptions (lazy import keeps --help instant)."""
+    from shortllm.pruning.replace import ReplaceOptions
+
+    return ReplaceOptions(samples=samples, ridge=ridge)
+
+
+MaxShardSizeOpt = Annotated[str, typer.Option(
+    "--max-shard-size", help="Largest safetensors file of the output, e.g. 5GB or 500MB (as save_pretrained).")]
 
 
 def prune(
@@ -37,6 +67,8 @@ def prune(
     model: ModelOpt = None,
     protect_first: ProtectFirstOpt = None,
     protect_last: ProtectLastOpt = None,
+    plus: PlusOpt = False,
+    sleb_barriers: SlebBarriersOpt = True,
     norm: NormOpt = 1,
     data: DataOpt = "pydoc",
     data_dir: DataDirOpt = None,
@@ -44,8 +76,15 @@ def prune(
     samples: SamplesOpt = 10,
     seq_len: SeqLenOpt = 128,
     seed: SeedOpt = 1234,
-    add_bos: AddBosOpt = False,
+    add_bos: AddBosOpt = None,
     batch_size: BatchSizeOpt = None,
+    offload: OffloadOpt = None,
+    search_tokens: SearchTokensOpt = 4096,
+    refine: RefineOpt = 0,
+    search_sleb: SearchSlebOpt = False,
+    replace: ReplaceOpt = None,
+    replace_samples: ReplaceSamplesOpt = 64,
+    replace_ridge: ReplaceRidgeOpt = 1e-4,
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "auto",
     device_map: DeviceMapOpt = None,
@@ -53,6 +92,9 @@ def prune(
     revision: RevisionOpt = None,
     overwrite: OverwriteOpt = False,
     dry_run: DryRunOpt = False,
+    max_shard_size: MaxShardSizeOpt = DEFAULT_MAX_SHARD_SIZE,
+    out_format: FormatOpt = None,
+    keep_attention_pattern: KeepPatternOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Remove transformer blocks and save the shorter model (safetensors, tokenizer, manifest, card).
@@ -61,12 +103,20 @@ def prune(
     taken from a saved --scores folder; --blocks names them directly. The result is reloaded with plain
     transformers and its logits checked before success is reported.
 
+    When the blocks are known before loading (--blocks, --scores) the safetensors files are rewritten tensor
+    by tensor without loading the model (out-of-core: memory of one tensor, time of a disk copy; models over
+    1 GB are checked by tensor names, dtypes and shapes instead of logits). See docs/big-models.md.
+
+    From a .gguf model, an --out ending in .gguf (or --format gguf) writes a GGUF whose kept tensors are the
+    source's quantized bytes, unchanged (see docs/gguf.md).
+
     Examples:
 
     \b
       shortllm prune --ratio 0.2 --out pruned/
       shortllm prune -m Qwen/Qwen2.5-0.5B -k 6 -c taylor+ --out qwen-short/ --dtype bfloat16
       shortllm prune --blocks 20,21 --dry-run
+      shortllm prune -m model.gguf --blocks 20,21 --out short.gguf
     """
     from shortllm.pruning.plan import parse_blocks
     from shortllm.pruning.run import PruneRequest
@@ -76,9 +126,12 @@ def prune(
         model=model, out=out, blocks=parse_blocks(blocks) if blocks is not None else None, ratio=ratio,
         num_blocks=num_blocks, scores_dir=scores,
         scoring=score_options(criterion, protect_first, protect_last, norm, batch_size, data, data_dir,
-                              text_field, samples, seq_len, seed, add_bos),
+                              text_field, samples, seq_len, seed, add_bos, offload, search_tokens, refine,
+                              search_sleb, plus=plus, sleb_barriers=sleb_barriers),
         settings=load_settings(dtype, device, device_map, trust_remote_code, revision),
         overwrite=overwrite, dry_run=dry_run, command=shlex.join(["shortllm", *sys.argv[1:]]),
+        max_shard_size=max_shard_size, out_format=out_format, keep_attention_pattern=keep_attention_pattern,
+        replace=replace, replace_options=_replace_options(replace_samples, replace_ridge),
     )
     with activity("Starting shortllm prune") as act:  # the core names the next phases: loading, scoring, saving...
         result = run_prune(request, progress=act.counter(f"Scoring blocks ({criterion})"))
@@ -96,4 +149,8 @@ def prune(
         soft_wrap=True,  # `how` can name a --scores path: never fold it
     )
     if not dry_run:
-        print_path("Saved to ", result.out, f" (reload check: max logit diff {result.reload_max_diff:.2g})")
+        check = ("reload check: max logit diff " + format(result.reload_max_diff, ".2g")
+                 if result.reload_max_diff is not None else "checked tensor names, dtypes and shapes")
+        if result.out_format == "gguf":
+            check = f"{result.written['byte_identical_tensors']} tensors byte-identical to the source"
+        print_path("Saved to ", result.out, f" ({result.surgery} surgery; {check})")

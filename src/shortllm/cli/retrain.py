@@ -55,7 +55,9 @@ def retrain(
     data_format: FormatOpt = "auto",
     eval_data: EvalDataOpt = None,
     eval_fraction: Annotated[float, typer.Option("--eval-fraction", help="Share of rows held out.")] = 0.05,
-    max_eval_rows: Annotated[int, typer.Option("--max-eval-rows", help="At most this many held-out rows.")] = 32,
+    max_eval_rows: Annotated[int | None, typer.Option(
+        "--max-eval-rows", help="At most this many held-out rows (default: a tenth of the rows the run trains on, "
+        "4 to 32).", show_default=False)] = None,
     streaming: Annotated[bool, typer.Option(
         "--streaming", help="Read plain text lazily, in order (corpora larger than memory; hub datasets "
         "streamed whole). Needs --max-steps or --max-tokens; holds out the first --max-eval-rows blocks.")] = False,
@@ -69,7 +71,13 @@ def retrain(
         "--max-steps", help="Optimizer steps (default: one pass over the data).", show_default=False)] = None,
     max_tokens: Annotated[int | None, typer.Option(
         "--max-tokens", help="Or a budget in training tokens.", show_default=False)] = None,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, betas 0.9/0.95).")] = 1e-4,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 1e-4,
+    adam_betas: Annotated[str, typer.Option(
+        "--adam-betas", help="AdamW beta1,beta2 (HF Trainer's default, used by the LoRA reference: 0.9,0.999).")
+    ] = "0.9,0.95",
+    lr_schedule: Annotated[str, typer.Option(
+        "--lr-schedule", help="After the warmup: cosine (down to lr x --min-lr-ratio) | linear (down to 0, "
+        "HF Trainer's default).")] = "cosine",
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay (matrices).")] = 0.1,
     warmup_steps: Annotated[int | None, typer.Option(
         "--warmup-steps", help="Linear warmup steps (default: 5% of the steps), then cosine decay.",
@@ -87,8 +95,22 @@ def retrain(
     teacher: Annotated[str | None, typer.Option(
         "--teacher", help="KD teacher (default: the unpruned model named in the pruned folder's shortllm.json).",
         show_default=False)] = None,
-    kd_alpha: Annotated[float, typer.Option("--kd-alpha", help="KD weight: alpha*T^2*KL + (1-alpha)*CE.")] = 0.5,
+    kd_alpha: Annotated[float, typer.Option("--kd-alpha", help="KD weight: alpha*T^2*KL + (1-alpha)*CE; 1 = forward KL only, as Minitron.")] = 1.0,
     kd_temperature: Annotated[float, typer.Option("--kd-temperature", help="KD softmax temperature T.")] = 1.0,
+    kd_hidden: Annotated[str | None, typer.Option(
+        "--kd-hidden", help="kd: also match each kept block's output to its original block's output in the teacher "
+        "(the mapping comes from the pruned folder's provenance): nmse (normalised MSE) | cosine.",
+        show_default=False)] = None,
+    kd_hidden_weight: Annotated[float, typer.Option(
+        "--kd-hidden-weight", help="Weight of the --kd-hidden term, added to the KD objective.")] = 1.0,
+    teacher_warmup_steps: Annotated[int, typer.Option(
+        "--teacher-warmup-steps", help="kd: fine-tune the teacher on the healing data for N steps first "
+        "(Minitron's teacher correction, for data unlike the teacher's own).")] = 0,
+    train_blocks: Annotated[str | None, typer.Option(
+        "--train-blocks", help="cpt/kd: train only these blocks, freeze the rest: last:N | first:N | "
+        "around-cuts:N | 3,7,10-12 | all.", show_default=False)] = None,
+    train_head: Annotated[bool, typer.Option(
+        "--train-head", help="cpt/kd: also train the output head and final norm (alone: only them).")] = False,
     eval_every: Annotated[int, typer.Option("--eval-every", help="Held-out loss every N steps (0: at the end).")] = 50,
     save_every: Annotated[int, typer.Option("--save-every", help="Checkpoint every N steps (0: never).")] = 100,
     keep_checkpoints: Annotated[int, typer.Option("--keep-checkpoints", help="Newest checkpoints kept.")] = 2,
@@ -96,6 +118,9 @@ def retrain(
         "--checkpoint-dir", help="Where checkpoints go (default: OUT.checkpoints beside --out).",
         show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint of this run.")] = False,
+    keep_best: Annotated[bool, typer.Option(
+        "--keep-best", help="Save the weights of the lowest held-out loss (of the evaluations every --eval-every "
+        "steps and at the end) to --out, as the reference's load_best_model_at_end; survives --resume.")] = False,
     stop_after: Annotated[int | None, typer.Option(
         "--stop-after", help="End this session after N steps with a checkpoint (continue later with --resume).",
         show_default=False)] = None,
@@ -140,12 +165,14 @@ def retrain(
                          streaming=streaming, shuffle_window=shuffle_window),
         seq_len=seq_len, batch_size=batch_size, grad_accum=grad_accum, max_steps=max_steps, max_tokens=max_tokens,
         lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio,
-        max_grad_norm=max_grad_norm,
+        max_grad_norm=max_grad_norm, betas=_betas(adam_betas), lr_schedule=lr_schedule,
         lora=LoraOptions(r=lora_r, alpha=lora_alpha, dropout=lora_dropout, targets=targets,
                          save_adapter=save_adapter),
-        kd=KDOptions(teacher=teacher, alpha=kd_alpha, temperature=kd_temperature),
+        kd=KDOptions(teacher=teacher, alpha=kd_alpha, temperature=kd_temperature, hidden=kd_hidden,
+                     hidden_weight=kd_hidden_weight, teacher_warmup_steps=teacher_warmup_steps),
+        train_blocks=train_blocks, train_head=train_head,
         eval_every=eval_every, save_every=save_every, keep_checkpoints=keep_checkpoints,
-        checkpoint_dir=checkpoint_dir, resume=resume, stop_after=stop_after,
+        checkpoint_dir=checkpoint_dir, resume=resume, stop_after=stop_after, keep_best=keep_best,
         gradient_checkpointing=gradient_checkpointing, mixed_precision=mixed_precision, seed=seed,
         settings=load_settings(dtype, device, None, trust_remote_code, revision), overwrite=overwrite,
         command=shlex.join(["shortllm", *sys.argv[1:]]),
@@ -159,6 +186,16 @@ def retrain(
         print_json(result.as_dict(curves=False))
         return
     _render(result, cfg)
+
+
+def _betas(text: str) -> tuple[float, ...]:
+    """``--adam-betas 0.9,0.999`` -> (0.9, 0.999); the core checks the count and the range."""
+    from shortllm.errors import TrainingError
+
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise TrainingError(f"--adam-betas '{text}' is not two numbers", "e.g. --adam-betas 0.9,0.999") from None
 
 
 def _training_progress(description: str, quiet: bool = False):
@@ -215,6 +252,8 @@ def _render(result, cfg) -> None:
     held = ""
     if r["initial_eval_loss"] is not None and r["final_eval_loss"] is not None:
         held = f"; held-out loss {r['initial_eval_loss']:.4f} -> {r['final_eval_loss']:.4f}"
+    if r.get("best") and result.finished:
+        held += f"; kept the best weights: step {r['best']['step']}, held-out loss {r['best']['eval_loss']:.4f}"
     console.print(
         f"{r['method']}: {r['steps']}/{r['total_steps']} steps, {r['tokens_seen']:,} tokens in "
         f"{r['wall_time_s']:.1f} s ({r['tokens_per_s'] or 0:.0f} tokens/s); final train loss "

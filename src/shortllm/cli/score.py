@@ -6,10 +6,12 @@ from typing import Annotated, Optional
 
 import typer
 
+from shortllm.cli.options import PlusOpt, SlebBarriersOpt
 from shortllm.cli.options import (AddBosOpt, BatchSizeOpt, CriterionOpt, DataDirOpt, DataOpt, DeviceMapOpt,
                                   DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, NormOpt, OutOpt, OverwriteOpt,
                                   ProtectFirstOpt, ProtectLastOpt, RevisionOpt, SamplesOpt, SeedOpt, SeqLenOpt,
-                                  TextFieldOpt, TrustRemoteCodeOpt, load_settings, score_options)
+                                  OffloadOpt, RefineOpt, SearchSlebOpt, SearchTokensOpt, TextFieldOpt,
+                                  TrustRemoteCodeOpt, load_settings, score_options)
 from shortllm.cli.output import activity, console, print_json, print_path
 
 NumBlocksOpt = Annotated[Optional[int], typer.Option(
@@ -27,6 +29,8 @@ def score(
     ratio: RatioOpt = None,
     protect_first: ProtectFirstOpt = None,
     protect_last: ProtectLastOpt = None,
+    plus: PlusOpt = False,
+    sleb_barriers: SlebBarriersOpt = True,
     norm: NormOpt = 1,
     data: DataOpt = "pydoc",
     data_dir: DataDirOpt = None,
@@ -34,8 +38,12 @@ def score(
     samples: SamplesOpt = 10,
     seq_len: SeqLenOpt = 128,
     seed: SeedOpt = 1234,
-    add_bos: AddBosOpt = False,
+    add_bos: AddBosOpt = None,
     batch_size: BatchSizeOpt = None,
+    offload: OffloadOpt = None,
+    search_tokens: SearchTokensOpt = 4096,
+    refine: RefineOpt = 0,
+    search_sleb: SearchSlebOpt = False,
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "auto",
     device_map: DeviceMapOpt = None,
@@ -61,7 +69,8 @@ def score(
     request = ScoreRequest(
         model=model, out=out, num_blocks=num_blocks, ratio=ratio, overwrite=overwrite,
         options=score_options(criterion, protect_first, protect_last, norm, batch_size, data, data_dir,
-                              text_field, samples, seq_len, seed, add_bos),
+                              text_field, samples, seq_len, seed, add_bos, offload, search_tokens, refine,
+                              search_sleb, plus=plus, sleb_barriers=sleb_barriers),
         settings=load_settings(dtype, device, device_map, trust_remote_code, revision),
     )
     with activity("Starting shortllm score") as act:  # the core names the next phases: loading, scoring, saving
@@ -98,5 +107,25 @@ def _render(report: dict) -> None:
         f"{', '.join(map(str, report['removal']))}"
         + (f"; calibration perplexity of the full model {base:.3f}" if base else "")
     )
+    if "candidates" in report["extras"]:  # --criterion auto: every candidate cut and why the winner won
+        _render_candidates(report)
     if report.get("out"):
         print_path("Saved to ", report["out"])
+
+
+def _render_candidates(report: dict) -> None:
+    from rich.table import Table
+
+    extras = report["extras"]
+    winner = extras["winner"]
+    table = Table(title="auto: candidate cuts, by held-out perplexity",
+                  caption=f"full model: {extras['baseline_heldout_ppl']:.4g}")
+    for col in ("removed blocks", "proposed by", "held-out ppl"):
+        table.add_column(col, justify="right" if col == "held-out ppl" else "left")
+    for c in extras["candidates"]:
+        table.add_row(",".join(map(str, c["removed"])), ", ".join(c["sources"]), f"{c['heldout_ppl']:.4g}")
+    for k, step in enumerate(extras.get("refine_steps") or [], 1):
+        table.add_row(",".join(map(str, step["removed"])), f"refinement step {k}", f"{step['heldout_ppl']:.4g}")
+    console.print(table)
+    console.print(f"Chosen: {','.join(map(str, winner['removed']))} ({winner['source']}): {winner['why']}",
+                  soft_wrap=True)

@@ -224,10 +224,12 @@ def bars_disabled() -> bool:
     return os.environ.get("TQDM_DISABLE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _lm(model: Any, tokenizer: Any, batch_size: int) -> Any:
+def _lm(model: Any, tokenizer: Any, batch_size: int, add_bos: bool | None = None) -> Any:
     """lm-eval's HFLM on the in-memory model; its request loops show bars only when :func:`bars_disabled` is False.
 
     lm-eval passes ``disable=`` to those bars itself, so ``TQDM_DISABLE`` alone does not reach them.
+    ``add_bos`` is HFLM's ``add_bos_token``: True/False encode task inputs with/without the tokenizer's special
+    tokens, None leaves the tokenizer's default (lm-eval 0.4's: BOS where the tokenizer adds one).
     """
     from lm_eval.models.huggingface import HFLM
 
@@ -241,11 +243,12 @@ def _lm(model: Any, tokenizer: Any, batch_size: int) -> Any:
         def generate_until(self, requests, disable_tqdm: bool = False):
             return super().generate_until(requests, disable_tqdm=disable_tqdm or bars_disabled())
 
-    return QuietHFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=batch_size)
+    return QuietHFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=batch_size,
+                     add_bos_token=add_bos)
 
 
 def run_tasks(model: Any, tokenizer: Any, plan: TaskPlan, limit: int | None = None, batch_size: int = 8,
-              num_fewshot: int = 0, seed: int = 1234) -> dict[str, dict[str, Any]]:
+              num_fewshot: int = 0, seed: int = 1234, add_bos: bool | None = None) -> dict[str, dict[str, Any]]:
     """Evaluate ``plan.names`` on an in-memory model with lm-eval's ``simple_evaluate``.
 
     Args:
@@ -253,6 +256,8 @@ def run_tasks(model: Any, tokenizer: Any, plan: TaskPlan, limit: int | None = No
         batch_size: requests per forward pass.
         num_fewshot: examples in each prompt (0 = zero-shot, the paper's setting).
         seed: lm-eval's random, numpy, torch and few-shot seeds.
+        add_bos: BOS on task inputs (HFLM ``add_bos_token``): None = the tokenizer's default, as lm-eval 0.4;
+            False = none, as the Shortened LLaMA numbers were produced.
 
     Returns:
         ``{task: summarise(...)}`` for every requested name (groups report their aggregate).
@@ -268,7 +273,7 @@ def run_tasks(model: Any, tokenizer: Any, plan: TaskPlan, limit: int | None = No
 
     import lm_eval.evaluator
 
-    lm = _lm(model, tokenizer, batch_size)
+    lm = _lm(model, tokenizer, batch_size, add_bos)
     # simple_evaluate records `git describe` of the current directory, and git prints "fatal: not a git
     # repository" on the user's terminal outside one; that hash means nothing for shortllm's report.
     downloaded = [n for n in plan.names if n not in plan.offline]

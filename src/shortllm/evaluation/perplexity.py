@@ -3,8 +3,16 @@
 ``paper`` (Shortened LLaMA / LLM-Pruner ``PPLMetric``): the documents joined with ``"\\n\\n"`` and tokenized once
 with the tokenizer's own special tokens (so BOS appears only at the very start, if the tokenizer adds one), cut
 into non-overlapping windows of ``seq_len`` tokens; the last partial window is dropped. Each window is scored on
-its own: ``seq_len - 1`` predicted tokens. ``bos_every`` is the reference repo's ``ppl_bos`` variant: the stream is
-tokenized without special tokens, cut into windows of ``seq_len - 1`` tokens, and BOS is put before each one.
+its own: ``seq_len - 1`` predicted tokens. ``bos_every`` is the reference repo's ``ppl_bos`` variant (Shortened
+LLaMA's ``process_data(add_bos_to_every=True)``, used for Gemma): the stream is tokenized without special tokens, cut
+into windows of ``seq_len`` text tokens, and BOS is put before each one: rows of ``seq_len + 1`` tokens, ``seq_len``
+predicted tokens per window (the first text token is predicted from BOS alone).
+
+Where BOS goes otherwise is ``ppl_bos`` (:data:`PPL_BOS`): ``tokenizer`` tokenizes with the tokenizer's own special
+tokens (BOS at the very start if the tokenizer adds one: LLM-Pruner's ``PPLMetric``); ``always`` tokenizes without
+special tokens and puts the BOS id first whatever the tokenizer does (Shortened LLaMA's released ``process_data``);
+``never`` uses no special token at all. The joiner of the paper protocol is ``"\n\n"`` unless a recipe names
+another (GPTQ/SLEB C4 joins documents with a space: ``c4-gptq`` in :mod:`shortllm.evaluation.run`).
 
 ``sliding`` (the Hugging Face strided recipe): the corpus joined with its own separator, windows of ``seq_len``
 tokens starting every ``stride`` tokens; each token is scored once, in the first window that reaches it, with up
@@ -30,6 +38,7 @@ if TYPE_CHECKING:
     from shortllm.data.corpora import Corpus
 
 PROTOCOLS = ("paper", "sliding")
+PPL_BOS = ("tokenizer", "always", "never")
 DEFAULT_SEQ_LEN = {"paper": 128, "sliding": 2048}
 TOKENS_PER_FORWARD = 2048  # default rows per forward = this // seq_len: bounds the logits' memory
 
@@ -57,6 +66,7 @@ class PplResult:
     seq_len: int
     stride: int | None
     bos_every: bool
+    ppl_bos: str  # where BOS goes besides bos_every: tokenizer | always | never
     windows: int
     tokens_in_text: int  # length of the token stream
     tokens_scored: int  # predicted tokens (the NLL's denominator)
@@ -68,12 +78,13 @@ class PplResult:
 
 
 def paper_windows(n_tokens: int, seq_len: int, bos_every: bool = False, limit: int | None = None) -> list[Window]:
-    """Non-overlapping windows of the paper protocol; the last partial window is dropped; first ``limit`` kept.
+    """Non-overlapping windows of ``seq_len`` stream tokens; the last partial window is dropped; first ``limit`` kept.
 
-    With ``bos_every`` each window holds ``seq_len - 1`` stream tokens after a BOS, and the stream token right
-    after the BOS is scored too (BOS is its context), so every window scores ``seq_len - 1`` tokens either way.
+    Without ``bos_every`` a window scores ``seq_len - 1`` tokens (its first token is context only). With
+    ``bos_every`` (Shortened LLaMA's ``add_bos_to_every``) a BOS goes before each window, so a row is
+    ``seq_len + 1`` tokens and all ``seq_len`` stream tokens are scored (the first from BOS alone).
     """
-    size = seq_len - 1 if bos_every else seq_len
+    size = seq_len
     count = n_tokens // size if size > 0 else 0
     if limit is not None:
         count = min(count, limit)
@@ -99,15 +110,19 @@ def sliding_windows(n_tokens: int, seq_len: int, stride: int, limit: int | None 
     return windows
 
 
-def check_protocol(protocol: str, seq_len: int, stride: int | None, bos_every: bool) -> None:
+def check_protocol(protocol: str, seq_len: int, stride: int | None, bos_every: bool,
+                   ppl_bos: str = "tokenizer") -> None:
     """Validate protocol options before any slow work.
 
     Raises:
-        DataError: unknown protocol, non-positive sizes, a stride larger than the window, bos_every with sliding.
+        DataError: unknown protocol or ``ppl_bos``, non-positive sizes, a stride larger than the window,
+            bos_every with sliding.
     """
     if protocol not in PROTOCOLS:
         raise DataError(f"unknown perplexity protocol '{protocol}'", f"use one of {', '.join(PROTOCOLS)}")
-    shortest = 3 if bos_every else 2
+    if ppl_bos not in PPL_BOS:
+        raise DataError(f"unknown --ppl-bos '{ppl_bos}'", f"use one of {', '.join(PPL_BOS)}")
+    shortest = 2
     if seq_len < shortest:  # the hint names what is needed, not the paper's 128 (beyond some models' context)
         raise DataError(f"--seq-len {seq_len} is too short to score a token",
                         f"use --seq-len {shortest} or more")
@@ -119,12 +134,30 @@ def check_protocol(protocol: str, seq_len: int, stride: int | None, bos_every: b
                             "e.g. --seq-len 2048 --stride 512")
 
 
-def token_stream(tokenizer: Any, corpus: Corpus, protocol: str, bos_every: bool = False) -> list[int]:
-    """The token ids a protocol scores (see the module docstring for the text and special tokens of each)."""
-    if protocol == "paper":
-        text = corpus.joined("\n\n")
-        return list(tokenizer(text, add_special_tokens=not bos_every, verbose=False)["input_ids"])
-    return list(tokenizer(corpus.joined(corpus.separator), verbose=False)["input_ids"])
+def token_stream(tokenizer: Any, corpus: Corpus, protocol: str, bos_every: bool = False,
+                 ppl_bos: str = "tokenizer", joiner: str | None = None) -> list[int]:
+    """The token ids a protocol scores (see the module docstring for the text and special tokens of each).
+
+    Args:
+        ppl_bos: ``tokenizer`` (its own special tokens), ``always`` (BOS id first, no other special token),
+            ``never`` (no special token); ignored with ``bos_every`` (BOS goes before each window instead).
+        joiner: what goes between documents (default: ``"\n\n"`` for paper, the corpus' separator for sliding).
+
+    Raises:
+        DataError: ``always`` with a tokenizer that has no BOS token.
+    """
+    if joiner is None:
+        joiner = "\n\n" if protocol == "paper" else corpus.separator
+    text = corpus.joined(joiner)
+    if bos_every or ppl_bos != "tokenizer":
+        ids = list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+        if ppl_bos == "always" and not bos_every:
+            bos = getattr(tokenizer, "bos_token_id", None)
+            if bos is None:
+                raise DataError("the tokenizer has no BOS token for --ppl-bos always", "use --ppl-bos tokenizer")
+            ids = [int(bos)] + ids
+        return ids
+    return list(tokenizer(text, verbose=False)["input_ids"])
 
 
 def plan_windows(n_tokens: int, protocol: str, seq_len: int, stride: int | None, bos_every: bool,
@@ -194,14 +227,17 @@ def score_windows(model: Any, ids: list[int], windows: list[Window], bos_id: int
 
 def perplexity(model: Any, tokenizer: Any, corpus: Corpus, protocol: str = "paper", seq_len: int | None = None,
                stride: int | None = 512, bos_every: bool = False, limit: int | None = None,
-               batch_size: int | None = None, progress=lambda done, total: None) -> PplResult:
+               batch_size: int | None = None, progress=lambda done, total: None, ppl_bos: str = "tokenizer",
+               joiner: str | None = None) -> PplResult:
     """Perplexity of ``model`` on ``corpus`` by ``protocol`` (see the module docstring).
 
     Args:
         seq_len: window length (default: 128 for paper, 2048 for sliding).
         stride: step between sliding windows (sliding only).
-        bos_every: BOS before every window (paper only; needs a tokenizer with a BOS token).
+        bos_every: BOS before every window of ``seq_len`` text tokens (paper only; needs a BOS token).
         limit: score only the first N windows.
+        ppl_bos: where BOS goes otherwise (:data:`PPL_BOS`; see :func:`token_stream`).
+        joiner: what joins the documents (default: see :func:`token_stream`).
         batch_size: windows per forward (default: as many as fit in 2048 tokens, at least 1).
 
     Returns:
@@ -211,17 +247,18 @@ def perplexity(model: Any, tokenizer: Any, corpus: Corpus, protocol: str = "pape
         DataError: bad options, a tokenizer without BOS for ``bos_every``, too little text.
     """
     seq_len = seq_len or DEFAULT_SEQ_LEN.get(protocol, 128)
-    check_protocol(protocol, seq_len, stride, bos_every)
+    check_protocol(protocol, seq_len, stride, bos_every, ppl_bos)
     if tokenizer is None:
         raise DataError("the model has no tokenizer, so its perplexity on text cannot be measured",
                         "save a tokenizer with the model")
     bos_id = getattr(tokenizer, "bos_token_id", None)
     if bos_every and bos_id is None:
         raise DataError("the tokenizer has no BOS token", "drop --bos-every")
-    ids = token_stream(tokenizer, corpus, protocol, bos_every)
+    ids = token_stream(tokenizer, corpus, protocol, bos_every, ppl_bos, joiner)
     windows = plan_windows(len(ids), protocol, seq_len, stride, bos_every, limit, f"{corpus.name} ({corpus.split})")
     nll, count = score_windows(model, ids, windows, bos_id, batch_size, progress)
     mean = nll / count
     return PplResult(dataset=corpus.name, split=corpus.split, protocol=protocol, seq_len=seq_len,
-                     stride=stride if protocol == "sliding" else None, bos_every=bos_every, windows=len(windows),
+                     stride=stride if protocol == "sliding" else None, bos_every=bos_every,
+                     ppl_bos="every window" if bos_every else ppl_bos, windows=len(windows),
                      tokens_in_text=len(ids), tokens_scored=count, nll=mean, ppl=math.exp(mean))

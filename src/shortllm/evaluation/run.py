@@ -20,7 +20,9 @@ from shortllm.data import Corpus, data_dir, load_documents
 from shortllm.data.context import check_context
 from shortllm.errors import DataError
 from shortllm.evaluation.lmeval import check_task_names, plan_tasks, run_tasks
+from shortllm.evaluation.tasks import OFFLINE_TASKS
 from shortllm.evaluation.perplexity import DEFAULT_SEQ_LEN, check_protocol, perplexity
+from shortllm.models.arch import needs_bos
 from shortllm.evaluation.report import model_label, task_average
 from shortllm.models.loading import LoadSettings, check_settings, load_config, load_model, resolve_source
 from shortllm.pruning.export import atomic_dir, check_output_dir, data_inputs, model_inputs, write_manifest
@@ -32,6 +34,37 @@ DEFAULT_PPL = ("wikitext2", "ptb")
 # The reference code measures PTB on its validation split; other datasets use their own evaluation split.
 EVAL_SPLITS = {"ptb": "validation", "ptb_text_only": "validation", "penn_treebank": "validation"}
 RESULT_FILE = "eval.json"
+
+
+@dataclass(frozen=True)
+class PplRecipe:
+    """A perplexity measurement that fixes its own text and windows: a reference's evaluation, asked for by name.
+
+    Attributes:
+        dataset, split: the named dataset read (``fallback_split`` when a data directory lacks ``split``).
+        documents: keep the first N documents.
+        joiner: what goes between them before tokenizing (with the tokenizer's own special tokens).
+        seq_len, windows: non-overlapping windows of ``seq_len`` tokens, the first ``windows`` of them
+            (``--seq-len`` and ``--limit`` still override).
+    """
+
+    dataset: str
+    split: str
+    documents: int
+    joiner: str
+    seq_len: int
+    windows: int
+    fallback_split: str | None
+    reference: str
+
+
+# GPTQ/SparseGPT/SLEB datautils get_c4 (the "c4-new" rule): tokenizer(" ".join(valdata[:1100]["text"])), truncated
+# to 256 * seqlen tokens, cut into 2048-token windows. valdata = allenai/c4 en/c4-validation.00000-of-00008.json.gz.
+PPL_RECIPES = {
+    "c4-gptq": PplRecipe("c4", "validation", 1100, " ", 2048, 256, "train",
+                         "GPTQ/SparseGPT/SLEB datautils get_c4: first 1100 C4 validation documents joined with a "
+                         "space, 256 windows of 2048 tokens"),
+}
 
 Phase = Callable[[str], contextlib.AbstractContextManager]  # description -> context yielding tick(done, total)
 
@@ -50,7 +83,9 @@ class EvalRequest:
     protocol: str = "paper"
     seq_len: int | None = None  # None: 128 (paper) or 2048 (sliding)
     stride: int = 512
-    bos_every: bool = False
+    bos_every: bool | None = None  # None: on for the Gemma family (paper protocol), off otherwise
+    ppl_bos: str = "tokenizer"  # tokenizer | always | never (evaluation/perplexity.py)
+    add_bos: bool | None = None  # lm-eval HFLM add_bos_token; None: the tokenizer's default (Gemma: True)
     limit: int | None = None
     batch_size: int | None = None  # None: 8 for tasks, a 2048-token budget for perplexity
     num_fewshot: int = 0
@@ -79,14 +114,65 @@ def parse_ppl(spec: str | None) -> list[str]:
     return list(dict.fromkeys(s.strip() for s in spec.split(",") if s.strip()))
 
 
+def recipe_of(spec: str) -> PplRecipe | None:
+    """The :data:`PPL_RECIPES` entry a ``--ppl`` spec names (``c4-gptq``, ``c4-gptq:train``), or None."""
+    return PPL_RECIPES.get(spec.split(":", 1)[0].strip().lower())
+
+
+def load_recipe_corpus(spec: str, recipe: PplRecipe, root: Path | None, text_field: str = "text") -> Corpus:
+    """The documents of a recipe: its dataset's split (or the one the spec names), first ``documents`` of them.
+
+    A data directory without the recipe's split but with ``fallback_split`` (the shared folder holds the first
+    1000 C4 *train* documents, no validation file) reads that split with a warning; the report names the split.
+
+    Raises:
+        DataError: the data cannot be read.
+    """
+    _, _, asked = spec.partition(":")
+    split = asked.strip() or recipe.split
+    try:
+        corpus = load_documents(recipe.dataset, split=split, data_dir=root, text_field=text_field)
+    except DataError:
+        if asked.strip() or root is None or recipe.fallback_split is None:
+            raise
+        corpus = load_documents(recipe.dataset, split=recipe.fallback_split, data_dir=root, text_field=text_field)
+        log.warning("%s: the data directory has no %s %s split; using its %s split instead (the number is not the "
+                    "reference's)", spec, recipe.dataset, recipe.split, recipe.fallback_split)
+    return Corpus(corpus.documents[:recipe.documents], spec.split(":", 1)[0].strip().lower(), corpus.split,
+                  corpus.source, separator=recipe.joiner)
+
+
 def load_corpus(spec: str, root: Path | None, text_field: str = "text") -> Corpus:
-    """A perplexity corpus: the dataset's evaluation split (PTB: validation, as the reference code).
+    """A perplexity corpus: the dataset's evaluation split (PTB: validation, as the reference code), or a recipe's.
 
     Raises:
         DataError: unknown name, missing local file, no text.
     """
+    recipe = recipe_of(spec)
+    if recipe is not None:
+        return load_recipe_corpus(spec, recipe, root, text_field)
     name = spec.split(":", 1)[0].strip().lower()
     return load_documents(spec, split=EVAL_SPLITS.get(name), data_dir=root, text_field=text_field)
+
+
+def ppl_plan(req: EvalRequest, spec: str, config: Any = None) -> dict[str, Any]:
+    """How one ``--ppl`` spec is measured for one model: protocol, window, limit, joiner and BOS placement.
+
+    A recipe (``c4-gptq``) fixes its protocol, joiner and window count; ``--seq-len``/``--limit`` still narrow it.
+    The Gemma family (:func:`shortllm.models.arch.needs_bos`) gets BOS before every paper window unless
+    ``--no-bos-every`` was given (Shortened LLaMA's setting for Gemma).
+    """
+    recipe = recipe_of(spec)
+    protocol = "paper" if recipe else req.protocol
+    seq_len = req.seq_len or (recipe.seq_len if recipe else req.window)
+    limit = recipe.windows if recipe else req.limit
+    if recipe and req.limit is not None:
+        limit = min(limit, req.limit)
+    bos_every = req.bos_every
+    if bos_every is None:
+        bos_every = protocol == "paper" and config is not None and needs_bos(config)
+    return {"protocol": protocol, "seq_len": seq_len, "limit": limit, "bos_every": bool(bos_every),
+            "joiner": recipe.joiner if recipe else None, "recipe": recipe.reference if recipe else None}
 
 
 
@@ -98,6 +184,23 @@ def _inputs(req: EvalRequest) -> list[tuple[str, Any]]:
     found += data_inputs("data", None, req.data_dir)
     return found + [("task definitions", path) for path in req.include_paths]
 
+def check_fewshot(num_fewshot: int, tasks: list[str], root: Path | None) -> None:
+    """Refuse few-shot prompts on shortllm's offline tasks: their files hold only the evaluated split.
+
+    lm-eval draws few-shot examples from a task's training split, else from the split it evaluates; the offline
+    definitions (``--data-dir``) read one split only, so the examples would be items being scored.
+
+    Raises:
+        DataError: ``num_fewshot > 0`` with an offline task.
+    """
+    offline = [n for n in tasks if root is not None and n in OFFLINE_TASKS]
+    if num_fewshot > 0 and offline:
+        raise DataError(f"--num-fewshot {num_fewshot}: the offline task files of --data-dir ({', '.join(offline)}) "
+                        "hold only the evaluated split, so the examples would be items being scored",
+                        "use --num-fewshot 0 (the paper's zero-shot setting), or run without --data-dir so that "
+                        "lm-eval reads the tasks' training splits")
+
+
 def _check_request(req: EvalRequest) -> tuple[list[Any], dict[str, Corpus], Any]:
     """All checks that need no weights; returns (sources, corpora, task plan)."""
     if req.limit is not None and req.limit < 1:
@@ -106,11 +209,14 @@ def _check_request(req: EvalRequest) -> tuple[list[Any], dict[str, Corpus], Any]
         raise DataError(f"--batch-size {req.batch_size} must be at least 1")
     if req.num_fewshot < 0:
         raise DataError(f"--num-fewshot {req.num_fewshot} must be 0 or more")
+    check_fewshot(req.num_fewshot, req.tasks, data_dir(req.data_dir))
     check_task_names(req.tasks, data_dir(req.data_dir), req.include_paths)  # a typo fails in a second
     if not req.ppl and not req.tasks and req.generate is None:
         raise DataError("nothing to evaluate: --ppl and --tasks are both empty", "e.g. --ppl wikitext2")
     if req.ppl:
-        check_protocol(req.protocol, req.window, req.stride, req.bos_every)
+        for spec in req.ppl:
+            how = ppl_plan(req, spec)
+            check_protocol(how["protocol"], how["seq_len"], req.stride, bool(req.bos_every), req.ppl_bos)
     check_settings(req.settings)
     if req.out is not None:
         check_output_dir(req.out, req.overwrite, _inputs(req))
@@ -118,10 +224,13 @@ def _check_request(req: EvalRequest) -> tuple[list[Any], dict[str, Corpus], Any]
     for spec in req.models:
         source = resolve_source(spec, req.settings.revision)
         config = load_config(source, req.settings.trust_remote_code)
-        if req.ppl:  # every perplexity window is --seq-len tokens, a --bos-every BOS included
-            what = f"--seq-len {req.window}" if req.seq_len else \
-                f"--seq-len {req.window} (the default of --ppl-protocol {req.protocol})"
-            check_context(config, req.window, what, "--seq-len", model=source.spec)
+        for spec in req.ppl:  # a window is --seq-len tokens, plus a BOS with --bos-every
+            how = ppl_plan(req, spec, config)
+            origin = f"the default of {spec}" if recipe_of(spec) else f"the default of --ppl-protocol {req.protocol}"
+            what = f"--seq-len {how['seq_len']}" + ("" if req.seq_len else f" ({origin})") + \
+                (" + the BOS of --bos-every" if how["bos_every"] else "")
+            check_context(config, how["seq_len"] + how["bos_every"], what, "--seq-len", model=source.spec,
+                          extra=int(how["bos_every"]))
         sources.append(source)
     root = data_dir(req.data_dir)
     corpora = {spec: load_corpus(spec, root, req.text_field) for spec in req.ppl}
@@ -165,21 +274,37 @@ def evaluate_model(spec: str | None, source: Any, req: EvalRequest, corpora: dic
                       model=source.spec, extra=prompt)
     entry: dict[str, Any] = {"model": source.spec, "label": label, "fingerprint": loaded.fingerprint,
                              "ppl": {}, "ppl_details": {}, "tasks": {}, "average": None}
+    gemma = needs_bos(loaded.model.config)
+    if gemma and corpora and req.bos_every is None and req.protocol == "paper":
+        log.info("%s: the Gemma family needs BOS at the start of every window: perplexity puts one before each "
+                 "window (--bos-every; --no-bos-every to turn it off)", label)
+    if gemma and corpora and (req.bos_every is False or req.protocol == "sliding"):
+        log.warning("%s: the Gemma family needs BOS at the start of every window, and these windows (but the first) "
+                    "have none: the perplexity is not comparable (use --ppl-protocol paper --bos-every)", label)
     t1 = time.perf_counter()
     for name, corpus in corpora.items():
+        how = ppl_plan(req, name, loaded.model.config)
         with phase(f"{label}: perplexity on {name}") as tick:
-            result = perplexity(loaded.model, loaded.tokenizer, corpus, req.protocol, req.window, req.stride,
-                                req.bos_every, req.limit, req.batch_size, tick)
+            result = perplexity(loaded.model, loaded.tokenizer, corpus, how["protocol"], how["seq_len"],
+                                req.stride, how["bos_every"], how["limit"], req.batch_size, tick,
+                                ppl_bos=req.ppl_bos, joiner=how["joiner"])
         entry["ppl"][name] = result.ppl
-        entry["ppl_details"][name] = result.as_dict()
+        entry["ppl_details"][name] = {**result.as_dict(), "recipe": how["recipe"]}
         log.info("%s: %s perplexity %.3f over %s", label, name, result.ppl,
                  plural(result.tokens_scored, "token", thousands=True))
     timings["ppl"] = time.perf_counter() - t1
     if plan.names:
+        add_bos = req.add_bos
+        if add_bos is None and gemma:
+            add_bos = True
+            log.info("%s: the Gemma family needs BOS: lm-eval task inputs start with it (--add-bos)", label)
+        elif add_bos is False and gemma:
+            log.warning("%s: --no-add-bos on the Gemma family, which needs BOS: task scores will suffer", label)
+        entry["lm_eval_add_bos"] = add_bos
         t2 = time.perf_counter()
         with phase(f"{label}: lm-eval tasks {', '.join(plan.names)}"):
             entry["tasks"] = run_tasks(loaded.model, loaded.tokenizer, plan, req.limit, req.batch_size or 8,
-                                       req.num_fewshot, req.seed)
+                                       req.num_fewshot, req.seed, add_bos=add_bos)
         entry["average"] = task_average(entry["tasks"])
         timings["tasks"] = time.perf_counter() - t2
     if req.generate is not None:
@@ -227,4 +352,4 @@ def run_eval(req: EvalRequest, phase: Phase = _no_phase) -> dict[str, Any]:
     return report
 
 
-__all__ = ["EvalRequest", "load_corpus", "parse_ppl", "run_eval"]
+__all__ = ["EvalRequest", "PPL_RECIPES", "PplRecipe", "load_corpus", "parse_ppl", "ppl_plan", "run_eval"]

@@ -11,9 +11,15 @@ positions, which surgery must rewrite when blocks are removed:
     ``decoder_sparse_step``, ``max_window_layers``, ...), each a :class:`PositionRule` whose pattern
     (:func:`position_pattern`) surgery keeps attached to the same blocks, or refuses by name.
 
-Nothing else in shortllm walks ``model.model.layers`` directly: it asks :func:`blocks_of`. Unknown decoder
-families fall back to generic detection (the one ``ModuleList`` whose length equals the layer count);
-encoder-only, encoder-decoder and multimodal models are refused with a named error.
+Multimodal checkpoints (Gemma 3, Mistral 3, LLaVA, Qwen-VL, Llama 4: a language model under ``text_config``
+beside a vision tower) have rows too: where the language blocks sit in the loaded model, the sub-config whose
+fields surgery rewrites (:func:`language_config`), the name the blocks are saved under
+(:func:`block_key_prefixes`) and the auto class that loads the whole checkpoint (:func:`auto_class`).
+
+The table itself is data, in :mod:`shortllm.models.arch_table`. Nothing else in shortllm walks
+``model.model.layers`` directly: it asks :func:`blocks_of`. Unknown decoder families fall back to generic
+detection (the one ``ModuleList`` whose length equals the layer count); encoder-only, encoder-decoder and
+other multimodal models are refused with a named error.
 """
 
 from __future__ import annotations
@@ -22,37 +28,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shortllm.errors import UnsupportedArchitectureError
+from shortllm.models.arch_table import (  # noqa: F401 - the table is part of this module's API
+    ARCHITECTURES,
+    ENCODER_ONLY,
+    POSITION_FIELD_NAMES,
+    PROJECTIONS,
+    ArchSpec,
+    PositionRule,
+)
 from shortllm.wording import plural
 
-
-@dataclass(frozen=True)
-class PositionRule:
-    """Kind (c): config fields that state a per-block property through block positions.
-
-    Attributes:
-        fields: the config fields read together, e.g. ``("attn_layer_period", "attn_layer_offset")``.
-        kind: a key of :data:`POSITION_KINDS` saying how the fields map to blocks.
-        means: what the pattern selects, for messages (e.g. ``"MoE blocks"``).
-        runtime: True when the modeling code reads the fields when it builds or runs the blocks; False
-            when they only seed a per-block list the config also stores (the list is what the model
-            reads), so that after a cut no period fits they may be set to None where the config allows.
-        into: an index field (kind (b)) listing blocks where the property is off; a period that cannot
-            be kept becomes 1 (every block) with the blocks it left out added there (qwen2_moe).
-        aliases: other config attributes holding the same value (Gemma 3's ``_sliding_window_pattern``).
-        context: config fields the pattern also reads but surgery leaves alone (``use_sliding_window``).
-    """
-
-    fields: tuple[str, ...]
-    kind: str
-    means: str
-    runtime: bool = True
-    into: str | None = None
-    aliases: tuple[str, ...] = ()
-    context: tuple[str, ...] = ()
-
-
-def _rule(fields: str | tuple[str, ...], kind: str, means: str, **kw: Any) -> PositionRule:
-    return PositionRule((fields,) if isinstance(fields, str) else fields, kind, means, **kw)
+_LT = ("layer_types",)
 
 
 def _is_int(*values: Any) -> bool:
@@ -132,187 +118,6 @@ def position_pattern(rule: PositionRule, values: tuple[Any, ...], num_blocks: in
     return POSITION_KINDS[rule.kind](values, num_blocks)
 
 
-@dataclass(frozen=True)
-class ArchSpec:
-    """How one decoder family is laid out.
-
-    Attributes:
-        blocks_path: dotted attribute path from the ``*ForCausalLM`` module to the ModuleList of blocks.
-        layer_count_key: config attribute holding the number of blocks (after ``attribute_map``).
-        per_layer_keys: (a) config fields with one entry per block, filtered on surgery. Any other list
-            whose length equals the layer count is filtered too (see ``surgery.rewrite_config``).
-        index_keys: (b) config fields listing block indices, renumbered on surgery.
-        position_rules: (c) thresholds, ranges and periods over block positions.
-        fixed_first_block: block 0 is built differently from the others (a module it lacks), so no
-            other block can become block 0.
-        embedding_scale: how the embeddings are scaled before block 0 (informational; the scoring code
-            captures block inputs with hooks, so the scale is always applied exactly as the model does).
-    """
-
-    blocks_path: str
-    layer_count_key: str = "num_hidden_layers"
-    per_layer_keys: tuple[str, ...] = ()
-    index_keys: tuple[str, ...] = ()
-    position_rules: tuple[PositionRule, ...] = ()
-    fixed_first_block: bool = False
-    embedding_scale: str | None = None
-
-
-_LT = ("layer_types",)
-_LLAMA_LIKE = ArchSpec("model.layers")
-_WITH_LAYER_TYPES = ArchSpec("model.layers", per_layer_keys=_LT)
-_SQRT = "sqrt(hidden_size)"
-# Qwen2/3 seed layer_types from it: blocks before max_window_layers use full attention, the rest slide;
-# a threshold, so any cut renumbers it exactly. qwen2_moe slides the even blocks below it instead.
-_MAX_WINDOW = _rule("max_window_layers", "below", "full-attention blocks", runtime=False)
-_MOE_MAX_WINDOW = _rule("max_window_layers", "even_below", "sliding-window blocks", runtime=False,
-                        context=("use_sliding_window",))
-# qwen2_moe/qwen3_moe/qwen3_next: block i is MoE iff (i + 1) % decoder_sparse_step == 0 and i is not in
-# mlp_only_layers; a step the cut breaks becomes 1 with the left-out blocks listed in mlp_only_layers.
-_SPARSE_STEP = _rule("decoder_sparse_step", "every_nth", "MoE blocks", into="mlp_only_layers")
-# DeepSeek-style MoE: dense blocks first, then MoE on blocks i % moe_layer_freq == 0 (the frequency is a
-# hub config field that transformers does not declare but vLLM and the original code read).
-_DEEPSEEK = ArchSpec("model.layers", per_layer_keys=_LT, position_rules=(
-    _rule("first_k_dense_replace", "below", "dense (non-MoE) blocks"),
-    _rule("moe_layer_freq", "every_nth_from_first", "MoE blocks"),
-))
-_WINDOW_PATTERN = _rule("sliding_window_pattern", "every_nth", "full-attention blocks", runtime=False)
-
-ARCHITECTURES: dict[str, ArchSpec] = {
-    "llama": _WITH_LAYER_TYPES,
-    "mistral": _WITH_LAYER_TYPES,
-    "mixtral": _WITH_LAYER_TYPES,
-    "qwen2": ArchSpec("model.layers", per_layer_keys=_LT, position_rules=(_MAX_WINDOW,)),
-    "qwen2_moe": ArchSpec("model.layers", per_layer_keys=_LT, index_keys=("mlp_only_layers",),
-                          position_rules=(_MOE_MAX_WINDOW, _SPARSE_STEP)),
-    "qwen3": ArchSpec("model.layers", per_layer_keys=_LT, position_rules=(_MAX_WINDOW,)),
-    "qwen3_moe": ArchSpec("model.layers", per_layer_keys=_LT, index_keys=("mlp_only_layers",),
-                          position_rules=(_MAX_WINDOW, _SPARSE_STEP)),
-    "qwen3_next": ArchSpec("model.layers", per_layer_keys=_LT, index_keys=("mlp_only_layers",),
-                           position_rules=(_SPARSE_STEP, _rule("full_attention_interval", "every_nth",
-                                                               "full-attention blocks", runtime=False))),
-    "olmoe": _LLAMA_LIKE,
-    "granitemoe": _LLAMA_LIKE,
-    "minimax": _WITH_LAYER_TYPES,
-    "gpt_oss": _WITH_LAYER_TYPES,
-    # num_experts / moe_topk may be one value per block
-    "hunyuan_v1_moe": ArchSpec("model.layers", per_layer_keys=("num_experts", "moe_topk")),
-    "deepseek_v2": _DEEPSEEK,
-    "deepseek_v3": _DEEPSEEK,
-    "glm4_moe": _DEEPSEEK,
-    "dots1": ArchSpec("model.layers", per_layer_keys=_LT,
-                      position_rules=(*_DEEPSEEK.position_rules, _MAX_WINDOW)),
-    # MoE on blocks (i + 1) % moe_layer_interval == 0 between moe_layer_start_index and moe_layer_end_index
-    "ernie4_5_moe": ArchSpec("model.layers", position_rules=(
-        _rule(("moe_layer_start_index", "moe_layer_end_index"), "range", "MoE blocks"),
-        _rule("moe_layer_interval", "every_nth", "MoE blocks"),
-    )),
-    "llama4_text": ArchSpec("model.layers", per_layer_keys=("layer_types", "no_rope_layers"),
-                            index_keys=("moe_layers",), position_rules=(
-        _rule("interleave_moe_layer_step", "every_nth", "MoE blocks", runtime=False),
-        _rule("no_rope_layer_interval", "every_nth", "blocks without RoPE", runtime=False),
-    )),
-    "afmoe": ArchSpec("model.layers", per_layer_keys=_LT, position_rules=(
-        _rule("num_dense_layers", "below", "dense (non-MoE) blocks"),
-        _rule("global_attn_every_n_layers", "every_nth", "full-attention blocks", runtime=False),
-    )),
-    "lfm2": ArchSpec("model.layers", per_layer_keys=_LT, index_keys=("full_attn_idxs",)),
-    "lfm2_moe": ArchSpec("model.layers", per_layer_keys=_LT, index_keys=("full_attn_idxs",),
-                         position_rules=(_rule("num_dense_layers", "below", "dense (non-MoE) blocks"),)),
-    "jamba": ArchSpec("model.layers", position_rules=(
-        _rule(("attn_layer_period", "attn_layer_offset"), "period_offset", "attention blocks"),
-        _rule(("expert_layer_period", "expert_layer_offset"), "period_offset", "MoE blocks"),
-    )),
-    "bamba": ArchSpec("model.layers", index_keys=("attn_layer_indices",)),
-    "recurrent_gemma": ArchSpec("model.layers", position_rules=(
-        _rule("block_types", "cycle", "recurrent and attention blocks"),
-    ), embedding_scale=_SQRT),
-    "gemma": ArchSpec("model.layers", per_layer_keys=_LT, embedding_scale=_SQRT),
-    "gemma2": ArchSpec("model.layers", per_layer_keys=_LT, position_rules=(_WINDOW_PATTERN,),
-                       embedding_scale=_SQRT),
-    "gemma3_text": ArchSpec("model.layers", per_layer_keys=_LT, position_rules=(
-        _rule("sliding_window_pattern", "every_nth", "full-attention blocks", runtime=False,
-              aliases=("_sliding_window_pattern",)),
-    ), embedding_scale=_SQRT),
-    "cohere2": ArchSpec("model.layers", per_layer_keys=_LT, position_rules=(_WINDOW_PATTERN,)),
-    "exaone4": ArchSpec("model.layers", per_layer_keys=_LT, position_rules=(
-        _rule("sliding_window_pattern", "every_nth_or_cycle", "full-attention blocks", runtime=False),
-    )),
-    "modernbert-decoder": ArchSpec("model.layers", per_layer_keys=_LT, position_rules=(
-        _rule("global_attn_every_n_layers", "every_nth_from_first", "full-attention blocks", runtime=False),
-    ), fixed_first_block=True),  # block 0 has no attention norm
-    "phi3": _WITH_LAYER_TYPES,
-    "phi": _LLAMA_LIKE,
-    "olmo": _LLAMA_LIKE,
-    "olmo2": _WITH_LAYER_TYPES,
-    "olmo3": _WITH_LAYER_TYPES,
-    "granite": ArchSpec("model.layers", per_layer_keys=_LT, embedding_scale="embedding_multiplier"),
-    "cohere": _LLAMA_LIKE,
-    "stablelm": _LLAMA_LIKE,
-    "starcoder2": _LLAMA_LIKE,
-    # hub configs also carry Qwen2's max_window_layers (inert: use_sliding_window is off)
-    "smollm3": ArchSpec("model.layers", per_layer_keys=("layer_types", "no_rope_layers"), position_rules=(
-        _rule("no_rope_layer_interval", "every_nth", "blocks without RoPE", runtime=False), _MAX_WINDOW,
-    )),
-    "gpt2": ArchSpec("transformer.h", layer_count_key="n_layer"),
-    "gptj": ArchSpec("transformer.h", layer_count_key="n_layer"),
-    "gpt_neo": ArchSpec("transformer.h", layer_count_key="num_layers", per_layer_keys=("attention_layers",),
-                        position_rules=(_rule("attention_types", "repeat_groups", "attention kinds",
-                                              runtime=False),)),
-    "bloom": ArchSpec("transformer.h", layer_count_key="n_layer"),
-    "falcon": ArchSpec("transformer.h"),
-    "gpt_neox": ArchSpec("gpt_neox.layers"),
-    "opt": ArchSpec("model.decoder.layers"),
-}
-
-# Config fields that name blocks by position in some family transformers ships (surveyed in the
-# configuration_*.py files of transformers 5.x). A family whose spec does not declare one of these
-# cannot be pruned while the field is set: surgery could not tell how to rewrite it.
-POSITION_FIELD_NAMES = frozenset(
-    {name for spec in ARCHITECTURES.values() for name in spec.index_keys}
-    | {name for spec in ARCHITECTURES.values() for rule in spec.position_rules for name in rule.fields}
-    | {
-        "attention_types", "attn_layer_indices", "attn_layer_offset", "attn_layer_period", "block_types",
-        "cross_attention_layers", "decoder_sparse_step", "expert_layer_offset", "expert_layer_period",
-        "first_k_dense_replace", "first_shared_layer", "full_attn_idxs", "full_attention_interval",
-        "global_attn_every_n_layers",
-        "hybrid_layer_ids", "hybrid_override_pattern", "interleave_moe_layer_step", "interval_pattern",
-        "kv_source_layers", "layer_group_size", "local_layer_ids", "max_window_layers", "mlp_only_layers",
-        "moe_layer_end_index", "moe_layer_freq", "moe_layer_interval", "moe_layer_start_index",
-        "moe_layers", "no_rope_layer_interval", "num_dense_layers", "num_kv_shared_layers",
-        "sliding_window_pattern", "window_pattern",
-    }
-)
-
-_LLAMA = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-_FUSED_QKV = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
-
-# model_type -> leaf names of the attention and MLP projections inside one block.
-PROJECTIONS: dict[str, tuple[str, ...]] = {
-    **{t: _LLAMA for t in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo",
-                           "olmo2", "granite", "cohere", "stablelm", "smollm3")},
-    # MoE families: attention plus the dense/shared MLP projections (fused expert weights are not Linear).
-    "mixtral": ("q_proj", "k_proj", "v_proj", "o_proj"),
-    "qwen2_moe": _LLAMA,
-    "qwen3_moe": _LLAMA,
-    "phi3": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
-    "phi": ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"),
-    "starcoder2": ("q_proj", "k_proj", "v_proj", "o_proj", "c_fc", "c_proj"),
-    "gpt2": ("c_attn", "c_proj", "c_fc"),
-    "gptj": ("q_proj", "k_proj", "v_proj", "out_proj", "fc_in", "fc_out"),
-    "bloom": _FUSED_QKV,
-    "falcon": _FUSED_QKV,
-    "gpt_neox": _FUSED_QKV,
-    "opt": ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),
-}
-
-
-# Families that are not decoder-only language models: refused with a clear message.
-ENCODER_ONLY = {
-    "bert", "roberta", "xlm-roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2",
-    "camembert", "modernbert", "mpnet", "ernie", "xlm", "flaubert", "longformer", "megatron-bert",
-}
-
 
 @dataclass
 class Blocks:
@@ -330,9 +135,17 @@ def supported_types() -> list[str]:
     return sorted(ARCHITECTURES)
 
 
+def multimodal_types() -> list[str]:
+    """Multimodal model types whose language model shortllm prunes (rows with a ``text_config_key``), sorted."""
+    return sorted(t for t, spec in ARCHITECTURES.items() if spec.text_config_key)
+
+
 def spec_of(config: Any) -> ArchSpec:
     """The table's spec for ``config``'s model type, or a generic one (layer count found by name,
     ``layer_types`` as the only known per-block list) for a type the table does not list.
+
+    For a multimodal checkpoint this is its own row (where the language blocks are, the auto class); the
+    rules for its text config are ``spec_of(language_config(config))``.
 
     Raises:
         UnsupportedArchitectureError: for encoder or multimodal configs, or when no layer count is found.
@@ -341,6 +154,33 @@ def spec_of(config: Any) -> ArchSpec:
     if spec is not None:
         return spec
     return ArchSpec("", layer_count_key=layer_count_key(config), per_layer_keys=_LT)
+
+
+def language_config(config: Any) -> Any:
+    """The config that holds the layer count and the per-block fields: the language model's sub-config
+    (``config.text_config``) of a multimodal checkpoint in the table, else ``config`` itself."""
+    spec = ARCHITECTURES.get(getattr(config, "model_type", ""))
+    if spec is not None and spec.text_config_key:
+        return getattr(config, spec.text_config_key)
+    return config
+
+
+def block_key_prefixes(config: Any) -> tuple[str, ...]:
+    """Names a safetensors checkpoint of ``config``'s family may store the block list under (tensors
+    ``{prefix}.{i}.…``), the one stock ``save_pretrained`` writes first (see ``ArchSpec.checkpoint_prefix``);
+    empty for a family the table does not list."""
+    spec = ARCHITECTURES.get(getattr(config, "model_type", ""))
+    return spec.checkpoint_prefixes if spec is not None else ()
+
+
+def auto_class(config: Any) -> Any:
+    """The ``transformers`` auto class that builds and loads ``config``'s whole checkpoint as its own class:
+    ``AutoModelForCausalLM``, or for the multimodal rows ``AutoModelForImageTextToText`` (vision tower
+    included). Imports transformers."""
+    import transformers
+
+    spec = ARCHITECTURES.get(getattr(config, "model_type", ""))
+    return getattr(transformers, spec.auto_class if spec is not None else "AutoModelForCausalLM")
 
 
 _EXAMPLES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "phi3")
@@ -364,15 +204,32 @@ def _block_count(config: Any) -> int | None:
     return None
 
 
-def check_multimodal(config: Any) -> None:
-    """Refuse a multimodal config (a language model nested beside a vision or audio tower).
+def _check_language_config(config: Any, spec: ArchSpec) -> None:
+    """A multimodal row's config must carry its language sub-config with a layer count."""
+    model_type = getattr(config, "model_type", "?")
+    text = getattr(config, spec.text_config_key or "", None)
+    if text is None or not hasattr(text, "to_dict") or _block_count(text) is None:
+        raise UnsupportedArchitectureError(
+            f"the config of multimodal model type '{model_type}' has no {spec.text_config_key} with a layer "
+            "count, so its language model's blocks cannot be found",
+            f"check config.json: it should hold a {spec.text_config_key} with num_hidden_layers",
+        )
 
-    Pruning the language tower of such a model is not supported yet; the message names the nesting found.
+
+def check_multimodal(config: Any) -> None:
+    """Refuse a multimodal config (a language model nested beside a vision or audio tower) unless the table
+    says how to prune its language model (:func:`multimodal_types`: Gemma 3, Mistral 3, LLaVA, Qwen-VL,
+    Llama 4).
 
     Raises:
-        UnsupportedArchitectureError: naming where the language model's blocks are, what sits beside them,
-            and what is supported.
+        UnsupportedArchitectureError: for a multimodal type not in the table, naming where its language
+            model's blocks are, what sits beside them, and what is supported; for a table type whose config
+            lacks its language sub-config.
     """
+    spec = ARCHITECTURES.get(getattr(config, "model_type", ""))
+    if spec is not None and spec.text_config_key:
+        _check_language_config(config, spec)
+        return
     subs = _sub_configs(config)
     if not subs:
         return
@@ -380,7 +237,8 @@ def check_multimodal(config: Any) -> None:
     text = get_text() if callable(get_text) else None
     text_key = next((k for k, v in subs.items() if v is text), None)
     if text_key is None:
-        text_key = next((k for k in subs if "text" in k or "language" in k or "llm" in k), None)
+        text_key = next((k for k in subs if "text" in k or "language" in k or "llm" in k
+                         or "thinker" in k), None)
     others = [k for k in subs if k != text_key]
     if text_key is None or not others:
         return
@@ -398,14 +256,15 @@ def check_multimodal(config: Any) -> None:
                   if text_type in ARCHITECTURES else "use a text-only checkpoint of its language model")
     raise UnsupportedArchitectureError(
         f"model type '{model_type}' is a multimodal model: its language model's {blocks} are under "
-        f"{text_key} (language model, type '{text_type}') beside {towers}; pruning multimodal models is "
-        "not supported yet",
-        f"{suggestion}; shortllm prunes text-only decoder models (types: {', '.join(supported_types())})",
+        f"{text_key} (language model, type '{text_type}') beside {towers}; shortllm does not know this "
+        "layout",
+        f"{suggestion}; shortllm prunes text-only decoder models and the language model of the multimodal "
+        f"types {', '.join(multimodal_types())}",
     )
 
 
 def check_decoder(config: Any) -> None:
-    """Refuse configs of encoder-only, encoder-decoder and multimodal models.
+    """Refuse configs of encoder-only, encoder-decoder and multimodal models not in the table.
 
     Raises:
         UnsupportedArchitectureError: naming the model type (and for multimodal models the nesting
@@ -422,12 +281,16 @@ def check_decoder(config: Any) -> None:
 
 
 def layer_count_key(config: Any) -> str:
-    """The config attribute that holds the number of blocks for this config's family.
+    """The config attribute that holds the number of blocks for this config's family; for a multimodal
+    checkpoint, the attribute of its :func:`language_config`.
 
     Raises:
-        UnsupportedArchitectureError: for multimodal configs, or when no layer count is found.
+        UnsupportedArchitectureError: for multimodal configs not in the table, or when no layer count is found.
     """
     spec = ARCHITECTURES.get(getattr(config, "model_type", ""))
+    if spec is not None and spec.text_config_key:
+        check_multimodal(config)
+        return layer_count_key(language_config(config))
     if spec is not None:
         return spec.layer_count_key
     for key in ("num_hidden_layers", "n_layer", "num_layers", "n_layers"):
@@ -441,8 +304,8 @@ def layer_count_key(config: Any) -> str:
 
 
 def num_layers(config: Any) -> int:
-    """Number of transformer blocks the config declares."""
-    return int(getattr(config, layer_count_key(config)))
+    """Number of transformer blocks the config declares (the language model's, for a multimodal checkpoint)."""
+    return int(getattr(language_config(config), layer_count_key(config)))
 
 
 def _get_path(root: Any, path: str) -> tuple[Any, str, Any]:
@@ -454,7 +317,8 @@ def _get_path(root: Any, path: str) -> tuple[Any, str, Any]:
 
 
 def blocks_of(model: Any) -> Blocks:
-    """Locate the ModuleList of transformer blocks of ``model``.
+    """Locate the ModuleList of transformer blocks of ``model`` (the language model's, for a multimodal
+    checkpoint: its vision tower's blocks are never returned).
 
     Uses the architecture table, else generic detection: the single ``nn.ModuleList`` whose length equals
     the config's layer count.
@@ -474,7 +338,14 @@ def blocks_of(model: Any) -> Blocks:
         except AttributeError:
             layers = None
         if isinstance(layers, nn.ModuleList):
-            return Blocks(parent, attr, layers, spec.layer_count_key, spec.per_layer_keys)
+            rules = spec_of(language_config(config)) if spec.text_config_key else spec
+            return Blocks(parent, attr, layers, rules.layer_count_key, rules.per_layer_keys)
+        if spec.text_config_key:
+            raise UnsupportedArchitectureError(
+                f"a '{model_type}' model of class {type(model).__name__} has no language blocks at "
+                f"{spec.blocks_path}",
+                f"load it as its checkpoint class ({spec.auto_class}), e.g. with shortllm's own loading",
+            )
 
     count = num_layers(config)
     found = []
@@ -491,3 +362,63 @@ def blocks_of(model: Any) -> Blocks:
         )
     parent, attr, layers = _get_path(model, outer[0])
     return Blocks(parent, attr, layers, layer_count_key(config), ("layer_types",))
+
+
+# Model families whose tokenizer's BOS must start every sequence: Gemma's model cards and Shortened LLaMA's
+# released code (``add_bos_to_every``, "especially for gemma") both say so; without it perplexity is meaningless.
+NEEDS_BOS = frozenset({"gemma", "gemma2", "gemma3", "gemma3_text", "gemma3n", "gemma3n_text", "recurrent_gemma",
+                       "paligemma", "shieldgemma2", "vaultgemma"})
+
+
+def needs_bos(config: Any) -> bool:
+    """Whether ``config``'s model family needs BOS at the start of every window (the Gemma family)."""
+    types = {getattr(config, "model_type", "")}
+    text = getattr(config, "text_config", None)
+    if text is not None:
+        types.add(getattr(text, "model_type", ""))
+    return bool(types & NEEDS_BOS)
+
+
+@dataclass(frozen=True)
+class MlpOutput:
+    """Where ``prune --replace linear`` (ReplaceMe) folds its map: the MLP's output projection of a block.
+
+    The block must end ``h_out = a + scale * P`` with ``P`` the projection's output (bias included) and ``a``
+    everything else (the residual after attention; parallel blocks add the attention output there too).
+
+    Attributes:
+        path: dotted path of the projection inside one block (an ``nn.Linear``, or GPT-2's ``Conv1D``).
+        scale_key: config field multiplying ``P`` before the residual add (Granite's ``residual_multiplier``).
+        off_when: ``(config field, value)`` for which the fold is impossible (OPT-350m's post-MLP norm).
+    """
+
+    path: str
+    scale_key: str | None = None
+    off_when: tuple[str, Any] | None = None
+
+
+_DOWN = MlpOutput("mlp.down_proj")
+# model_type -> where the linear replacement is folded. Families absent here are refused by name
+# (see MLP_FOLD_REFUSED for the reasons of the known ones).
+MLP_OUTPUTS: dict[str, MlpOutput] = {
+    **{t: _DOWN for t in ("llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "olmo", "cohere", "cohere2",
+                          "stablelm", "smollm3")},
+    "granite": MlpOutput("mlp.down_proj", scale_key="residual_multiplier"),
+    "phi": MlpOutput("mlp.fc2"),
+    "starcoder2": MlpOutput("mlp.c_proj"),
+    "gpt2": MlpOutput("mlp.c_proj"),
+    "gptj": MlpOutput("mlp.fc_out"),
+    "bloom": MlpOutput("mlp.dense_4h_to_h"),  # BloomMLP adds the residual itself: fold into the Linear
+    "falcon": MlpOutput("mlp.dense_4h_to_h"),
+    "gpt_neox": MlpOutput("mlp.dense_4h_to_h"),
+    "opt": MlpOutput("fc2", off_when=("do_layer_norm_before", False)),
+}
+_POST_NORM = ("normalises the MLP output (post_feedforward_layernorm) before adding it to the residual, so no "
+              "linear map folded into the MLP can carry it")
+_MOE = "uses a mixture of experts: there is no single MLP output projection to fold a map into"
+MLP_FOLD_REFUSED: dict[str, str] = {
+    **{t: _POST_NORM for t in ("gemma2", "gemma3_text", "olmo2", "olmo3", "exaone4")},
+    **{t: _MOE for t in ("mixtral", "qwen2_moe", "qwen3_moe", "qwen3_next", "olmoe", "granitemoe", "minimax",
+                         "gpt_oss", "deepseek_v2", "deepseek_v3", "glm4_moe", "dots1", "ernie4_5_moe",
+                         "llama4_text", "afmoe", "lfm2_moe", "hunyuan_v1_moe")},
+}

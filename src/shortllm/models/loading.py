@@ -73,13 +73,18 @@ class ModelSource:
 
 @dataclass
 class Loaded:
-    """A loaded model with its tokenizer (None if the source has none) and provenance."""
+    """A loaded model with its tokenizer (None if the source has none) and provenance.
+
+    ``processor``: for a multimodal checkpoint, its processor (image processor, tokenizer and chat template
+    together) when the source has one, so that a pruned copy is saved with it; None otherwise.
+    """
 
     model: Any
     tokenizer: Any
     source: ModelSource
     fingerprint: str
     device: str
+    processor: Any = None
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -266,7 +271,7 @@ def load_model(spec: str | None, settings: LoadSettings = LoadSettings()) -> Loa
     Raises:
         ModelLoadError, DeviceError, UnsupportedArchitectureError: see the messages.
     """
-    from shortllm.models.arch import blocks_of, check_decoder
+    from shortllm.models.arch import auto_class, blocks_of, check_decoder, language_config
 
     device = check_settings(settings)
     dtype = resolve_dtype(settings.dtype)
@@ -284,7 +289,8 @@ def load_model(spec: str | None, settings: LoadSettings = LoadSettings()) -> Loa
     log.info("Loading the model %s", source.spec, extra={"phase": True})  # a phase of the CLI's progress display
     try:
         with _hub_call(source):
-            model = from_pretrained_strict(source.path, source.spec, **kwargs)
+            # A multimodal checkpoint loads whole, as its own class (vision tower included, untouched).
+            model = from_pretrained_strict(source.path, source.spec, auto_class(config), **kwargs)
     except ModelLoadError:
         raise
     except Exception as err:
@@ -301,8 +307,40 @@ def load_model(spec: str | None, settings: LoadSettings = LoadSettings()) -> Loa
         model.to(device)
     model.eval()
     blocks_of(model)  # fail early, with a named error, on layouts we cannot operate on
+    processor = None
+    if model.config is not language_config(model.config):
+        check_text_path(model, source.spec)
+        processor = load_processor(source, settings.trust_remote_code)
     return Loaded(model, load_tokenizer(source, settings.trust_remote_code), source,
-                  fingerprint(source, config), device)
+                  fingerprint(source, config), device, processor)
+
+
+def check_text_path(model: Any, spec: str) -> None:
+    """Check that a multimodal checkpoint's own class runs the text-only path that scoring, the reload check
+    and evaluation use (token ids in, ``.logits`` out, no pixels): a 2-token forward.
+
+    Raises:
+        UnsupportedArchitectureError: naming the class, the installed transformers and its error (e.g.
+            Llama4ForConditionalGeneration in transformers 5.24 reads ``image_outputs`` its language model's
+            output lacks).
+    """
+    import torch
+    import transformers
+
+    from shortllm.errors import UnsupportedArchitectureError
+
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            model(torch.ones(1, 2, dtype=torch.long, device=device), use_cache=False).logits
+    except Exception as err:  # noqa: BLE001 - any failure of the library's forward means the same to the user
+        first = " ".join(str(err).split())[:160] or type(err).__name__
+        raise UnsupportedArchitectureError(
+            f"'{spec}': {type(model).__name__} cannot run text-only in transformers "
+            f"{transformers.__version__} ({type(err).__name__}: {first}), and scoring and the reload check "
+            "need that path",
+            "use a transformers version whose text-only forward works for this class",
+        ) from err
 
 
 def _first(keys: Any, few: int = 3) -> str:
@@ -324,12 +362,12 @@ def check_loading_info(info: dict[str, Any], spec: str) -> None:
     mismatched, errors = info.get("mismatched_keys") or (), info.get("error_msgs") or ()
     problems = []
     if missing:
-        problems.append(f"{len(missing)} missing (e.g. {_first(missing)})")
+        problems.append(f"{plural(len(missing), 'missing tensor')} (e.g. {_first(missing)})")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected (e.g. {_first(unexpected)})")
+        problems.append(f"{plural(len(unexpected), 'unexpected tensor')} (e.g. {_first(unexpected)})")
     if mismatched:
         key, found, wanted = sorted(mismatched, key=lambda m: m[0])[0]
-        problems.append(f"{len(mismatched)} of the wrong shape (e.g. {key}: {tuple(found)} in the file, "
+        problems.append(f"{plural(len(mismatched), 'tensor')} of the wrong shape (e.g. {key}: {tuple(found)} in the file, "
                         f"{tuple(wanted)} in the model)")
     if errors:
         problems.append(f"{plural(len(errors), 'load error')} ({' '.join(str(errors[0]).split())[:120]})")
@@ -337,7 +375,7 @@ def check_loading_info(info: dict[str, Any], spec: str) -> None:
         return
     prefix = _common_prefix_hint(missing, unexpected)
     raise ModelLoadError(
-        f"the weights of '{spec}' do not match its architecture: " + "; ".join(problems) + " tensor(s)"
+        f"the weights of '{spec}' do not match its architecture: " + "; ".join(problems)
         + (f"; every unexpected name starts with '{prefix}'" if prefix else ""),
         ("strip the prefix from the tensor names (e.g. merge and save the adapter with peft first)" if prefix
          else "check that config.json belongs to these weights and that no shard is missing or truncated"),
@@ -366,7 +404,9 @@ def from_pretrained_strict(path: str, spec: str, model_class: Any = None, **kwar
     Args:
         path: what ``from_pretrained`` takes (local folder or hub id).
         spec: the user's model spec, for messages.
-        model_class: the class to load with (default ``AutoModelForCausalLM``).
+        model_class: the class to load with (default: the architecture table's auto class for the
+            checkpoint's config, ``AutoModelForCausalLM`` or, for a multimodal checkpoint,
+            ``AutoModelForImageTextToText``, so the checkpoint loads as the class it was saved as).
         **kwargs: passed to ``from_pretrained``.
 
     Raises:
@@ -374,7 +414,12 @@ def from_pretrained_strict(path: str, spec: str, model_class: Any = None, **kwar
             other failures propagate as ``from_pretrained`` raised them.
     """
     if model_class is None:
-        from transformers import AutoModelForCausalLM as model_class
+        from transformers import AutoConfig
+
+        from shortllm.models.arch import auto_class
+
+        model_class = auto_class(AutoConfig.from_pretrained(
+            path, **{k: kwargs[k] for k in ("revision", "trust_remote_code") if k in kwargs}))
     # Shape mismatches are collected (not raised with a generic message) so the error can name them.
     model, info = model_class.from_pretrained(path, output_loading_info=True, ignore_mismatched_sizes=True,
                                               **kwargs)
@@ -396,6 +441,21 @@ def load_tokenizer(source: ModelSource, trust_remote_code: bool = False) -> Any:
         return None
 
 
+def load_processor(source: ModelSource, trust_remote_code: bool = False) -> Any:
+    """The processor of a multimodal source (``AutoProcessor``: image processor, tokenizer, chat template),
+    or None when it has none (scoring reads text with the tokenizer; the processor only travels to outputs)."""
+    from transformers import AutoProcessor, ProcessorMixin
+
+    try:
+        with _hub_call(source):
+            processor = AutoProcessor.from_pretrained(source.path, revision=source.revision,
+                                                      trust_remote_code=trust_remote_code)
+    except Exception as err:  # noqa: BLE001 - a checkpoint without a processor is still prunable
+        log.info("no processor loaded for %s (%s)", source.spec, str(err).splitlines()[0] if str(err) else err)
+        return None
+    return processor if isinstance(processor, ProcessorMixin) else None
+
+
 def load_skeleton(spec: str | None, settings: LoadSettings = LoadSettings()) -> tuple[Any, ModelSource]:
     """Build the model on the meta device from its config alone (no weights): for parameter counts.
 
@@ -405,9 +465,8 @@ def load_skeleton(spec: str | None, settings: LoadSettings = LoadSettings()) -> 
     source = resolve_source(spec, settings.revision)  # a bad path fails before the heavy imports below
 
     import torch
-    from transformers import AutoModelForCausalLM
 
-    from shortllm.models.arch import check_decoder
+    from shortllm.models.arch import auto_class, check_decoder
 
     # A phase of the CLI's progress display; the first call also imports transformers' model code (seconds).
     log.info("Reading the model config of %s", source.spec, extra={"phase": True})
@@ -415,7 +474,7 @@ def load_skeleton(spec: str | None, settings: LoadSettings = LoadSettings()) -> 
     check_decoder(config)
     with torch.device("meta"):
         try:
-            model = AutoModelForCausalLM.from_config(config, trust_remote_code=settings.trust_remote_code)
+            model = auto_class(config).from_config(config, trust_remote_code=settings.trust_remote_code)
         except ValueError as err:
             raise ModelLoadError(
                 f"'{source.spec}' (model type '{config.model_type}') is not a causal language model",

@@ -5,7 +5,8 @@ After :func:`keep_blocks` the model (DESIGN.md "Block surgery invariants")
 2. generates with a KV cache (every ``layer_idx`` renumbered 0..k-1),
 3. has a consistent config (:func:`rewrite_config`: the layer count, and every config field tied to block
    positions rewritten for the kept blocks, or the cut refused by name),
-4. saves and reloads with stock ``AutoModelForCausalLM``,
+4. saves and reloads with stock ``AutoModelForCausalLM`` (a multimodal checkpoint with its own class,
+   ``AutoModelForImageTextToText``; only its language blocks are removed, the vision tower is untouched),
 5. records provenance in ``config.shortllm`` (new index -> original index).
 """
 
@@ -26,6 +27,7 @@ from shortllm.models.arch import (
     PositionRule,
     blocks_of,
     check_decoder,
+    language_config,
     position_pattern,
     spec_of,
 )
@@ -264,8 +266,14 @@ def rewrite_config(config: Any, keep: Sequence[int], old_count: int | None = Non
     ``text_config`` of the same depth; and records provenance in ``config.shortllm``. Nothing is changed
     when it raises.
 
+    For a multimodal checkpoint in the table (``gemma3``, ``mistral3``, ``llava``, ``qwen2_5_vl``, ...) all of
+    this happens in the language model's sub-config (``text_config``, following the rules of its own
+    ``model_type``, e.g. ``gemma3_text``); the vision tower's config and every other top-level field are left
+    as they are, and provenance goes on the top-level config (the one ``save_pretrained`` writes).
+
     Args:
-        config: a Hugging Face config of a decoder family (see ``arch.ARCHITECTURES``).
+        config: a Hugging Face config of a decoder family or a multimodal checkpoint (see
+            ``arch.ARCHITECTURES``).
         keep: indices of the blocks kept, at least one.
         old_count: the number of blocks before the cut; default: the config's layer count.
 
@@ -279,19 +287,24 @@ def rewrite_config(config: Any, keep: Sequence[int], old_count: int | None = Non
             table does not describe for this model type.
     """
     check_decoder(config)
-    spec = spec_of(config)
+    lm_config = language_config(config)  # config itself, or a multimodal checkpoint's text_config
+    spec = spec_of(lm_config)
     if old_count is None:
-        old_count = int(getattr(config, spec.layer_count_key))
+        old_count = int(getattr(lm_config, spec.layer_count_key))
     keep = validate_indices(list(keep), old_count)
     if not keep:
         raise BlockSelectionError(
             f"removing all {plural(old_count, 'block')} leaves no model", "keep at least one block"
         )
-    targets = [("", config, _config_changes(config, spec, keep, old_count))]
-    text_config = getattr(config, "text_config", None)
-    if text_config is not None and text_config is not config and getattr(
-            text_config, spec.layer_count_key, None) == old_count:
-        targets.append(("text_config.", text_config, _config_changes(text_config, spec, keep, old_count)))
+    if lm_config is not config:  # multimodal: the language model's sub-config only; vision_config untouched
+        targets = [("", config, {}), (f"{spec_of(config).text_config_key}.", lm_config,
+                                      _config_changes(lm_config, spec, keep, old_count))]
+    else:
+        targets = [("", config, _config_changes(config, spec, keep, old_count))]
+        text_config = getattr(config, "text_config", None)
+        if text_config is not None and text_config is not config and getattr(
+                text_config, spec.layer_count_key, None) == old_count:
+            targets.append(("text_config.", text_config, _config_changes(text_config, spec, keep, old_count)))
     origin = original_indices(config, old_count)
     meta = getattr(config, "shortllm", None)
     original_count = meta.get("original_num_blocks", old_count) if isinstance(meta, dict) else old_count
@@ -373,13 +386,19 @@ def drop_blocks(model: Any, indices: Iterable[int]) -> Any:
 
 @dataclass(frozen=True)
 class ParamCount:
-    """Parameter counts of a model (tied weights counted once)."""
+    """Parameter counts of a model (tied weights counted once).
+
+    ``total`` is the whole checkpoint: for a multimodal one its vision tower and projector too (also
+    counted in ``other`` and, alone, in ``outside_language_model``). ``--ratio`` is a fraction of ``total``,
+    as in the papers, which count every parameter of the model they prune.
+    """
 
     total: int
     per_block: list[int]
     embeddings: int  # input embeddings (and learned position embeddings)
     head: int  # output projection when not tied to the embeddings
     other: int  # final norms and anything else outside the blocks
+    outside_language_model: int = 0  # multimodal: vision tower, projector, ... (part of ``other``)
 
     @property
     def blocks(self) -> int:
@@ -387,7 +406,12 @@ class ParamCount:
 
 
 def count_params(model: Any) -> ParamCount:
-    """Count parameters: total, per block, embeddings, untied head, rest. Works on the meta device."""
+    """Count parameters: total, per block, embeddings, untied head, rest. Works on the meta device.
+
+    For a multimodal checkpoint the total is the whole model (vision tower included) and
+    ``outside_language_model`` what lies outside the language model (the module that holds the blocks,
+    the embeddings and the head).
+    """
     blocks = blocks_of(model)
     seen: set[int] = set()
 
@@ -407,6 +431,9 @@ def count_params(model: Any) -> ParamCount:
             embeddings += numel(module.parameters())
     out = model.get_output_embeddings()
     head = numel(out.parameters()) if out is not None else 0
-    other = numel(model.parameters())
-    total = sum(per_block) + embeddings + head + other
-    return ParamCount(total=total, per_block=per_block, embeddings=embeddings, head=head, other=other)
+    multimodal = bool(spec_of(model.config).text_config_key)
+    language_rest = numel(blocks.parent.parameters()) if multimodal else 0  # the language model's final norm
+    outside = numel(model.parameters())
+    total = sum(per_block) + embeddings + head + language_rest + outside
+    return ParamCount(total=total, per_block=per_block, embeddings=embeddings, head=head,
+                      other=language_rest + outside, outside_language_model=outside if multimodal else 0)

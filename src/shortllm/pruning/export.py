@@ -96,7 +96,7 @@ def check_no_overlap(out: Path, inputs: Inputs = (), what: str = "--out") -> Non
         if _within(source, target) or _within(target, source):
             how = ("is" if source == target else "contains" if _within(source, target) else "lies inside")
             raise OutputError(f"{what} {out} {how} the {label} {path}; writing it would change that input",
-                              f"choose a {what} folder outside {path}")
+                              f"choose another {what} outside {path}")
 
 
 @contextlib.contextmanager
@@ -170,9 +170,11 @@ def write_manifest(folder: Path, verb: str, options: dict[str, Any], source: dic
     return manifest
 
 
-def save_model(model: Any, tokenizer: Any, folder: Path) -> None:
-    """Save model (safetensors), tokenizer and generation config into ``folder``."""
-    model.save_pretrained(folder, safe_serialization=True)
+def save_model(model: Any, tokenizer: Any, folder: Path, max_shard_size: str | int | None = None) -> None:
+    """Save model (safetensors; shards of at most ``max_shard_size``, e.g. ``"5GB"``, default transformers'),
+    tokenizer and generation config into ``folder``."""
+    extra = {"max_shard_size": max_shard_size} if max_shard_size is not None else {}
+    model.save_pretrained(folder, safe_serialization=True, **extra)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
 

@@ -83,7 +83,8 @@ def fits_ratio(counts: ParamCount, ratio: float, blocks: Sequence[int]) -> bool:
 
 
 def fit_within_ratio(counts: ParamCount, ratio: float, choose: Callable[[int], Sequence[int]],
-                     k_max: int, criterion: str = "the criterion") -> list[int]:
+                     k_max: int, criterion: str = "the criterion",
+                     kept_back: Callable[[Sequence[int]], Sequence[int]] | None = None) -> list[int]:
     """The removal set of the largest ``k <= k_max`` that stays within ``ratio`` x the total parameters.
 
     This is what keeps the ratio promise ("never more parameters than asked") for every criterion whatever
@@ -97,6 +98,8 @@ def fit_within_ratio(counts: ParamCount, ratio: float, choose: Callable[[int], S
         choose: ``k -> removal set`` of the criterion; may raise :class:`BlockSelectionError` when it has
             no set of ``k`` blocks (e.g. no unprotected run of that length).
         k_max: the most blocks to try.
+        kept_back: ``removal set -> the blocks of it that stay`` (``prune --replace block``: one trained block
+            per removed run); the ratio counts only the blocks that really go, so the cut takes that many more.
 
     Raises:
         BlockSelectionError: no set the criterion chooses fits the ratio, not even one block.
@@ -106,7 +109,8 @@ def fit_within_ratio(counts: ParamCount, ratio: float, choose: Callable[[int], S
             removed = sorted(choose(k))
         except BlockSelectionError:
             continue
-        if fits_ratio(counts, ratio, removed):
+        gone = [b for b in removed if b not in set(kept_back(removed))] if kept_back else removed
+        if gone and fits_ratio(counts, ratio, gone):
             return removed
     smallest = min(counts.per_block)
     raise BlockSelectionError(
@@ -183,3 +187,32 @@ def plan_from_blocks(counts: ParamCount, blocks: Sequence[int]) -> Plan:
                                   "keep at least one block")
     after = counts.total - sum(counts.per_block[i] for i in removed)
     return Plan(num_blocks=n, removed=removed, params_before=counts.total, params_after=after)
+
+
+def blocks_requested(counts: ParamCount, ratio: float | None = None, num_blocks: int | None = None) -> int:
+    """How many blocks ``--ratio`` or ``--num-blocks`` asks for (checked against the model).
+
+    With a ratio this is the most blocks it could ever allow (the smallest ones); each criterion's own
+    choice is then shrunk to fit by :func:`fit_within_ratio`. This is the one place that turns a size
+    request into a block count: ``score``, ``prune`` and the ``auto`` search all call it.
+
+    Raises:
+        BlockSelectionError: bad ratio, a ratio too small for one block, removing every block.
+    """
+    n = len(counts.per_block)
+    if ratio is not None:
+        check_ratio(ratio)
+        k = blocks_within_ratio(counts, ratio, smallest_first(counts))
+        if k == 0:
+            raise BlockSelectionError(
+                f"--ratio {ratio:g} is too small to remove one block ({min(counts.per_block):,} of "
+                f"{counts.total:,} parameters)", f"use --ratio {smallest_ratio_for_one(counts):g} or more",
+            )
+    else:
+        k = num_blocks
+        if k is None or k < 1:
+            raise BlockSelectionError(f"--num-blocks {k} must be at least 1")
+    if k >= n:
+        what = f"--ratio {ratio:g}" if ratio is not None else f"--num-blocks {k}"
+        raise BlockSelectionError(f"{what} would remove all {plural(n, 'block')}", "keep at least one block")
+    return k

@@ -4,24 +4,30 @@ run), then load, cut, save atomically and verify the reload."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shortllm.errors import BlockSelectionError
+from shortllm.errors import BlockSelectionError, OutputError
+from shortllm.models.checkpoint import DEFAULT_MAX_SHARD_SIZE, parse_size
 from shortllm.models.loading import (Loaded, LoadSettings, check_settings, fingerprint, load_config, load_model,
                                      load_skeleton, resolve_source)
 from shortllm.models.surgery import ParamCount, count_params, drop_blocks, original_indices, rewrite_config
 from shortllm.pruning.export import (atomic_dir, check_output_dir, data_inputs, model_card, model_inputs,
                                      save_model, verify_reload,
                                      write_manifest)
-from shortllm.pruning.plan import (Plan, blocks_within_ratio, check_ratio, fit_within_ratio, plan_from_blocks,
-                                   smallest_first, smallest_ratio_for_one)
+from shortllm.pruning import out_of_core
+from shortllm.pruning.pattern import (PatternRule, check_pattern, moved_blocks, pattern_allows, pattern_choice,
+                                      pattern_note, pattern_record, rules_for_hf)
+from shortllm.pruning.plan import Plan, blocks_requested, fit_within_ratio, plan_from_blocks
+from shortllm.pruning.replace import ReplaceOptions, get_replacement
+from shortllm.pruning.replace import check_options as check_replace_options
 from shortllm.scoring.base import Progress, get_criterion
-from shortllm.scoring.run import ScoreOptions, read_score_report, removal_from_report, score_loaded
-from shortllm.wording import plural
+from shortllm.scoring.run import (ScoreOptions, load_for_scoring, read_score_report, removal_from_report,
+                                  score_loaded)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,11 @@ class PruneRequest:
     overwrite: bool = False
     dry_run: bool = False
     command: str = "shortllm prune"
+    max_shard_size: str = DEFAULT_MAX_SHARD_SIZE
+    out_format: str | None = None  # "hf" | "gguf"; None: gguf when --out ends in .gguf (formats/gguf_prune.py)
+    keep_attention_pattern: bool = False  # choose only removals that keep llama.cpp's index-derived roles
+    replace: str | None = None  # a pruning/replace.py method (e.g. "linear": ReplaceMe) folded in before surgery
+    replace_options: ReplaceOptions = field(default_factory=ReplaceOptions)
 
 
 @dataclass
@@ -57,6 +68,14 @@ class PruneResult:
     scores: dict[str, Any] | None = None
     out: str | None = None
     reload_max_diff: float | None = None
+    surgery: str | None = None  # "out-of-core" (files rewritten tensor by tensor) or "in-memory"
+    written: dict[str, Any] | None = None  # what out-of-core surgery wrote and how it was verified
+    patterns: dict[str, Any] | None = None  # llama.cpp's index-derived roles checked (pruning/pattern.py)
+    out_format: str = "hf"
+    replacement: dict[str, Any] | None = None  # what --replace fitted and where it was folded
+    # Multimodal checkpoints: params_before/after and the ratios count the whole model; this is the part
+    # outside the language model (vision tower, projector), never pruned. None for text-only models.
+    params_outside_language_model: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -74,9 +93,15 @@ class PruneResult:
             "params_after": self.plan.params_after,
             "requested_ratio": self.requested_ratio,
             "achieved_ratio": round(self.plan.achieved_ratio, 6),
+            "params_outside_language_model": self.params_outside_language_model,
             "scores": self.scores,
             "out": self.out,
             "reload_max_diff": self.reload_max_diff,
+            "surgery": self.surgery,
+            "written": self.written,
+            "format": self.out_format,
+            "runtime_patterns": self.patterns,
+            "replacement": self.replacement,
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
@@ -87,25 +112,7 @@ def blocks_to_remove(req: PruneRequest, counts: ParamCount) -> int:
     Raises:
         BlockSelectionError: bad ratio, a ratio too small for one block, removing every block.
     """
-    n = len(counts.per_block)
-    if req.ratio is not None:
-        check_ratio(req.ratio)
-        # The most blocks the ratio could ever allow (the smallest ones); the criterion's own choice is then
-        # shrunk to fit by fit_within_ratio.
-        k = blocks_within_ratio(counts, req.ratio, smallest_first(counts))
-        if k == 0:
-            raise BlockSelectionError(
-                f"--ratio {req.ratio:g} is too small to remove one block ({min(counts.per_block):,} of "
-                f"{counts.total:,} parameters)", f"use --ratio {smallest_ratio_for_one(counts):g} or more",
-            )
-    else:
-        k = req.num_blocks
-        if k is None or k < 1:
-            raise BlockSelectionError(f"--num-blocks {k} must be at least 1")
-    if k >= n:
-        what = f"--ratio {req.ratio:g}" if req.ratio is not None else f"--num-blocks {k}"
-        raise BlockSelectionError(f"{what} would remove all {plural(n, 'block')}", "keep at least one block")
-    return k
+    return blocks_requested(counts, req.ratio, req.num_blocks)  # the arithmetic lives in pruning/plan.py
 
 
 def _mode_check(req: PruneRequest) -> None:
@@ -126,11 +133,23 @@ def prune(req: PruneRequest, progress: Progress = lambda d, t: None) -> PruneRes
     Raises:
         ShortLLMError: for bad input (checked before slow work where possible) or a failed reload check.
     """
+    if gguf_output(req):  # GGUF in, GGUF out: quantized bytes copied, nothing dequantized but for scoring
+        from shortllm.formats.gguf_prune import prune_gguf
+
+        return prune_gguf(req, progress)
     t0 = time.perf_counter()
     _mode_check(req)
     if req.blocks is None and req.scores_dir is None:
         get_criterion(req.scoring.criterion)
     check_settings(req.settings)
+    parse_size(req.max_shard_size)
+    if req.replace is not None:
+        method = get_replacement(req.replace)
+        check_replace_options(req.replace_options)
+        if req.scoring.protect_first is None and req.blocks is None and req.scores_dir is None:
+            # a criterion must leave the blocks the method needs (linear: a kept block before every run)
+            first = max(get_criterion(req.scoring.criterion).protect_first, method.protect_first)
+            req = dataclasses.replace(req, scoring=dataclasses.replace(req.scoring, protect_first=first))
     if not req.dry_run:
         if req.out is None:
             raise BlockSelectionError("--out is required", "give an output directory, or --dry-run")
@@ -139,6 +158,7 @@ def prune(req: PruneRequest, progress: Progress = lambda d, t: None) -> PruneRes
     counts = count_params(skeleton)
     n = len(counts.per_block)
     origin = original_indices(skeleton.config, n)
+    rules = rules_for_hf(skeleton.config)  # what llama.cpp would derive from block indices after conversion
     loaded: Loaded | None = None
     report = None
     if req.blocks is not None:
@@ -151,80 +171,178 @@ def prune(req: PruneRequest, progress: Progress = lambda d, t: None) -> PruneRes
             how = f"criterion {report['criterion']} from {req.scores_dir}"
         else:
             t1 = time.perf_counter()
-            loaded = load_model(req.model, req.settings)
+            loaded, runner = load_for_scoring(req.model, req.settings, req.scoring.offload, req.scoring.criterion)
             result_load = time.perf_counter() - t1
-            report = score_loaded(loaded, req.scoring, k, progress)
+            keeps = (lambda r: pattern_allows(r, n, rules)) if req.keep_attention_pattern and rules else None
+            report = score_loaded(loaded, req.scoring, k, progress, ratio=req.ratio, runner=runner,
+                                  pattern_check=keeps)
             report["timings_s"]["load"] = round(result_load, 3)
+            if runner is not None:  # scored layer by layer: only a skeleton is loaded, surgery reads the files
+                loaded = None
             cal = report["calibration"]
             how = f"criterion {report['criterion']}" + (
                 f" on {cal['samples']} x {cal['seq_len']} tokens of {cal['data']}" if cal else "")
+            if "winner" in report["extras"]:  # auto: which candidate won, and why
+                win = report["extras"]["winner"]
+                how += f" (chose the set of {win['source']}: {win['why']})"
         if req.ratio is None:
-            removed = removal_from_report(report, k)
+            removed = choose_removal(req, report, n, rules)(k)
         else:  # blocks of unequal size (MoE and dense mixed...): never remove more parameters than asked
-            removed = fit_within_ratio(counts, req.ratio, lambda m: removal_from_report(report, m), k,
-                                       f"criterion {report['criterion']}")
+            kept_back = get_replacement(req.replace).kept_back if req.replace else None
+            removed = fit_within_ratio(counts, req.ratio, choose_removal(req, report, n, rules),
+                                       k if kept_back is None else n - 1, f"criterion {report['criterion']}",
+                                       kept_back=kept_back)
         how += f", --ratio {req.ratio:g}" if req.ratio is not None else f", --num-blocks {k}"
+    cut = sorted(removed)  # what --replace replaces; a method's kept_back blocks (trained stand-ins) stay
+    kept_back = get_replacement(req.replace).kept_back if req.replace else None
+    if kept_back is not None:
+        removed = [b for b in cut if b not in set(kept_back(cut))]
     plan = plan_from_blocks(counts, removed)
+    guard_pattern(req, plan, rules, origin, n)
     # The config side of the cut, tried on a copy before any weights load: a position field the cut cannot
     # state (e.g. a period of MoE or no-RoPE blocks) is refused now, also on --dry-run.
     rewrite_config(copy.deepcopy(skeleton.config), plan.kept)
+    if req.replace is not None:  # refused now (family, a run at block 0), also on --dry-run
+        get_replacement(req.replace).check(skeleton.config, cut)
     result = PruneResult(
         model=source.spec, fingerprint=loaded.fingerprint if loaded else None, plan=plan,
         removed_original=[origin[i] for i in plan.removed], kept_original=[origin[i] for i in plan.kept],
         how=how, requested_ratio=req.ratio, scores=_brief(report),
+        params_outside_language_model=counts.outside_language_model or None,
+        patterns=pattern_record(plan.removed, n, rules, guarded=req.keep_attention_pattern, output="hf")
+        if rules else None,
     )
     result.timings["plan"] = time.perf_counter() - t0
     if req.dry_run:
         return result
 
-    if loaded is None:
-        t1 = time.perf_counter()
-        loaded = load_model(req.model, req.settings)
-        result.timings["load"] = time.perf_counter() - t1
-    result.fingerprint = loaded.fingerprint
+    # Blocks known before loading: rewrite the files tensor by tensor, never instantiating the model.
+    # (--replace changes kept weights, so it needs the model in memory.)
+    files = (out_of_core.readable(source, skeleton, n, req.settings) if loaded is None and req.replace is None
+             else None)
+    result.surgery = "out-of-core" if files else "in-memory"
+    config = load_config(source, req.settings.trust_remote_code) if files else None
+    if files is None:
+        if loaded is None:
+            t1 = time.perf_counter()
+            loaded = load_model(req.model, req.settings)
+            result.timings["load"] = time.perf_counter() - t1
+        if req.replace is not None:
+            t1 = time.perf_counter()
+            result.replacement = replace_run(req, loaded, cut, progress)
+            result.timings["replace"] = time.perf_counter() - t1
+            how += f"; {result.replacement['summary']}"
+            result.how = how
+        drop_blocks(loaded.model, plan.removed)
+    result.fingerprint = fingerprint(source, config) if files else loaded.fingerprint
     t2 = time.perf_counter()
-    drop_blocks(loaded.model, plan.removed)
     with atomic_dir(req.out, req.overwrite, _inputs(req)) as tmp:
-        log.info("Saving the pruned model to %s", req.out, extra={"phase": True})
-        save_model(loaded.model, loaded.tokenizer, tmp)
-        result.timings["save"] = time.perf_counter() - t2
-        t3 = time.perf_counter()
-        log.info("Reload check: loading the saved model with transformers and comparing logits", extra={"phase": True})
-        result.reload_max_diff = verify_reload(tmp, loaded.model)
-        result.timings["verify"] = time.perf_counter() - t3
+        log.info("Saving the pruned model to %s (%s surgery)", req.out, result.surgery, extra={"phase": True})
+        if files:
+            result.written, result.reload_max_diff = out_of_core.prune_files(
+                files, config, plan.kept, plan.removed, tmp, req.max_shard_size, plan.params_after, req.model,
+                req.settings)
+            result.timings["save"] = time.perf_counter() - t2
+        else:
+            # a multimodal checkpoint's processor saves its tokenizer, image processor and chat template
+            save_model(loaded.model, loaded.processor or loaded.tokenizer, tmp, req.max_shard_size)
+            result.timings["save"] = time.perf_counter() - t2
+            t3 = time.perf_counter()
+            log.info("Reload check: loading the saved model with transformers and comparing logits",
+                     extra={"phase": True})
+            result.reload_max_diff = verify_reload(tmp, loaded.model)
+            result.timings["verify"] = time.perf_counter() - t3
         result.out = str(req.out)
         (tmp / "README.md").write_text(model_card(
             name=req.out.name, source_spec=source.hub_id or source.ref, removed=result.removed_original,
             kept=result.kept_original, num_blocks=len(origin), params_before=plan.params_before,
             params_after=plan.params_after, how=how, command=req.command, base_model=source.hub_id,
-        ))
+        ) + pattern_note(result.patterns))
         result.timings["total"] = time.perf_counter() - t0
         write_manifest(
             tmp, "prune",
             options={"blocks": req.blocks, "ratio": req.ratio, "num_blocks": req.num_blocks,
                      "scores_dir": str(req.scores_dir) if req.scores_dir else None,
                      "scoring": asdict(req.scoring) if report and not req.scores_dir else None,
-                     **asdict(req.settings), "overwrite": req.overwrite},
-            source={**source.record(loaded.model.config), "fingerprint": loaded.fingerprint},
+                     **asdict(req.settings), "overwrite": req.overwrite, "max_shard_size": req.max_shard_size,
+                     "keep_attention_pattern": req.keep_attention_pattern, "replace": req.replace,
+                     "replace_options": asdict(req.replace_options) if req.replace else None},
+            source={**source.record(config if files else loaded.model.config), "fingerprint": result.fingerprint},
             results=result.as_dict(), timings=result.timings,
         )
     return result
 
 
 def _inputs(req: PruneRequest) -> list[tuple[str, Any]]:
-    """What a prune reads: the model, a --scores folder, calibration data (only when scoring now)."""
+    """What a prune reads: the model, a --scores folder, calibration data (when scoring now or fitting --replace)."""
     found = model_inputs("input model", req.model) + [("--scores folder", req.scores_dir)]
-    if req.blocks is None and req.scores_dir is None:
+    if (req.blocks is None and req.scores_dir is None) or req.replace is not None:
         cal = req.scoring.calibration
         found += data_inputs("calibration data", cal.data, cal.data_dir)
     return found
 
 
+def replace_run(req: PruneRequest, loaded: Loaded, removed: list[int], progress: Progress) -> dict[str, Any]:
+    """Fit and fold the ``--replace`` method for ``removed`` on calibration windows (``--replace-samples``
+    windows of the scoring corpus, ``--seq-len``, ``--seed``). Returns the method's record plus a summary."""
+    from dataclasses import replace as with_changes
+
+    from shortllm.pruning.replace import ReplaceContext
+    from shortllm.scoring.run import calibration_ids
+
+    method = get_replacement(req.replace)
+    ids = None
+    if method.needs_data:
+        cal = with_changes(req.scoring.calibration, samples=req.replace_options.samples)
+        log.info("Fitting the %s replacement on %d windows of %d tokens", method.name, cal.samples, cal.seq_len,
+                 extra={"phase": True})
+        ids, _ = calibration_ids(loaded, cal)
+    record = method.run(ReplaceContext(loaded.model, ids, list(removed), req.replace_options,
+                                       batch_size=req.scoring.batch_size or 8, progress=progress))
+    runs = ", ".join(r["folded_into"] for r in record.get("runs", []))
+    return {**record, "reference": method.reference,
+            "summary": f"each removed run replaced by {method.summary} ({method.reference})"
+                       + (f": {runs}" if runs else "")}
+
+
+def gguf_output(req: PruneRequest) -> bool:
+    """Whether the request writes a GGUF: ``--format gguf``, or no --format and an ``--out`` ending in .gguf."""
+    named = req.out is not None and Path(req.out).suffix.lower() == ".gguf"
+    if req.out_format not in (None, "hf", "gguf"):
+        raise OutputError(f"unknown --format {req.out_format!r}", "use --format hf or --format gguf")
+    if req.out_format == "hf" and named:
+        raise OutputError(f"--out {req.out} ends in .gguf but --format hf writes a Hugging Face folder",
+                          "drop --format hf to write a GGUF, or name the folder without .gguf")
+    return req.out_format == "gguf" or (req.out_format is None and named)
+
+
+def choose_removal(req: PruneRequest, report: dict[str, Any], n: int, rules: list[PatternRule]) -> Any:
+    """``k -> removal set`` from a score report; with ``--keep-attention-pattern`` only sets that keep every kept
+    block's llama.cpp role (:func:`pattern_choice`)."""
+    own = lambda m: removal_from_report(report, m)  # noqa: E731
+    return pattern_choice(own, report["order"], n, rules) if req.keep_attention_pattern else own
+
+
+def guard_pattern(req: PruneRequest, plan: Plan, rules: list[PatternRule], origin: list[int], n: int) -> None:
+    """HF outputs: with ``--keep-attention-pattern`` refuse a cut that moves llama.cpp's roles (e.g. --blocks);
+    without it, warn (transformers reads ``layer_types``, but a llama.cpp conversion would not)."""
+    if req.keep_attention_pattern:
+        check_pattern(plan.removed, n, rules, origin, what="a GGUF converted from this checkpoint")
+    elif moved_blocks(plan.removed, n, rules):
+        log.warning("this cut keeps transformers' layer_types, but llama.cpp derives %s from block indices: a GGUF "
+                    "converted from the output would move it (pass --keep-attention-pattern to avoid that)",
+                    rules[0].describe())
+
+
 def _brief(report: dict[str, Any] | None) -> dict[str, Any] | None:
     if report is None:
         return None
-    keep = ("criterion", "scores", "order", "protected", "calibration", "timings_s")
-    return {k: report.get(k) for k in keep}
+    keep = ("criterion", "mode", "scores", "order", "protected", "calibration", "timings_s")
+    brief = {k: report.get(k) for k in keep}
+    extras = report.get("extras") or {}
+    if "winner" in extras:  # --criterion auto: every candidate, the refinement and the winner with its reason
+        brief["search"] = {k: extras.get(k) for k in ("winner", "candidates", "refine_steps", "baseline_heldout_ppl")}
+    return brief
 
 
 __all__ = ["PruneRequest", "PruneResult", "prune", "resolve_source"]

@@ -23,6 +23,12 @@ class ScoreContext:
         norm: the p of ``magnitude``/``taylor``.
         batch_size: calibration rows per forward (None: all at once).
         progress: called as work advances.
+        ratio: the ``--ratio`` asked for (None for a block count); with ``param_counts`` (a
+            ``models.surgery.ParamCount``) it lets a search keep every candidate within the ratio.
+        heldout_ids: ``[W, T]`` held-out windows, disjoint from ``input_ids`` (criteria with ``heldout``).
+        search: a ``scoring.search.SearchOptions`` (``auto`` only).
+        pattern_check: ``removal set -> bool``, False for a set that breaks the attention pattern
+            (``--keep-attention-pattern``); None: no restriction.
     """
 
     model: Any
@@ -32,6 +38,11 @@ class ScoreContext:
     norm: int = 1
     batch_size: int | None = None
     progress: Progress = lambda done, total: None
+    ratio: float | None = None
+    param_counts: Any = None
+    heldout_ids: Any = None
+    search: Any = None
+    pattern_check: Callable[[list[int]], bool] | None = None
 
     @property
     def num_blocks(self) -> int:
@@ -68,6 +79,7 @@ class Criterion:
     protect_first: int = 0
     protect_last: int = 0
     reference: str = ""
+    heldout: bool = False  # also needs held-out windows (ScoreContext.heldout_ids): the auto search
 
 
 REGISTRY: dict[str, Criterion] = {}
@@ -98,7 +110,7 @@ def criterion_names() -> list[str]:
     """Registered criterion names, in registration order."""
     import shortllm.scoring  # noqa: F401
 
-    preferred = ["ppl", "taylor", "taylor+", "magnitude", "bi", "angular", "sleb", "chop"]
+    preferred = ["ppl", "taylor", "taylor+", "magnitude", "bi", "angular", "sleb", "chop", "auto"]
     return sorted(REGISTRY, key=lambda n: (preferred.index(n) if n in preferred else len(preferred), n))
 
 

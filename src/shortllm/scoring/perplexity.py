@@ -75,6 +75,15 @@ def sleb_criterion(ctx: ScoreContext) -> ScoreResult:
     The order holds the ``num_remove`` greedy picks, then the remaining candidates by their perplexity
     at the last step. A block's score is the perplexity reached when it was removed.
     """
+    def removal(candidates, skip, progress=None):
+        return removal_perplexities(ctx.model, ctx.input_ids, candidates, skip=skip, batch_size=ctx.batch_size,
+                                    progress=progress)
+    return sleb_search(ctx, removal)
+
+
+def sleb_search(ctx: ScoreContext, removal) -> ScoreResult:
+    """The SLEB greedy search over ``removal(candidates, skip, progress) -> ({block: ppl}, base ppl)`` (the
+    in-memory :func:`removal_perplexities` or the layer-by-layer sweep)."""
     removed: list[int] = []
     steps = []
     scores: list[float | None] = [None] * ctx.num_blocks
@@ -86,8 +95,7 @@ def sleb_criterion(ctx: ScoreContext) -> ScoreResult:
     for _ in range(ctx.num_remove):
         def tick(d, t, offset=done):
             ctx.progress(offset + d, total_work)
-        last, ppl_now = removal_perplexities(ctx.model, ctx.input_ids, remaining, skip=removed,
-                                             batch_size=ctx.batch_size, progress=tick)
+        last, ppl_now = removal(remaining, removed, progress=tick)
         base = ppl_now if base is None else base
         done += len(remaining)
         pick = min(remaining, key=lambda i: (last[i], i))
@@ -96,7 +104,7 @@ def sleb_criterion(ctx: ScoreContext) -> ScoreResult:
         remaining.remove(pick)
         steps.append({"removed": pick, "ppl": last[pick]})
     if ctx.num_remove == 0:
-        last, base = removal_perplexities(ctx.model, ctx.input_ids, remaining, batch_size=ctx.batch_size)
+        last, base = removal(remaining, [])
     for i in remaining:
         scores[i] = last.get(i)
     rest = sorted(remaining, key=lambda i: (last.get(i, math.inf), i))
@@ -105,5 +113,7 @@ def sleb_criterion(ctx: ScoreContext) -> ScoreResult:
 
 register(Criterion("ppl", ppl_criterion, "calibration perplexity with each single block removed",
                    reference="Shortened LLaMA (arXiv 2402.02834)"))
+# SLEB's barriers (early_barrier = latter_barrier = 1 in its sleb.py): the first and last blocks are never removed;
+# --no-sleb-barriers lifts them (scoring/run.py default_protection).
 register(Criterion("sleb", sleb_criterion, "iteratively remove the block whose removal hurts perplexity least",
-                   iterative=True, reference="SLEB (arXiv 2402.09025)"))
+                   iterative=True, protect_first=1, protect_last=1, reference="SLEB (arXiv 2402.09025)"))

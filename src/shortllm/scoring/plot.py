@@ -30,6 +30,7 @@ _MEASURES = {  # what one bar of a per-block criterion is
     "magnitude": "weight magnitude: sum of |W|{p}",
     "taylor": "Taylor importance: sum of |W x dL/dW|{p}",
     "taylor+": "Taylor importance: sum of |W x dL/dW|{p}",
+    "auto": "calibration perplexity without the block (ppl's; auto compares whole cuts on held-out text)",
 }
 
 
@@ -210,6 +211,8 @@ def plot_scores(report: dict[str, Any], path: Path | None = None) -> Any:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
+    if report["criterion"] == "auto":  # a search: one bar per candidate cut, not per block
+        return _plot_candidates(report, path)
     n = report["num_blocks"]
     protected = set(report["protected"])
     view = _view(report)
@@ -254,6 +257,56 @@ def plot_scores(report: dict[str, Any], path: Path | None = None) -> Any:
     ax.set_xticks(range(n))
     ax.tick_params(axis="x", labelsize=7)
     ax.set_title(view.title, fontsize=9)
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return fig
+
+
+def _cut_text(removed: list[int]) -> str:
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in _runs(removed))
+
+
+def _plot_candidates(report: dict[str, Any], path: Path | None) -> Any:
+    """``--criterion auto``: every candidate cut's held-out perplexity (one horizontal bar each, best at the
+    top), the winner in red, the refinement steps in orange and the full model as a dashed line."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    extras = report["extras"]
+    rows = [(f"{_cut_text(c['removed'])}  ({', '.join(c['sources'])})", c["heldout_ppl"], KEPT)
+            for c in extras["candidates"]]
+    if rows:
+        rows[0] = (rows[0][0], rows[0][1], REMOVED if not extras.get("refine_steps") else PROTECTED)
+    for k, step in enumerate(extras.get("refine_steps") or [], 1):
+        last = k == len(extras["refine_steps"])
+        rows.insert(k - 1, (f"{_cut_text(step['removed'])}  (refinement step {k})", step["heldout_ppl"],
+                            REMOVED if last else PICKED_KEPT))
+    rows.sort(key=lambda r: r[1])
+    fig, ax = plt.subplots(figsize=(9.5, 1.2 + 0.22 * len(rows)), dpi=120)
+    ys = list(range(len(rows)))[::-1]
+    ax.barh(ys, [r[1] for r in rows], color=[r[2] for r in rows], edgecolor="none")
+    ax.set_yticks(ys)
+    ax.set_yticklabels([r[0] for r in rows], fontsize=6)
+    values = [r[1] for r in rows]
+    if values and max(values) / max(min(values), 1e-9) > 50:
+        ax.set_xscale("log")
+    base = extras.get("baseline_heldout_ppl")
+    handles = [Patch(color=REMOVED, label=f"chosen: {_cut_text(extras['winner']['removed'])}"),
+               Patch(color=KEPT, label="other candidates (sources in brackets)")]
+    if extras.get("refine_steps"):
+        handles[1:1] = [Patch(color=PROTECTED, label="best one-shot candidate (start of the refinement)"),
+                        Patch(color=PICKED_KEPT, label="refinement steps")]
+    if base:
+        ax.axvline(base, color="black", lw=0.8, ls="--")
+        handles.append(plt.Line2D([], [], color="black", lw=0.8, ls="--", label=f"full model: {base:.4g}"))
+    heldout = (report.get("calibration") or {}).get("heldout") or {}
+    ax.set_xlabel(f"held-out perplexity ({heldout.get('tokens', '?')} tokens from documents the scoring windows "
+                  "did not use; lower is better)", fontsize=8)
+    k = len(extras["winner"]["removed"])
+    ax.set_title(f"{report['model']}: auto, candidate cuts of {k} of {report['num_blocks']} blocks", fontsize=9)
     ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     if path is not None:

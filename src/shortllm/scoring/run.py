@@ -13,6 +13,7 @@ from shortllm.errors import BlockSelectionError, DataError
 from shortllm.models.arch import blocks_of
 from shortllm.models.loading import Loaded, LoadSettings
 from shortllm.scoring.base import Criterion, Progress, ScoreContext, get_criterion
+from shortllm.scoring.search import SearchOptions, heldout_windows
 from shortllm.wording import plural
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ class Calibration:
     samples: int = 10
     seq_len: int = 128
     seed: int = 1234
-    add_bos: bool = False
+    add_bos: bool | None = None  # None: on for the Gemma family (models/arch.py needs_bos), off otherwise
 
 
 @dataclass
@@ -43,9 +44,32 @@ class ScoreOptions:
     criterion: str = "ppl"
     protect_first: int | None = None  # None: the criterion's default
     protect_last: int | None = None
+    plus: bool = False  # Shortened LLaMA's "+": protect the first 4 and last 2 blocks, any criterion
+    sleb_barriers: bool = True  # SLEB's reference never removes the first or last block
     norm: int = 1
     batch_size: int | None = None
     calibration: Calibration = field(default_factory=Calibration)
+    search: SearchOptions = field(default_factory=SearchOptions)  # --criterion auto only
+    offload: bool | None = None  # layer by layer (True), in memory (False), or by size (None): scoring/sweep.py
+
+
+PLUS = (4, 2)  # Shortened LLaMA's "+" heuristic: the first 4 and the last 2 blocks are kept
+
+
+def default_protection(criterion: Criterion, plus: bool = False, sleb_barriers: bool = True) -> tuple[int, int]:
+    """(first, last) blocks protected when ``--protect-first/--protect-last`` are not given.
+
+    The criterion's own default (taylor+: 4 and 2; sleb: 1 and 1, SLEB's ``early_barrier``/``latter_barrier``:
+    its reference never removes the first or last still-present block, which are always blocks 0 and n-1), none
+    for sleb with ``sleb_barriers`` off; ``plus`` raises them to at least 4 and 2, as Shortened LLaMA's released
+    code does for every criterion (``--plus``).
+    """
+    first, last = criterion.protect_first, criterion.protect_last
+    if criterion.name == "sleb" and not sleb_barriers:
+        first, last = 0, 0
+    if plus:
+        first, last = max(first, PLUS[0]), max(last, PLUS[1])
+    return first, last
 
 
 def protected_blocks(criterion: Criterion, num_blocks: int, first: int | None, last: int | None) -> list[int]:
@@ -78,6 +102,20 @@ def check_candidates(num_remove: int, candidates: list[int], protected: list[int
         )
 
 
+def resolve_add_bos(cal: Calibration, config: Any) -> Calibration:
+    """``cal`` with ``add_bos`` decided: as given, else on for the Gemma family (which needs BOS; logged)."""
+    from dataclasses import replace
+
+    from shortllm.models.arch import needs_bos
+
+    if cal.add_bos is not None:
+        return cal
+    if needs_bos(config):
+        log.info("The Gemma family needs BOS: every calibration window starts with it (--no-add-bos to turn off)")
+        return replace(cal, add_bos=True)
+    return replace(cal, add_bos=False)
+
+
 def calibration_ids(loaded: Loaded, cal: Calibration) -> tuple[Any, dict[str, Any]]:
     """Sample the calibration windows for ``loaded``'s tokenizer.
 
@@ -99,6 +137,7 @@ def calibration_ids(loaded: Loaded, cal: Calibration) -> tuple[Any, dict[str, An
     if loaded.tokenizer is None:
         raise DataError(f"model '{loaded.source.spec}' has no tokenizer to encode calibration text",
                         "use a model folder that includes its tokenizer files")
+    cal = resolve_add_bos(cal, loaded.model.config)
     corpus = load_documents(cal.data, cal.split, data_dir=cal.data_dir, text_field=cal.text_field)
     ids = calibration_windows(loaded.tokenizer, corpus, n_samples=cal.samples, seq_len=cal.seq_len,
                               seed=cal.seed, add_bos=cal.add_bos)
@@ -110,11 +149,17 @@ def calibration_ids(loaded: Loaded, cal: Calibration) -> tuple[Any, dict[str, An
 
 
 def score_loaded(loaded: Loaded, options: ScoreOptions, num_remove: int,
-                 progress: Progress = lambda d, t: None) -> dict[str, Any]:
+                 progress: Progress = lambda d, t: None, ratio: float | None = None,
+                 pattern_check: Any = None, runner: Any = None) -> dict[str, Any]:
     """Score every block of an already loaded model.
 
     Args:
-        num_remove: blocks the plan will remove (used by iterative/contiguous criteria and the removal set).
+        num_remove: blocks the plan will remove (used by iterative/contiguous criteria and the removal set);
+            with ``ratio``, the most it could allow (the ``auto`` search fits every candidate to the ratio).
+        ratio: the ``--ratio`` asked for, or None.
+        pattern_check: ``removal set -> bool`` (``--keep-attention-pattern``), for the ``auto`` search.
+        runner: ``(criterion, ctx) -> ScoreResult`` in place of ``criterion.run`` (the layer-by-layer sweeps
+            of :func:`load_for_scoring`); the report's ``mode`` says which ran.
 
     Returns:
         The report: criterion, per-block scores, order (least important first), protected blocks,
@@ -122,7 +167,13 @@ def score_loaded(loaded: Loaded, options: ScoreOptions, num_remove: int,
     """
     criterion = get_criterion(options.criterion)
     n = len(blocks_of(loaded.model).layers)
-    protected = protected_blocks(criterion, n, options.protect_first, options.protect_last)
+    if criterion.needs_data:  # decided once, so that every window sampled below agrees (held-out ones too)
+        from dataclasses import replace
+
+        options = replace(options, calibration=resolve_add_bos(options.calibration, loaded.model.config))
+    first, last = default_protection(criterion, options.plus, options.sleb_barriers)
+    protected = protected_blocks(criterion, n, first if options.protect_first is None else options.protect_first,
+                                 last if options.protect_last is None else options.protect_last)
     candidates = [i for i in range(n) if i not in protected]
     check_candidates(num_remove, candidates, protected)
     if options.norm not in (1, 2):
@@ -134,30 +185,71 @@ def score_loaded(loaded: Loaded, options: ScoreOptions, num_remove: int,
         log.info("Sampling %s of %d tokens from %s", plural(cal.samples, "calibration window"), cal.seq_len,
                  cal.data, extra={"phase": True})
         ids, calibration = calibration_ids(loaded, cal)
+    heldout = None
+    if criterion.heldout:  # the auto search: held-out windows from documents the scoring windows did not use
+        from shortllm.models.surgery import count_params
+
+        heldout, calibration["heldout"] = heldout_windows(loaded.tokenizer, options.calibration,
+                                                          options.search.tokens)
+        heldout = heldout.to(ids.device)
     t1 = time.perf_counter()
     ctx = ScoreContext(model=loaded.model, input_ids=ids, num_remove=num_remove, candidates=candidates,
-                       norm=options.norm, batch_size=options.batch_size, progress=progress)
+                       norm=options.norm, batch_size=options.batch_size, progress=progress, ratio=ratio,
+                       param_counts=count_params(loaded.model) if criterion.heldout else None,
+                       heldout_ids=heldout, search=options.search, pattern_check=pattern_check)
     log.info("Scoring blocks (%s)", criterion.name, extra={"phase": True})  # the CLI counts the work in this phase
-    result = criterion.run(ctx)
+    result = runner(criterion, ctx) if runner is not None else criterion.run(ctx)
     t2 = time.perf_counter()
     return {
         "criterion": criterion.name,
         "reference": criterion.reference,
         "contiguous": criterion.contiguous,
         "iterative": criterion.iterative,
+        "mode": "layer-by-layer" if runner is not None else "in-memory",
         "model": loaded.source.spec,
         "fingerprint": loaded.fingerprint,
         "num_blocks": n,
-        "num_remove": num_remove,
+        "num_remove": result.extras.get("num_planned", num_remove),  # auto: the size of its winner
         "protected": protected,
+        "plus": options.plus,
+        "sleb_barriers": options.sleb_barriers if criterion.name == "sleb" else None,
         "scores": result.scores,
         "order": result.order,
-        "removal": sorted(result.order[:num_remove]),
+        "removal": sorted(result.order[:result.extras.get("num_planned", num_remove)]),
         "norm": options.norm if criterion.name in ("magnitude", "taylor", "taylor+") else None,
         "calibration": calibration,
         "extras": result.extras,
         "timings_s": {"calibration": round(t1 - t0, 3), "scoring": round(t2 - t1, 3)},
     }
+
+
+def load_for_scoring(spec: str | None, settings: LoadSettings, offload: bool | None,
+                     criterion: str | None = None) -> tuple[Loaded, Any]:
+    """Load a model for scoring, in memory or layer by layer (``scoring/sweep.py``).
+
+    Args:
+        offload: True/False force the mode (``--offload/--no-offload``); None chooses layer by layer when
+            the weights would not fit in memory (and ``criterion`` has a layer-by-layer form).
+
+    Returns:
+        (the loaded model, or its skeleton with only embeddings and head loaded; the ``runner`` for
+        :func:`score_loaded`, None in memory).
+    """
+    import functools
+
+    from shortllm.models.loading import load_model
+    from shortllm.scoring.sweep import choose_offload
+
+    offload, why = choose_offload(spec, settings, offload, criterion)
+    if not offload:
+        log.debug("Scoring in memory: %s", why)
+        return load_model(spec, settings), None
+    from shortllm.scoring.sweep import open_stream
+    from shortllm.scoring.sweep_criteria import run_layerwise
+
+    log.info("Scoring layer by layer, one block in memory at a time: %s", why)
+    loaded, stream = open_stream(spec, settings)
+    return loaded, functools.partial(run_layerwise, stream)
 
 
 def removal_from_report(report: dict[str, Any], k: int) -> list[int]:
@@ -247,10 +339,10 @@ def run_score(req: ScoreRequest, progress: Progress = lambda d, t: None) -> dict
     Raises:
         ShortLLMError: bad options (checked before loading weights where possible), data or model problems.
     """
-    from shortllm.models.loading import check_settings, load_model, load_skeleton
+    from shortllm.models.loading import check_settings, load_skeleton
     from shortllm.models.surgery import count_params
     from shortllm.pruning.export import atomic_dir, check_output_dir, data_inputs, model_inputs, write_manifest
-    from shortllm.pruning.run import PruneRequest, blocks_to_remove
+    from shortllm.pruning.plan import blocks_requested
 
     t0 = time.perf_counter()
     get_criterion(req.options.criterion)
@@ -269,12 +361,11 @@ def run_score(req: ScoreRequest, progress: Progress = lambda d, t: None) -> dict
 
         k = min(max(blocks_within_ratio(counts, 0.2), 1), len(counts.per_block) - 1)
     else:
-        k = blocks_to_remove(PruneRequest(model=req.model, out=None, num_blocks=req.num_blocks, ratio=req.ratio),
-                             counts)
+        k = blocks_requested(counts, req.ratio, req.num_blocks)
     t1 = time.perf_counter()
-    loaded = load_model(req.model, req.settings)
+    loaded, runner = load_for_scoring(req.model, req.settings, req.options.offload, req.options.criterion)
     t2 = time.perf_counter()
-    report = score_loaded(loaded, req.options, k, progress)
+    report = score_loaded(loaded, req.options, k, progress, ratio=req.ratio, runner=runner)
     if req.ratio is not None:  # what prune would remove: never more parameters than asked
         from shortllm.pruning.plan import fit_within_ratio
 

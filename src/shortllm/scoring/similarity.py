@@ -58,8 +58,14 @@ def angular_criterion(ctx: ScoreContext) -> ScoreResult:
     ``extras`` so a saved score run can plan any number of blocks later.
     """
     fp = full_pass(ctx.model, ctx.input_ids, keep_logits=False, batch_size=ctx.batch_size)
+    return angular_result(ctx, fp.inputs)
+
+
+def angular_result(ctx: ScoreContext, states: Sequence[torch.Tensor]) -> ScoreResult:
+    """The ``angular`` result from the states entering every block (``states[n]``: the last block's output),
+    each ``[N, T, H]`` (only the last token is read, so ``[N, 1, H]`` will do: the layer-by-layer sweep)."""
     n = ctx.num_blocks
-    tables = {m: angular_table(fp.inputs, m) for m in range(1, n)}
+    tables = {m: angular_table(states, m) for m in range(1, n)}
     run = max(ctx.num_remove, 1)
     distances = tables[run]
     scores: list[float | None] = [distances[b] if b < len(distances) and b in ctx.candidates else None

@@ -3,12 +3,19 @@
 ``taylor`` is lean: no gradient buffer for the whole model is ever kept. Each parameter's
 ``|W * dL/dW|^p`` is reduced in a post-accumulate-grad hook the moment its gradient is ready, and the
 gradient is freed, so peak memory is about weights + activations.
+
+``taylor`` always runs in float32, whatever the dtype the model was loaded in (the reference computes its
+gradients on a float32 model): bf16 activations and gradients change the block order on real models. A bf16 or
+fp16 model is upcast in place for the backward pass and cast back afterwards, which gives back the very same
+weights (every bf16/fp16 value is exact in float32); the upcast needs float32 room for the weights meanwhile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Iterable
+import itertools
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -79,8 +86,30 @@ def lean_calibration_loss(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
     return total
 
 
+@contextlib.contextmanager
+def float32_weights(model: Any) -> Iterator[None]:
+    """Upcast every floating-point parameter and buffer of ``model`` to float32 in place; restore the dtypes after.
+
+    The round trip is lossless for bf16/fp16 (float32 holds their values exactly), so the model is bit-identical
+    afterwards. Parameters keep their identity (hooks and optimizer references stay valid).
+    """
+    tensors = [t for t in itertools.chain(model.parameters(), model.buffers())
+               if t.is_floating_point() and t.dtype != torch.float32]
+    dtypes = [t.dtype for t in tensors]
+    for t in tensors:
+        t.data = t.data.float()
+    try:
+        yield
+    finally:
+        for t, dtype in zip(tensors, dtypes):
+            t.data = t.data.to(dtype)
+
+
 def taylor_scores(model: Any, input_ids: torch.Tensor, norm: int = 1, lean: bool = True) -> list[float]:
-    """Taylor importance of every block from one backward pass over the calibration batch.
+    """Taylor importance of every block from one backward pass over the calibration batch, in float32.
+
+    The model is upcast to float32 for the pass whatever its dtype (:func:`float32_weights`), as Shortened
+    LLaMA's reference computes it; half-precision gradients reorder blocks on real models.
 
     Args:
         lean: reduce and free each gradient as soon as it is accumulated (default); ``False`` keeps all
@@ -103,12 +132,12 @@ def taylor_scores(model: Any, input_ids: torch.Tensor, norm: int = 1, lean: bool
             p.requires_grad_(p in owner)  # no gradients for embeddings, final norm and head
         if lean:
             handles = [p.register_post_accumulate_grad_hook(reduce_and_free) for p in owner]
-        with torch.enable_grad():
+        with float32_weights(model), torch.enable_grad():
             lean_calibration_loss(model, input_ids).backward()
-        if not lean:
-            for p, i in owner.items():
-                if p.grad is not None:
-                    scores[i] += taylor_term(p, p.grad, norm)
+            if not lean:
+                for p, i in owner.items():
+                    if p.grad is not None:
+                        scores[i] += taylor_term(p, p.grad, norm)
     finally:
         for h in handles:
             h.remove()

@@ -30,6 +30,9 @@ def _method(cfg: Any, teacher: str | None, adapter: bool) -> str:
         return "continued pretraining (every weight trained on the next-token loss)"
     if cfg.method == "kd":
         kd = cfg.kd
+        if kd.alpha == 1:  # the default: forward KL only, as Minitron
+            return (f"knowledge distillation from `{teacher}` (loss = T^2 x KL(teacher || student), forward KL only, "
+                    f"T = {kd.temperature:g})")
         return (f"knowledge distillation from `{teacher}` (loss = {kd.alpha:g} x T^2 x KL(teacher || student) + "
                 f"{1 - kd.alpha:g} x next-token loss, T = {kd.temperature:g})")
     lora = cfg.lora
@@ -104,6 +107,8 @@ def retrain_card(cfg: Any, result: Any, source: Any, manifest: dict[str, Any] | 
         ("held-out data", _held_out(result.data)),
         ("held-out loss before", _loss(result.initial_eval_loss)),
         ("held-out loss after", _loss(result.final_eval_loss)),
+        *([("weights kept (--keep-best)", f"step {result.best['step']}: held-out loss {_loss(result.best['eval_loss'])}")]
+          if getattr(result, "best", None) else []),
         ("final training loss", _loss(result.final_loss)),
         ("trainable parameters", f"{result.trainable_params:,} of {result.params:,}"),
         ("training time", f"{result.wall_time_s:.1f} s on {plural(result.world_size, 'process', 'processes')}"),

@@ -239,6 +239,12 @@ def read_state(path: Path) -> dict[str, Any]:
             raise damaged(file, f"no valid '{key}'")
     if not isinstance(state.get("data_position", {}), dict):
         raise damaged(file, "no valid 'data_position'")
+    # Well-formed is not enough: values a run cannot have would resume at a wrong position or world size.
+    for key, least in (("step", 0), ("tokens", 0), ("wall_s", 0), ("sessions", 1), ("world_size", 1)):
+        if state[key] < least:
+            raise damaged(file, f"'{key}' is {state[key]}, below {least}")
+    if path.name.startswith(PREFIX) and path.name != checkpoint_name(state["step"]):
+        raise damaged(file, f"'step' is {state['step']} but the folder is {path.name}")
     return state
 
 

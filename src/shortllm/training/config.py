@@ -13,8 +13,10 @@ from shortllm.errors import TrainingError  # noqa: F401  (re-exported for caller
 from shortllm.models.loading import LoadSettings
 
 METHODS = ("lora", "cpt", "kd")
+HIDDEN_LOSSES = ("nmse", "cosine")  # --kd-hidden (training/losses.py)
 FORMATS = ("auto", "text", "instruction")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+LR_SCHEDULES = ("cosine", "linear")
 
 
 
@@ -31,11 +33,18 @@ class LoraOptions:
 
 @dataclass(frozen=True)
 class KDOptions:
-    """Distillation: loss = alpha * T^2 * KL(teacher || student at T) + (1 - alpha) * CE."""
+    """Distillation: loss = alpha * T^2 * KL(teacher || student at T) + (1 - alpha) * CE.
+
+    ``alpha`` is 1 by default: Minitron's logit distillation (Sreenivas et al. 2024, arXiv 2408.11796) uses the
+    forward KL alone, with no cross-entropy term (docs/retrain.md).
+    """
 
     teacher: str | None = None  # None: the unpruned source named in the model folder's shortllm.json
-    alpha: float = 0.5
+    alpha: float = 1.0
     temperature: float = 1.0
+    hidden: str | None = None  # nmse | cosine: also match kept blocks' outputs to their teacher counterparts'
+    hidden_weight: float = 1.0  # weight of that term: alpha*KL + (1-alpha)*CE + hidden_weight*H
+    teacher_warmup_steps: int = 0  # fine-tune the teacher on the healing data first (Minitron's correction)
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,7 @@ class DataOptions:
     format: str = "auto"  # auto | text | instruction (Alpaca instruction/input/output records)
     eval_data: str | None = None  # held-out data; None: hold out eval_fraction of the training rows
     eval_fraction: float = 0.05
-    max_eval_rows: int = 64
+    max_eval_rows: int | None = 64  # None: sized to the run (training/data.py: eval_rows_for)
     streaming: bool = False  # read plain text lazily (corpora larger than memory), in corpus order...
     shuffle_window: int = 1  # ...shuffled within windows of this many blocks (1: no shuffle)
 
@@ -71,6 +80,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     warmup_steps: int | None = None  # None: 5% of the steps (at least 1 when there are 20 or more)
     min_lr_ratio: float = 0.1  # cosine decays to this fraction of lr
+    lr_schedule: str = "cosine"  # after warmup: cosine (to min_lr_ratio) | linear (to 0, as HF Trainer's default)
     max_grad_norm: float = 1.0
     lora: LoraOptions = field(default_factory=LoraOptions)
     kd: KDOptions = field(default_factory=KDOptions)
@@ -80,6 +90,9 @@ class TrainConfig:
     checkpoint_dir: Path | None = None  # None: "<out>.checkpoints" beside --out
     resume: bool = False
     stop_after: int | None = None  # end this session after N steps (checkpointed); continue with resume
+    keep_best: bool = False  # save the weights of the lowest held-out loss; --out gets those (training/best.py)
+    train_blocks: str | None = None  # cpt/kd: train only these blocks (training/freeze.py), the rest frozen
+    train_head: bool = False  # with train_blocks (or alone): also train the output head and final norm
     gradient_checkpointing: bool = False
     mixed_precision: str = "auto"  # auto: bf16 on CUDA when supported, else none
     seed: int = 1234
@@ -119,6 +132,11 @@ def validate(cfg: TrainConfig) -> None:
         raise _bad(f"unknown --format '{cfg.data.format}'", f"use one of {', '.join(FORMATS)}")
     if cfg.mixed_precision not in MIXED_PRECISION:
         raise _bad(f"unknown --mixed-precision '{cfg.mixed_precision}'", f"use one of {', '.join(MIXED_PRECISION)}")
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise _bad(f"unknown --lr-schedule '{cfg.lr_schedule}'", f"use one of {', '.join(LR_SCHEDULES)}")
+    if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
+        raise _bad(f"--adam-betas {','.join(map(str, cfg.betas))} must be two numbers in 0..1 (below 1)",
+                   "e.g. --adam-betas 0.9,0.999")
     if cfg.out is None:
         raise _bad("--out is required", "give the folder for the healed model, e.g. --out healed/")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
@@ -144,6 +162,8 @@ def validate(cfg: TrainConfig) -> None:
         (0 <= cfg.lora.dropout < 1, f"--lora-dropout {cfg.lora.dropout:g} must be within 0..1"),
         (0 <= cfg.kd.alpha <= 1, f"--kd-alpha {cfg.kd.alpha:g} must be within 0..1"),
         (cfg.kd.temperature > 0, f"--kd-temperature {cfg.kd.temperature:g} must be positive"),
+        (cfg.kd.hidden_weight >= 0, f"--kd-hidden-weight {cfg.kd.hidden_weight:g} must not be negative"),
+        (cfg.kd.teacher_warmup_steps >= 0, f"--teacher-warmup-steps {cfg.kd.teacher_warmup_steps} is negative"),
     ]
     for ok, message in checks:
         if not ok:
@@ -163,6 +183,18 @@ def validate(cfg: TrainConfig) -> None:
         raise _bad("--save-adapter only applies to --method lora")
     if cfg.method != "kd" and cfg.kd.teacher is not None:
         raise _bad("--teacher only applies to --method kd")
+    if cfg.kd.hidden is not None and cfg.kd.hidden not in HIDDEN_LOSSES:
+        raise _bad(f"unknown --kd-hidden '{cfg.kd.hidden}'", f"use one of {', '.join(HIDDEN_LOSSES)}")
+    if cfg.method != "kd" and (cfg.kd.hidden is not None or cfg.kd.teacher_warmup_steps):
+        what = "--kd-hidden" if cfg.kd.hidden is not None else "--teacher-warmup-steps"
+        raise _bad(f"{what} only applies to --method kd")
+    if cfg.method == "lora" and (cfg.train_blocks is not None or cfg.train_head):
+        raise _bad("--train-blocks/--train-head choose what full-parameter training updates; LoRA trains adapters",
+                   "use them with --method cpt or kd")
+    if cfg.train_blocks is not None:
+        from shortllm.training.freeze import check_spec
+
+        check_spec(cfg.train_blocks)
 
 
 def run_identity(cfg: TrainConfig, model_fingerprint: str, data_fingerprint: str, total_steps: int,
@@ -181,13 +213,29 @@ def run_identity(cfg: TrainConfig, model_fingerprint: str, data_fingerprint: str
         "total_steps": total_steps,
         "lr": cfg.lr, "weight_decay": cfg.weight_decay, "betas": list(cfg.betas),
         "warmup_steps": cfg.warmup_steps, "min_lr_ratio": cfg.min_lr_ratio, "max_grad_norm": cfg.max_grad_norm,
+        **({"lr_schedule": cfg.lr_schedule} if cfg.lr_schedule != "cosine" else {}),  # older identities unchanged
         "lora": ({k: v for k, v in asdict(cfg.lora).items() if k != "save_adapter"}
                  if cfg.method == "lora" else None),
-        "kd": asdict(cfg.kd) if cfg.method == "kd" else None,
+        "kd": _kd_identity(cfg) if cfg.method == "kd" else None,
+        # only when set, so the checkpoints of runs without them keep their identity
+        **({"train_blocks": cfg.train_blocks} if cfg.train_blocks is not None else {}),
+        **({"train_head": True} if cfg.train_head else {}),
         "seed": cfg.seed,
         "dtype": cfg.settings.dtype,
         "gradient_checkpointing": cfg.gradient_checkpointing,
+        # only when set, so the checkpoints of runs without it keep their identity
+        **({"keep_best": True} if cfg.keep_best else {}),
     }
+
+
+def _kd_identity(cfg: TrainConfig) -> dict[str, Any]:
+    kd = asdict(cfg.kd)
+    if kd["hidden"] is None:
+        kd.pop("hidden")
+        kd.pop("hidden_weight")
+    if not kd["teacher_warmup_steps"]:
+        kd.pop("teacher_warmup_steps")
+    return kd
 
 
 def identity_hash(identity: dict[str, Any]) -> str:

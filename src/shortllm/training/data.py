@@ -3,8 +3,9 @@
 Plain text is packed with :func:`shortllm.data.pack_documents` (documents in order, EOS between them, cut into
 ``seq_len`` blocks), or, with ``--streaming``, read lazily as a :class:`TokenStream` of packed blocks. Instruction
 records are ``{"instruction", "input" (optional), "output"}`` objects in a ``.json`` list or ``.jsonl`` file; each
-becomes the Stanford Alpaca prompt followed by the output and EOS, and only the output and EOS tokens count in the
-loss. The order in which steps visit the rows is :mod:`shortllm.training.batches`'.
+becomes the Stanford Alpaca prompt followed by the output, tokenized as one text with the tokenizer's own special
+tokens, then EOS; only the tokens after the prompt's length count in the loss. The order in which steps visit the
+rows is :mod:`shortllm.training.batches`'.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from shortllm.wording import plural
 log = logging.getLogger(__name__)
 
 IGNORE = -100  # label of a token that is not predicted (prompt, padding)
+AUTO_EVAL_ROWS = (4, 32)  # held-out rows when --max-eval-rows is not given: a tenth of the run's rows, within these
 
 PROMPT_WITH_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further context. "
@@ -167,25 +169,40 @@ def format_prompt(record: dict[str, str]) -> str:
 
 
 def instruction_rows(tokenizer: Any, records: list[dict[str, str]], seq_len: int) -> tuple[Rows, int]:
-    """Tokenize records as prompt + output + EOS, labels IGNORE on the prompt; truncate to ``seq_len``.
+    """Tokenize records as one text, prompt + output, with the tokenizer's own special tokens, then EOS; labels
+    IGNORE on the prompt's tokens; truncate to ``seq_len``.
+
+    As Alpaca-LoRA's ``generate_and_tokenize_prompt`` (the Shortened LLaMA LoRA retraining): the full text is
+    tokenized at once, so the response goes on where the prompt ends (a SentencePiece tokenizer gives it no extra
+    word-boundary token, as tokenizing it alone would), and a BOS comes wherever the tokenizer puts one, a
+    post-processor's included (Llama-3 style tokenizers, whose ``add_bos_token`` reads False). The loss mask covers
+    as many tokens as the prompt alone tokenizes to (its own special tokens included, a trailing EOS excluded).
+    EOS ends every row unless the tokenizer already put it there.
 
     Returns:
         The rows (records whose output is cut off entirely are dropped) and the number dropped.
+
+    Raises:
+        DataError: a tokenizer without an EOS token.
     """
     import torch
 
     eos = tokenizer.eos_token_id
     if eos is None:
         raise DataError("the tokenizer has no EOS token", "instruction data needs one to end each response")
-    bos = tokenizer.bos_token_id if getattr(tokenizer, "add_bos_token", False) else None
-    prompts = tokenizer([format_prompt(r) for r in records], add_special_tokens=False, verbose=False)["input_ids"]
-    answers = tokenizer([r["output"] for r in records], add_special_tokens=False, verbose=False)["input_ids"]
+    prompts = [format_prompt(r) for r in records]
+    fulls = tokenizer([p + r["output"] for p, r in zip(prompts, records)], verbose=False)["input_ids"]
+    prompt_ids = tokenizer(prompts, verbose=False)["input_ids"]
     ids, labels, dropped = [], [], 0
-    for p, a in zip(prompts, answers):
-        prompt = ([bos] if bos is not None else []) + list(p)
-        answer = list(a) + [eos]
-        full = (prompt + answer)[:seq_len]
-        lab = ([IGNORE] * len(prompt) + answer)[:seq_len]
+    for p, f in zip(prompt_ids, fulls):
+        p, f = list(p), list(f)
+        if p and p[-1] == eos:  # a post-processor that ends every text with EOS: the prompt goes on
+            p = p[:-1]
+        if not f or f[-1] != eos:
+            f = f + [eos]
+        n_prompt = min(len(p), len(f))
+        full = f[:seq_len]
+        lab = ([IGNORE] * n_prompt + f[n_prompt:])[:seq_len]
         if len(full) < 2 or all(x == IGNORE for x in lab[1:]):
             dropped += 1
             continue
@@ -239,11 +256,23 @@ def _load_split(tokenizer: Any, spec: str, opts: DataOptions, seq_len: int, spli
     return rows, kind, info
 
 
-def load_train_data(tokenizer: Any, opts: DataOptions, seq_len: int) -> TrainData:
+def eval_rows_for(planned_rows: int | None, given: int | None) -> int:
+    """The most held-out rows of a run: ``--max-eval-rows`` when given, else a tenth of the rows the run will
+    train on, between 4 and 32 (32 when unknown), so a short run does not spend longer evaluating than training."""
+    if given is not None:
+        return given
+    if planned_rows is None:
+        return AUTO_EVAL_ROWS[1]
+    return min(AUTO_EVAL_ROWS[1], max(AUTO_EVAL_ROWS[0], -(-planned_rows // 10)))
+
+
+def load_train_data(tokenizer: Any, opts: DataOptions, seq_len: int, planned_rows: int | None = None) -> TrainData:
     """Read, tokenize and split the training data.
 
     The held-out rows are ``--eval-data`` (at most ``max_eval_rows``) or the last ``eval_fraction`` of the
     training rows (at least 1, at most ``max_eval_rows``): for packed text that is the end of the corpus.
+    ``max_eval_rows`` None sizes it to the run (:func:`eval_rows_for` of ``planned_rows``, the rows the planned
+    steps will read).
 
     Raises:
         DataError: missing or malformed data, or too little text for one block.
@@ -251,6 +280,9 @@ def load_train_data(tokenizer: Any, opts: DataOptions, seq_len: int) -> TrainDat
     if tokenizer is None:
         raise DataError("the model has no tokenizer, so text cannot be turned into tokens",
                         "use a model folder that includes its tokenizer files")
+    from dataclasses import replace
+
+    opts = replace(opts, max_eval_rows=eval_rows_for(planned_rows, opts.max_eval_rows))
     if opts.streaming:
         return _load_stream(tokenizer, opts, seq_len)
     rows, kind, info = _load_split(tokenizer, opts.data, opts, seq_len, "train")

@@ -19,11 +19,13 @@ from typing import Any
 
 import torch
 
+from shortllm.training.best import save_best
 from shortllm.training.checkpoint import list_checkpoints, save_checkpoint
 from shortllm.training.config import TrainConfig, TrainingError
 from shortllm.training.batches import MemoryBatches, StreamBatches, collate, make_batches, micro_slice
 from shortllm.training.data import IGNORE, Rows, TrainData
-from shortllm.training.losses import ce_sum, kd_objective, kd_sum
+from shortllm.training.forward import LossSetup, loss_setup, micro_losses
+from shortllm.training.losses import kd_objective
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ class LoopState:
     curve: list[dict[str, float]] = field(default_factory=list)
     eval_curve: list[dict[str, float]] = field(default_factory=list)
     sessions: int = 1
+    best: dict[str, Any] | None = None  # --keep-best: {"step", "eval_loss"} of the weights kept (training/best.py)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,6 +68,8 @@ class Trainer:
     checkpoint_root: Path
     identity: dict[str, Any]
     identity_hash: str
+    checkpointed_best: int | None = None  # --keep-best: the best step the newest step checkpoint names
+    losses: LossSetup = field(default_factory=LossSetup)  # chunked head or full logits; --kd-hidden taps
 
 
 def resolve_mixed_precision(choice: str, device: str) -> str | None:
@@ -120,29 +125,33 @@ def build_trainer(cfg: TrainConfig, accelerator: Any, model: Any, teacher: Any |
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(0.05 * total_steps)
     warmup = min(warmup, total_steps)
-    scheduler = get_cosine_with_min_lr_schedule_with_warmup(optimizer, warmup, total_steps,
-                                                            min_lr_rate=cfg.min_lr_ratio)
+    if cfg.lr_schedule == "linear":  # HF Trainer's default (the Shortened LLaMA / LLM-Pruner LoRA recipe): to 0
+        from transformers.optimization import get_linear_schedule_with_warmup
+
+        scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+    else:
+        scheduler = get_cosine_with_min_lr_schedule_with_warmup(optimizer, warmup, total_steps,
+                                                                min_lr_rate=cfg.min_lr_ratio)
     model, optimizer = accelerator.prepare(model, optimizer)
     # Not prepared: a prepared scheduler steps once per process per step, for dataloaders that shrink with
     # the number of processes; here the step count is already global. Checkpoints save it themselves.
     if teacher is not None:
         teacher.to(accelerator.device).eval().requires_grad_(False)
+    if teacher is not None and cfg.kd.teacher_warmup_steps:  # Minitron's teacher correction (training/teacher.py)
+        from shortllm.training.teacher import warm_up_teacher
+
+        warm_up_teacher(teacher, data, cfg.kd.teacher_warmup_steps, cfg.lr, cfg.batch_size, cfg.seed, pad_id,
+                        accelerator.device, accelerator.autocast, cfg.max_grad_norm)
     batches = make_batches(data, cfg.seed, cfg.batch_size, cfg.grad_accum, accelerator.num_processes)
+    losses = loss_setup(accelerator, model, teacher, cfg.kd.temperature, cfg.kd.hidden)
     return Trainer(cfg, accelerator, model, optimizer, scheduler, teacher, data, batches, total_steps, warmup,
-                   pad_id, cfg.checkpoints_path(), identity, identity_hash)
+                   pad_id, cfg.checkpoints_path(), identity, identity_hash, losses=losses)
 
 
-def _forward(tr: Trainer, batch: dict[str, Any], with_teacher: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(CE sum, KL sum or 0, predicted-token count) of one micro-batch."""
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch.get("attention_mask"), "use_cache": False}
-    logits = tr.model(**inputs).logits
-    ce, count = ce_sum(logits, batch["labels"])
-    kl = torch.zeros((), device=ce.device)
-    if with_teacher:
-        with torch.no_grad(), tr.accelerator.autocast():
-            teacher_logits = tr.teacher(**inputs).logits
-        kl = kd_sum(logits, teacher_logits, batch["labels"], tr.cfg.kd.temperature)
-    return ce, kl, count
+def _forward(tr: Trainer, batch: dict[str, Any], with_teacher: bool, with_hidden: bool = False
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(CE sum, KL sum or 0, hidden-state loss sum or 0, predicted-token count) of one micro-batch."""
+    return micro_losses(tr.model, tr.teacher, tr.losses, batch, tr.accelerator.autocast, with_teacher, with_hidden)
 
 
 def _to(batch: dict[str, Any], device: Any) -> dict[str, Any]:
@@ -169,7 +178,7 @@ def evaluate(tr: Trainer, rows: Rows) -> float | None:
             batch = collate(rows, idx or [0], tr.pad_id)
             if not idx:
                 batch["labels"].fill_(IGNORE)
-            ce, _, count = _forward(tr, _to(batch, acc.device), with_teacher=False)
+            ce, _, _, count = _forward(tr, _to(batch, acc.device), with_teacher=False)
             totals += torch.stack([ce.double(), count.double()])
     tr.model.train()
     totals = acc.reduce(totals, "sum")
@@ -189,6 +198,7 @@ def _checkpoint(tr: Trainer, state: LoopState) -> None:
                "data_position": tr.batches.position(), **state.as_dict()}
     save_checkpoint(tr.accelerator, tr.checkpoint_root, state.step, payload, tr.cfg.keep_checkpoints, tr.model,
                     tr.optimizer, tr.scheduler)
+    tr.checkpointed_best = state.best["step"] if state.best else None
 
 
 def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) -> bool:
@@ -209,6 +219,7 @@ def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) ->
     stop_at = tr.total_steps if cfg.stop_after is None else min(tr.total_steps, state.step + cfg.stop_after)
     with_teacher = tr.teacher is not None and cfg.kd.alpha > 0
     alpha = cfg.kd.alpha if tr.teacher is not None else 0.0
+    hidden_w = cfg.kd.hidden_weight if tr.teacher is not None and cfg.kd.hidden else 0.0
     session_tokens, t0 = 0, time.perf_counter()
     session_start = state.step
     wall_before = state.wall_s
@@ -219,22 +230,22 @@ def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) ->
         rows = tr.batches.step(step)
         n_targets, n_inputs = sum(rows.targets), rows.num_tokens
         scale = cfg.grad_accum * world / max(n_targets, 1)
-        sums = torch.zeros(2, dtype=torch.float64, device=acc.device)
+        sums = torch.zeros(3, dtype=torch.float64, device=acc.device)
         grad_norm = None
         lr = tr.scheduler.get_last_lr()[0]
         for micro in range(cfg.grad_accum):
             mine = list(range(len(rows)))[micro_slice(micro, rank, cfg.batch_size, world)]
             batch = _to(collate(rows, mine, tr.pad_id), acc.device)
             with acc.accumulate(tr.model):
-                ce, kl, _ = _forward(tr, batch, with_teacher)
-                loss = kd_objective(ce, kl, alpha) if tr.teacher is not None else ce
+                ce, kl, hid, _ = _forward(tr, batch, with_teacher, hidden_w > 0)
+                loss = kd_objective(ce, kl, alpha, hid, hidden_w) if tr.teacher is not None else ce
                 acc.backward(loss * scale)
-                sums += torch.stack([ce.detach().double(), kl.detach().double()])
+                sums += torch.stack([ce.detach().double(), kl.detach().double(), hid.detach().double()])
                 if acc.sync_gradients:
                     grad_norm = acc.clip_grad_norm_(tr.model.parameters(), cfg.max_grad_norm)
         sums = acc.reduce(sums, "sum")
-        ce_mean, kl_mean = float(sums[0]) / max(n_targets, 1), float(sums[1]) / max(n_targets, 1)
-        objective = kd_objective(ce_mean, kl_mean, alpha) if tr.teacher is not None else ce_mean
+        ce_mean, kl_mean, hid_mean = (float(x) / max(n_targets, 1) for x in sums)
+        objective = kd_objective(ce_mean, kl_mean, alpha, hid_mean, hidden_w) if tr.teacher is not None else ce_mean
         norm = float(grad_norm) if grad_norm is not None else float("nan")
         if not math.isfinite(objective) or (grad_norm is not None and not math.isfinite(norm)):
             tr.optimizer.zero_grad(set_to_none=True)
@@ -252,6 +263,8 @@ def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) ->
                  "grad_norm": norm}
         if tr.teacher is not None:
             point["kl"] = kl_mean
+        if hidden_w:
+            point["hidden"] = hid_mean
         state.curve.append(point)
         last = state.step == tr.total_steps
         if (cfg.eval_every and state.step % cfg.eval_every == 0) or last:
@@ -259,6 +272,9 @@ def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) ->
             if eval_loss is not None:
                 state.eval_curve.append({"step": state.step, "loss": eval_loss, "tokens": state.tokens})
                 point["eval_loss"] = eval_loss
+                if cfg.keep_best and (state.best is None or eval_loss < state.best["eval_loss"]):
+                    state.best = save_best(acc, tr.checkpoint_root, state.step, eval_loss, tr.model,
+                                           tr.checkpointed_best)
         if on_step is not None and acc.is_main_process:
             on_step(state.step, tr.total_steps, {**point, "tokens_per_s": session_tokens / max(elapsed, 1e-9),
                                                  "session_steps": state.step - session_start, "session_s": elapsed})

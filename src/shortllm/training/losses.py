@@ -1,21 +1,37 @@
-"""Training losses as functions of tensors: next-token cross-entropy and logit distillation.
+"""Training losses as functions of tensors: next-token cross-entropy, logit and hidden-state distillation.
 
-Both return *sums* over the predicted positions, not means: the training loop divides by the number of
+All return *sums* over the predicted positions, not means: the training loop divides by the number of
 predicted tokens of the whole global batch, so a step's gradient is the exact token mean whatever the split
 into micro-batches and processes.
+
+Two ways to the same numbers: :func:`ce_sum` / :func:`kd_sum` take full ``[B, T, V]`` logits (any model);
+:func:`chunked_token_sums` takes the final hidden states of the predicted positions and applies the output
+head a chunk of tokens at a time, each chunk under activation checkpointing, so neither the forward nor the
+backward ever holds more than one chunk's float32 ``[chunk, V]`` logits (of student and teacher). With a 49k
+vocabulary that is what dominated a CPU run's memory (Liger-Kernel's fused linear cross-entropy and
+torchtune's chunked output are the same idea).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 IGNORE = -100
+CHUNK_ELEMENTS = 1 << 23  # logits per chunk: 8M float32 = 32 MiB (170 tokens of a 49k vocabulary)
+HIDDEN_LOSSES = ("nmse", "cosine")
 
 
 def shift(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Align logits at position t with the label at t + 1: ``([B, T-1, V], [B, T-1])``."""
     return logits[:, :-1, :], labels[:, 1:]
+
+
+def predicted(labels: torch.Tensor) -> torch.Tensor:
+    """``[B, T-1]`` bool: the positions t whose next label ``labels[:, t+1]`` counts in the loss."""
+    return labels[:, 1:] != IGNORE
 
 
 def ce_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,12 +63,110 @@ def kd_sum(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: t
     s, labels = shift(student_logits, labels)
     t = teacher_logits[:, :-1, :]
     keep = labels != IGNORE
-    log_s = F.log_softmax(s[keep].float() / temperature, dim=-1)
-    log_t = F.log_softmax(t[keep].float() / temperature, dim=-1)
-    kl = F.kl_div(log_s, log_t, log_target=True, reduction="sum")
-    return kl * temperature**2
+    return _kl(s[keep], t[keep], temperature)
 
 
-def kd_objective(ce: torch.Tensor, kl: torch.Tensor, alpha: float) -> torch.Tensor:
-    """The distillation objective from (already normalised) CE and KL terms: ``alpha*KL + (1-alpha)*CE``."""
-    return alpha * kl + (1 - alpha) * ce
+def _kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    log_s = F.log_softmax(student.float() / temperature, dim=-1)
+    log_t = F.log_softmax(teacher.float() / temperature, dim=-1)
+    return F.kl_div(log_s, log_t, log_target=True, reduction="sum") * temperature**2
+
+
+def _chunk(student_h: torch.Tensor, targets: torch.Tensor, teacher_h: torch.Tensor | None,
+           head: Callable[[torch.Tensor], torch.Tensor], teacher_head: Callable[[torch.Tensor], torch.Tensor] | None,
+           temperature: float) -> torch.Tensor:
+    """``[2]``: (CE sum, KL sum or 0) of one chunk of positions."""
+    logits = head(student_h).float()
+    ce = F.cross_entropy(logits, targets, reduction="sum")
+    if teacher_h is None:
+        return torch.stack([ce, torch.zeros_like(ce)])
+    with torch.no_grad():
+        teacher_logits = teacher_head(teacher_h)
+    return torch.stack([ce, _kl(logits, teacher_logits, temperature)])
+
+
+def chunked_token_sums(student_h: torch.Tensor, targets: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor],
+                       teacher_h: torch.Tensor | None = None,
+                       teacher_head: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                       temperature: float = 1.0, chunk_tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(CE sum, KL sum) from final hidden states, the output head applied chunk by chunk.
+
+    Equal to :func:`ce_sum` and :func:`kd_sum` on ``head(hidden)`` (up to float summation order): same
+    float32 softmax, same T^2 factor. Under autograd each chunk is recomputed in the backward
+    (``torch.utils.checkpoint``), so only the current chunk's logits are ever alive.
+
+    Args:
+        student_h: ``[N, H]`` the student's final hidden states at the predicted positions.
+        targets: ``[N]`` the next-token ids of those positions.
+        head: ``[n, H] -> [n, V]`` the student's output head (softcapping or scaling included).
+        teacher_h: ``[N, H]`` the teacher's final hidden states at the same positions, or None (no KL).
+        teacher_head: the teacher's output head (run without gradients).
+        temperature: the KD temperature T.
+        chunk_tokens: positions per chunk (default: :data:`CHUNK_ELEMENTS` / V, at least 16).
+
+    Returns:
+        Two float32 scalars (the KL one is 0 without a teacher).
+    """
+    n = student_h.shape[0]
+    totals = student_h.new_zeros(2, dtype=torch.float32)
+    if n == 0:
+        return totals[0] + 0 * student_h.sum(), totals[1]
+    if chunk_tokens is None:
+        vocab = getattr(head, "vocab_size", None) or 1
+        chunk_tokens = max(16, CHUNK_ELEMENTS // vocab)
+    grad = torch.is_grad_enabled() and student_h.requires_grad
+    parts = []
+    for start in range(0, n, chunk_tokens):
+        piece = slice(start, start + chunk_tokens)
+        args = (student_h[piece], targets[piece], None if teacher_h is None else teacher_h[piece], head,
+                teacher_head, temperature)
+        if grad:
+            from torch.utils.checkpoint import checkpoint
+
+            parts.append(checkpoint(_chunk, *args, use_reentrant=False))
+        else:
+            parts.append(_chunk(*args))
+    totals = torch.stack(parts).sum(0)
+    return totals[0], totals[1]
+
+
+def hidden_sum(student: list[torch.Tensor], teacher: list[torch.Tensor], kind: str = "nmse") -> torch.Tensor:
+    """Hidden-state distillation: per position, the mean over matched blocks of a distance between the
+    student block's output and its teacher counterpart's; summed over positions.
+
+    ``nmse``: ``||s - t||^2 / ||t||^2`` (the teacher's norm makes depths of different scale comparable);
+    ``cosine``: ``1 - cos(s, t)``. Minitron (arXiv 2407.14679) distils intermediate states of matched
+    depths beside the logits; the normalisation here makes the term scale-free, so one weight fits every depth.
+
+    Args:
+        student: ``M`` tensors ``[N, H]``, the kept blocks' outputs at the predicted positions.
+        teacher: ``M`` tensors ``[N, H]``, the teacher blocks' outputs they are matched with.
+        kind: one of :data:`HIDDEN_LOSSES`.
+
+    Returns:
+        A float32 scalar (0 when nothing is matched).
+
+    Raises:
+        ValueError: an unknown kind or lists of different lengths.
+    """
+    if kind not in HIDDEN_LOSSES:
+        raise ValueError(f"unknown hidden-state loss {kind!r}")
+    if len(student) != len(teacher):
+        raise ValueError(f"{len(student)} student states against {len(teacher)} teacher states")
+    if not student:
+        return torch.zeros(())
+    total = None
+    for s, t in zip(student, teacher):
+        s, t = s.float(), t.float()
+        if kind == "nmse":
+            per = ((s - t) ** 2).sum(-1) / (t**2).sum(-1).clamp_min(1e-12)
+        else:
+            per = 1 - F.cosine_similarity(s, t, dim=-1, eps=1e-12)
+        total = per.sum() if total is None else total + per.sum()
+    return total / len(student)
+
+
+def kd_objective(ce, kl, alpha: float, hidden=0.0, hidden_weight: float = 0.0):
+    """The distillation objective from (already normalised) terms: ``alpha*KL + (1-alpha)*CE + w*hidden``."""
+    out = alpha * kl + (1 - alpha) * ce
+    return out + hidden_weight * hidden if hidden_weight else out

@@ -26,6 +26,7 @@ from shortllm.models.loading import (
 )
 from shortllm.pruning.export import (MANIFEST, atomic_dir, check_no_overlap, check_output_dir, data_inputs,
                                      model_inputs, save_model, write_manifest)
+from shortllm.training.best import clear_best, forget_after, restore_best
 from shortllm.training.checkpoint import (
     check_supported,
     checkpoint_name,
@@ -69,6 +70,10 @@ class RetrainResult:
     out: str | None = None
     checkpoint: str | None = None  # set when the session stopped early
     resumed_from: str | None = None
+    best: dict[str, Any] | None = None  # --keep-best: {"step", "eval_loss"} of the weights in --out
+    partial: dict[str, Any] | None = None  # --train-blocks/--train-head: what trained (training/freeze.py)
+    loss_path: str | None = None  # "chunked head" | "full logits" (training/forward.py)
+    peak_rss_mb: float | None = None  # this process's peak resident memory so far
     is_main: bool = True
     loss_curve: list[dict[str, float]] = field(default_factory=list)
     eval_curve: list[dict[str, float]] = field(default_factory=list)
@@ -164,6 +169,53 @@ def _check_outputs(cfg: TrainConfig) -> None:
                             "pass --resume to continue it, or --overwrite to start over")
 
 
+def release_freed_memory() -> None:
+    """Linux/glibc: serve allocations of 1 MiB or more with ``mmap`` (``mallopt(M_MMAP_THRESHOLD, 1 MiB)``).
+
+    glibc otherwise raises that threshold to the size of each large block freed (up to 32 MiB), after which
+    activations, gradients and logit chunks of a few MiB come from the heap and stay in the process's resident
+    memory once freed (kd on the embedded model pruned by 20%, batch 4 x 128: peak RSS 3,992 MiB with glibc's
+    default, 3,182 MiB with this; docs/retrain.md "Memory and speed of the loop"). Fixing the threshold hands them
+    back to the OS at ``free``. No-op elsewhere, or when ``SHORTLLM_MALLOC_DEFAULT=1``.
+    """
+    import ctypes
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux") or os.environ.get("SHORTLLM_MALLOC_DEFAULT") == "1":
+        return
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD = -3
+    except (OSError, AttributeError):
+        pass
+
+
+def _peak_rss_mb() -> float | None:
+    """Peak resident memory of this process in MiB (Linux/macOS; None elsewhere)."""
+    try:
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return round(peak / (1 << 20 if sys.platform == "darwin" else 1 << 10), 1)
+    except (ImportError, OSError):
+        return None
+
+
+def _trained_blocks(cfg: TrainConfig, config: Any) -> list[int] | None:
+    """The blocks ``--train-blocks`` names (``[]`` for ``--train-head`` alone; None: no partial training).
+
+    Raises:
+        TrainingError: as :func:`shortllm.training.freeze.resolve_blocks`.
+    """
+    if cfg.train_blocks is None:
+        return [] if cfg.train_head else None
+    from shortllm.models.arch import num_layers
+    from shortllm.training.freeze import resolve_blocks
+
+    return resolve_blocks(cfg.train_blocks, config, num_layers(config))
+
+
 def _reset_accelerate(accelerator: Any) -> None:
     """Let a later run in this Python process build a fresh Accelerator (tests, notebooks, benchmarks)."""
     from accelerate.state import AcceleratorState, GradientState
@@ -235,6 +287,7 @@ def retrain(cfg: TrainConfig, on_step=None) -> RetrainResult:
     from shortllm.data.context import check_training_context
 
     check_training_context(config, source.spec, cfg.seq_len, teacher_source, cfg.settings.trust_remote_code)
+    _trained_blocks(cfg, config)  # a bad --train-blocks is refused before any weights load
 
     session = _Session(checkpoints_ours=cfg.resume or not list_checkpoints(cfg.checkpoints_path()))
     try:
@@ -252,6 +305,7 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
     from accelerate.utils import set_seed
 
     timings: dict[str, float] = {}
+    release_freed_memory()
     if cfg.save_every or cfg.stop_after or cfg.resume:
         check_supported(accelerator)
     if accelerator.is_main_process:
@@ -262,9 +316,14 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
     if teacher_source is not None:
         check_teacher(config, loaded.tokenizer, teacher_source, cfg.settings.trust_remote_code)
     log.info("Reading and tokenizing the training data %s", cfg.data.data, extra={"phase": True})
-    data = load_train_data(loaded.tokenizer, cfg.data, cfg.seq_len)
     world = accelerator.num_processes
     global_batch = cfg.batch_size * cfg.grad_accum * world
+    planned = (cfg.max_steps * global_batch if cfg.max_steps else
+               -(-cfg.max_tokens // cfg.seq_len) if cfg.max_tokens else None)  # rows the steps read, if known
+    data = load_train_data(loaded.tokenizer, cfg.data, cfg.seq_len, planned)
+    if cfg.keep_best and len(data.eval) == 0:
+        raise TrainingError("--keep-best chooses by held-out loss, and this run holds out no rows",
+                            "give --eval-data, or an --eval-fraction above 0")
     if data.streaming:  # too little text for one step shows when step 0 reads its batch
         total_steps = plan_steps(0, global_batch, cfg.seq_len, cfg.max_steps, cfg.max_tokens)
     else:
@@ -291,6 +350,14 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
     teacher = None
     if teacher_source is not None:
         teacher = load_model(teacher_source.ref, load_settings).model
+    partial = None
+    if cfg.train_blocks is not None or cfg.train_head:
+        from shortllm.training.freeze import freeze_except
+
+        partial = freeze_except(model, _trained_blocks(cfg, model.config), cfg.train_head)
+        log.info("training %s of %s parameters (blocks %s%s); the rest is frozen", f"{partial['trainable_params']:,}",
+                 f"{partial['trainable_params'] + partial['frozen_params']:,}", partial["blocks"],
+                 " and the head" if cfg.train_head else "")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     params = sum(p.numel() for p in model.parameters())
     pad_id = loaded.tokenizer.pad_token_id
@@ -304,6 +371,10 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
         fields = {k: saved[k] for k in ("step", "tokens", "wall_s", "curve", "eval_curve", "sessions")}
         state = LoopState(**fields)
         state.sessions += 1
+        if cfg.keep_best:  # the best so far survives the resume; bests written after the checkpoint are replayed
+            state.best = forget_after(cfg.checkpoints_path(), state.step, saved.get("best"),
+                                      remove=accelerator.is_main_process)
+            tr.checkpointed_best = state.best["step"] if state.best else None
         try:
             tr.batches.seek(state.step, saved.get("data_position"))
         except (KeyError, TypeError, ValueError) as err:
@@ -313,6 +384,8 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
     else:
         if cfg.overwrite and accelerator.is_main_process:
             clear_checkpoints(cfg.checkpoints_path())
+        if accelerator.is_main_process:
+            clear_best(cfg.checkpoints_path())  # an earlier run's: this run's bests are written from step 1
         session.checkpoints_ours = True
         log.info("Held-out loss before training (%s)", plural(len(data.eval), "row"), extra={"phase": True})
         initial = evaluate(tr, data.eval)
@@ -332,11 +405,15 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
         teacher=teacher_source.ref if teacher_source else None, trainable_params=trainable, params=params,
         world_size=world, global_batch=global_batch, warmup_steps=tr.warmup_steps, data=data.info,
         resumed_from=str(checkpoint[0]) if checkpoint else None, is_main=accelerator.is_main_process,
+        best=state.best, partial=partial, loss_path="chunked head" if tr.losses.chunked else "full logits",
+        peak_rss_mb=_peak_rss_mb(),
         loss_curve=state.curve, eval_curve=state.eval_curve, timings=timings,
     )
     if not finished:
         result.checkpoint = str(cfg.checkpoints_path() / checkpoint_name(state.step))
         return result
+    if state.best is not None:  # --keep-best: --out gets the weights of the lowest held-out loss
+        restore_best(accelerator, cfg.checkpoints_path(), state.best, tr.model)
     _save_final(cfg, tr, loaded, source, manifest, result, t0)
     return result
 

@@ -1,0 +1,320 @@
+"""``shortllm run``: run a recipe's stages in order into one run folder, skipping what is already done.
+
+Layout of a run folder::
+
+    RUN/shortllm.json        the run's manifest: recipe, overrides, and per stage its command, inputs, status
+    RUN/score/ prune/ retrain/ eval/ bench/     one verb's --out each (its own shortllm.json inside)
+    RUN/retrain.checkpoints/ the retrain's checkpoints (an interrupted retrain resumes from them)
+    RUN/report.md, report.json   every model's numbers side by side (pipeline/report.py)
+
+Each stage runs its verb in this process through the CLI's own parser and function (``pipeline/verbs.py``), with
+``--out`` set to its folder and ``--model`` wired from the stages before it. A stage is skipped when its folder
+holds a manifest and the run's record of it has the same arguments and the same input fingerprints (the manifests
+of the stage folders it reads, or the files of a local model). A retrain stopped part-way (Ctrl-C, SIGTERM,
+``--stop-after``) is resumed from its checkpoints by running the recipe again with the same options.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shortllm.errors import Interrupted, RecipeError, ShortLLMError
+from shortllm.pipeline.recipe import Recipe
+from shortllm.pipeline.verbs import command, verb_options
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "shortllm.json"
+SESSION_ONLY = {"--stop-after"}  # how far this session goes, not what the stage makes: not part of its identity
+# (stage, event, detail): event is "skip" (detail: why), "run" (detail: the command), "stopped" (detail: why)
+StageCallback = Callable[[str, str, str], None]
+
+
+@dataclass
+class RunRequest:
+    """One ``shortllm run``: the checked recipe (overrides applied), where it runs, and what the machine adds."""
+
+    recipe: Recipe
+    out: Path
+    model: str | None = None  # replaces the recipe's model
+    data_dir: str | None = None
+    overrides: list[dict[str, Any]] = field(default_factory=list)
+    command: str = "shortllm run"
+
+    @property
+    def source_model(self) -> str | None:
+        return self.model or self.recipe.model
+
+
+@dataclass
+class RunResult:
+    """What ``run_recipe`` did: per stage "ran" | "skipped" | "stopped", and the report."""
+
+    out: Path
+    stages: dict[str, str]
+    report: dict[str, Any]
+    finished: bool
+
+
+def _flags(stage: str, options: dict[str, Any]) -> list[str]:
+    """A stage's recipe options as command-line arguments (None: the verb's default, left out)."""
+    specs, args = verb_options(stage), []
+    for key, value in options.items():
+        spec = specs[key]
+        if value is None:
+            continue
+        if spec.kind is bool:
+            if value:
+                args.append(spec.flag)
+            elif spec.off_flag:
+                args.append(spec.off_flag)
+            continue
+        for v in value if isinstance(value, list) else [value]:
+            args += [spec.flag, str(v)]
+    return args
+
+
+def stage_args(req: RunRequest, stage: str) -> list[str]:
+    """The arguments of ``stage`` as ``shortllm STAGE ...`` would take them, without --out/--overwrite/--resume.
+
+    Models are wired from the run: score and prune read the recipe's model, retrain the pruned one, eval and bench
+    every model of the run (original, pruned, healed) side by side; prune reuses the run's scores.
+    """
+    recipe, run = req.recipe, req.out
+    opts = dict(recipe.stages[stage])
+    model = req.source_model
+    if stage == "score" and "prune" in recipe.stages:
+        # sleb and angular choose the blocks while scoring: tell them how many the prune stage removes
+        prune = recipe.stages["prune"]
+        if opts.get("num-blocks") is None and opts.get("ratio") is None:
+            for key in ("num-blocks", "ratio"):
+                if prune.get(key) is not None:
+                    opts[key] = prune[key]
+    args = _flags(stage, opts)
+    if req.data_dir and "data-dir" in verb_options(stage):
+        args += ["--data-dir", req.data_dir]
+    models: list[str | None]
+    if stage in ("score", "prune"):
+        models = [model]
+    elif stage == "retrain":
+        models = [str(run / "prune") if "prune" in recipe.stages else model]
+    else:
+        models = [model] + [str(run / s) for s in ("prune", "retrain") if s in recipe.stages]
+        if models[0] is None and len(models) > 1:
+            from shortllm.models.demo import DEMO_ALIAS
+
+            models[0] = DEMO_ALIAS
+    for m in models:
+        if m is not None:
+            args += ["--model", m]
+    if stage == "prune" and "score" in recipe.stages and opts.get("blocks") is None:
+        args += ["--scores", str(run / "score")]
+    return args
+
+
+def _fingerprint(spec: str, run: Path) -> str:
+    """What a stage input is now: a run folder's manifest hash, a local model's file list, else the spec."""
+    path = Path(spec).expanduser()
+    if (path / MANIFEST).is_file() and path.resolve().parent == run.resolve():
+        return "manifest:" + hashlib.sha256((path / MANIFEST).read_bytes()).hexdigest()[:16]
+    if path.exists():
+        files = sorted(p for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file())
+        listing = [(str(p.relative_to(path)) if p != path else p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                   for p in files]
+        return "files:" + hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]
+    return "spec:" + spec
+
+
+def _identity(req: RunRequest, args: list[str]) -> dict[str, Any]:
+    """What makes a stage's output: its arguments (session-only ones left out) and its inputs' fingerprints."""
+    kept, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a in SESSION_ONLY:
+            skip = True
+            continue
+        kept.append(a)
+    inputs = {}
+    for flag, value in zip(args, args[1:]):
+        if flag in ("--model", "--scores", "--teacher", "--eval-data") or (flag == "--data" and Path(value).exists()):
+            inputs[value] = _fingerprint(value, req.out)
+    return {"args": kept, "inputs": inputs}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _read_run_manifest(run: Path) -> dict[str, Any]:
+    """The run folder's manifest, or {} for a new folder.
+
+    Raises:
+        RecipeError: the folder holds something other than a shortllm run.
+    """
+    path = run / MANIFEST
+    if run.exists() and not run.is_dir():
+        raise RecipeError(f"the run folder {run} is a file", "choose another --out")
+    if path.is_file():
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise RecipeError(f"cannot read {path} ({err})", "choose another --out, or delete the file") from err
+        if manifest.get("verb") != "run":
+            raise RecipeError(f"{run} is the output of `shortllm {manifest.get('verb')}`, not a run folder",
+                              "choose another --out")
+        return manifest
+    if run.is_dir() and any(run.iterdir()):
+        raise RecipeError(f"{run} is not empty and holds no run manifest ({MANIFEST})",
+                          "choose a new or empty --out (a run folder is reused to skip finished stages)")
+    return {}
+
+
+def invoke(stage: str, args: list[str]) -> None:
+    """Run ``shortllm STAGE ARGS`` in this process: the CLI's parser and the verb's own function.
+
+    The verb's errors propagate (the caller's one error handler shows them); ``sys.argv`` is the stage's own
+    command line meanwhile, so manifests and resume hints name the command that made each folder.
+
+    Raises:
+        RecipeError: the arguments do not parse (an option's value refused by the CLI).
+        ShortLLMError: whatever the verb raises.
+    """
+    from typer._click.exceptions import ClickException
+
+    cmd = command(stage)
+    fn = inspect.unwrap(cmd.callback)  # the verb itself, under the CLI's error handler
+    saved = sys.argv
+    sys.argv = ["shortllm", stage, *args]
+    try:
+        try:
+            ctx = cmd.make_context(stage, list(args))
+        except ClickException as err:
+            raise RecipeError(f"stage {stage}: {err.format_message()}",
+                              f"fix the {stage} options of the recipe (see `shortllm {stage} --help`)") from err
+        with ctx:
+            fn(**ctx.params)
+    finally:
+        sys.argv = saved
+
+
+def check_parses(req: RunRequest) -> None:
+    """Parse every stage's arguments with the CLI before anything runs (a bad choice fails in a second).
+
+    Raises:
+        RecipeError: naming the stage and the CLI's complaint.
+    """
+    from typer._click.exceptions import ClickException
+
+    for stage in req.recipe.stages:
+        try:
+            command(stage).make_context(stage, stage_args(req, stage) + ["--out", str(req.out / stage)])
+        except ClickException as err:
+            raise RecipeError(f"stage {stage}: {err.format_message()}",
+                              f"fix the {stage} options of the recipe (see `shortllm {stage} --help`)") from err
+
+
+def run_recipe(req: RunRequest, on_stage: StageCallback | None = None) -> RunResult:
+    """Run the recipe's stages in order into ``req.out``; write the run manifest and the side-by-side report.
+
+    Returns:
+        The :class:`RunResult`; ``finished`` is False when a retrain stopped early (``--stop-after``).
+
+    Raises:
+        RecipeError: a bad run folder, arguments the CLI refuses, a stage that wrote no output.
+        ShortLLMError: a stage's own failure (its one-line error).
+        Interrupted: Ctrl-C or SIGTERM; the message says how to continue.
+    """
+    from shortllm.pipeline.report import write_report
+
+    on_stage = on_stage or (lambda *_: None)
+    run = req.out
+    manifest = _read_run_manifest(run)
+    check_parses(req)
+    run.mkdir(parents=True, exist_ok=True)
+    records: dict[str, Any] = manifest.get("stages", {})
+    manifest = {
+        "verb": "run", "created": manifest.get("created") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "recipe": {"name": req.recipe.name, "path": req.recipe.path, "sha256": req.recipe.sha256,
+                   "source": req.recipe.source},
+        "model": req.source_model, "data_dir": req.data_dir, "overrides": req.overrides, "command": req.command,
+        "stages": records,
+    }
+    done: dict[str, str] = {}
+    finished = True
+    for stage in req.recipe.stages:
+        args = stage_args(req, stage)
+        identity = _identity(req, args)
+        folder = run / stage
+        record = records.get(stage) or {}
+        same = {k: record.get(k) for k in identity} == identity
+        if same and record.get("status") == "done" and (folder / MANIFEST).is_file():
+            done[stage] = "skipped"
+            on_stage(stage, "skip", "up to date (same options and inputs)")
+            continue
+        extra = ["--out", str(folder)]
+        checkpoints = run / f"{stage}.checkpoints"
+        if stage == "retrain" and same and record.get("status") == "started" and _has_checkpoints(checkpoints):
+            extra.append("--resume")
+        if folder.exists() or (stage == "retrain" and checkpoints.exists() and "--resume" not in extra):
+            extra.append("--overwrite")  # with --resume: only the old --out is replaced, the checkpoints are kept
+        full = args + extra
+        cmdline = shlex.join(["shortllm", stage, *full])
+        records[stage] = {**identity, "status": "started", "command": cmdline,
+                          "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        _write_json(run / MANIFEST, manifest)
+        on_stage(stage, "run", cmdline)
+        t0 = time.perf_counter()
+        before = _stamp(folder / MANIFEST)
+        try:
+            invoke(stage, full)
+        except Interrupted as err:
+            raise Interrupted(f"stage {stage}: {err.message}",
+                              f"to continue, run `{req.command}` again (finished stages are skipped, an interrupted "
+                              "retrain resumes)") from None
+        except KeyboardInterrupt:
+            raise Interrupted(f"stage {stage} stopped; the stages before it are kept in {run}",
+                              f"to continue, run `{req.command}` again") from None
+        except ShortLLMError as err:
+            err.message = f"stage {stage}: {err.message}"  # the same error, saying which stage failed
+            err.args = (err.message,)
+            raise
+        if _stamp(folder / MANIFEST) in (None, before):  # nothing new written (an older output may remain)
+            if stage == "retrain":  # --stop-after: checkpointed, continued by the next run
+                done[stage] = "stopped"
+                finished = False
+                on_stage(stage, "stopped", "stopped before the last step; run the recipe again to continue")
+                break
+            raise RecipeError(f"stage {stage} wrote nothing to {folder}", "run it alone to see why: " + cmdline)
+        records[stage] = {**records[stage], "status": "done", "seconds": round(time.perf_counter() - t0, 1)}
+        _write_json(run / MANIFEST, manifest)
+        done[stage] = "ran"
+    report = write_report(req, run)
+    manifest["finished"] = finished
+    _write_json(run / MANIFEST, manifest)
+    return RunResult(out=run, stages=done, report=report, finished=finished)
+
+
+def _stamp(path: Path) -> str | None:
+    """The hash of a manifest file (None: none there), to tell a freshly written output from an old one."""
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def _has_checkpoints(root: Path) -> bool:
+    from shortllm.training.checkpoint import list_checkpoints
+
+    return bool(list_checkpoints(root))

@@ -1,0 +1,294 @@
+"""``prune --replace``: stand-ins for the removed blocks, folded into the weights that stay.
+
+A registry like the criteria's: adding a method is one function ``(ReplaceContext) -> record`` plus one
+``register(Replacement(...))`` line (a trained replacement block, LLM-Streamline, registers from
+``training/`` the same way). Each method runs after the plan and before surgery, on the loaded model,
+and returns a JSON-ready record for the manifest.
+
+``linear`` is ReplaceMe (Shopkhoev et al. 2025, arXiv 2505.02819), training-free. For a contiguous run of
+removed blocks ``s..e`` and the kept block ``b = s - 1`` before it, block ``b`` computes
+
+    h_s = a + c * P,     P = mlp_b(norm(a)) = the output of its MLP's output projection (bias included)
+
+where ``a`` is the residual stream after block ``b``'s attention and ``c`` a family constant (1; Granite's
+``residual_multiplier``). The run then maps ``h_s`` to ``h_{e+1}``. ReplaceMe estimates one linear map ``T``
+(hidden x hidden) with ``a + c * P T ~= h_{e+1}``, i.e. by least squares over calibration tokens
+
+    T = argmin || P T - Y ||^2 + lambda ||T||^2,   Y = (h_{e+1} - h_s) / c + P   (since a = h_s - c P)
+      = (P^T P + lambda I)^{-1} P^T Y,
+
+accumulated in float64 on the CPU (``lambda = --replace-ridge x mean(diag(P^T P))``, scale-free). Because
+``P = x W^T + b`` for the projection ``(W, b)``, ``P T = x (W^T T) + b T``: the map folds into the weights,
+``W <- T^T W`` and ``b <- b T`` (GPT-2's ``Conv1D`` stores ``W`` transposed: ``W <- W T``). The model keeps
+its architecture and loads in stock transformers. Several runs are fitted in order, each on the model with
+the earlier runs already replaced (their blocks bypassed). Where it is folded, per family, is data in
+``models/arch.py`` (``MLP_OUTPUTS``); families whose block normalises the MLP output before the residual
+(Gemma 2/3, OLMo 2/3: ``post_feedforward_layernorm``) or have no single output projection (MoE), and runs
+starting at block 0, are refused by name.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shortllm.errors import BlockSelectionError, DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReplaceOptions:
+    """Calibration and regularisation of a replacement.
+
+    Attributes:
+        samples: calibration windows (of the scoring ``--seq-len``, same corpus and seed) the map is fitted on.
+        ridge: the ridge term relative to the mean diagonal of ``P^T P`` (0: plain least squares).
+    """
+
+    samples: int = 64
+    ridge: float = 1e-4
+
+
+@dataclass
+class ReplaceContext:
+    """What a replacement method receives.
+
+    Attributes:
+        model: the loaded causal LM, modified in place (before surgery removes ``removed``).
+        input_ids: ``[N, T]`` calibration windows.
+        removed: the blocks the plan removes (current indices, ascending).
+        options: the method's options.
+        batch_size: calibration rows per forward.
+        progress: called as work advances.
+    """
+
+    model: Any
+    input_ids: Any
+    removed: list[int]
+    options: ReplaceOptions = field(default_factory=ReplaceOptions)
+    batch_size: int = 8
+    progress: Callable[[int, int], None] = lambda done, total: None
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """A registered replacement method.
+
+    Attributes:
+        run: ``ReplaceContext -> record`` (modifies the model in place).
+        check: ``(config, removed) -> None``, raising before any weights load when the method cannot apply.
+        needs_data: whether ``run`` needs calibration windows.
+        protect_first: blocks at the start that a criterion must not remove for the method to apply (``prune``
+            protects them when ``--protect-first`` is not given).
+    """
+
+    name: str
+    run: Callable[[ReplaceContext], dict[str, Any]]
+    check: Callable[[Any, Sequence[int]], None]
+    summary: str
+    reference: str = ""
+    needs_data: bool = True
+    protect_first: int = 0
+    # removed blocks that stay, as the trained stand-ins (``block``: each run's last); --ratio counts them
+    kept_back: Callable[[Sequence[int]], list[int]] | None = None
+
+
+REPLACEMENTS: dict[str, Replacement] = {}
+
+
+def check_options(options: ReplaceOptions) -> None:
+    """Refuse sizes that cannot fit a map.
+
+    Raises:
+        DataError: ``samples`` < 1 or a negative ``ridge``.
+    """
+    if options.samples < 1:
+        raise DataError(f"--replace-samples {options.samples} must be at least 1", "the default is 64")
+    if not options.ridge >= 0:
+        raise DataError(f"--replace-ridge {options.ridge:g} must be >= 0", "the default is 1e-4")
+
+
+def register(method: Replacement) -> Replacement:
+    """Add a replacement method (one line per method)."""
+    REPLACEMENTS[method.name] = method
+    return method
+
+
+def get_replacement(name: str) -> Replacement:
+    """Look a method up.
+
+    Raises:
+        BlockSelectionError: an unknown name, listing the known ones.
+    """
+    if name not in REPLACEMENTS:
+        raise BlockSelectionError(f"unknown --replace method '{name}'",
+                                  f"choose one of {', '.join(sorted(REPLACEMENTS))}")
+    return REPLACEMENTS[name]
+
+
+# ---------------------------------------------------------------------------------------------- pure maths
+
+def runs_of(removed: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted blocks as ``(first, last)`` runs of consecutive indices."""
+    runs: list[tuple[int, int]] = []
+    for b in sorted(removed):
+        if runs and b == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], b)
+        else:
+            runs.append((b, b))
+    return runs
+
+
+def ridge_solve(ptp, pty, ridge: float):
+    """``T = (P^T P + lambda I)^{-1} P^T Y`` with ``lambda = ridge x mean(diag(P^T P))``.
+
+    Args:
+        ptp: ``[H, H]`` float64 Gram matrix of the projection outputs.
+        pty: ``[H, H]`` float64 cross term with the targets.
+        ridge: relative ridge term (>= 0).
+
+    Returns:
+        ``[H, H]`` float64 ``T``.
+    """
+    import torch
+
+    lam = ridge * ptp.diagonal().mean().clamp_min(1e-30)
+    a = ptp + lam * torch.eye(ptp.shape[0], dtype=ptp.dtype, device=ptp.device)
+    return torch.linalg.lstsq(a, pty).solution if ridge == 0 else torch.linalg.solve(a, pty)
+
+
+def fold_into(module: Any, t) -> None:
+    """Make ``module``'s output ``P`` become ``P T`` (``nn.Linear``: ``W <- T^T W``; ``Conv1D``: ``W <- W T``;
+    bias ``b <- b T``), computed in float64 and stored in the module's dtype."""
+    import torch
+
+    with torch.no_grad():
+        w = module.weight
+        w64 = w.detach().to("cpu", torch.float64)
+        new = w64 @ t if type(module).__name__ == "Conv1D" else t.T @ w64
+        w.copy_(new.to(w.dtype))
+        if getattr(module, "bias", None) is not None:
+            b = module.bias
+            b.copy_((b.detach().to("cpu", torch.float64) @ t).to(b.dtype))
+
+
+# ---------------------------------------------------------------------------------------------- linear
+
+def _fold_spec(config: Any):
+    from shortllm.models.arch import MLP_FOLD_REFUSED, MLP_OUTPUTS, language_config
+
+    config = language_config(config)
+    model_type = getattr(config, "model_type", "?")
+    spec = MLP_OUTPUTS.get(model_type)
+    if spec is None:
+        reason = MLP_FOLD_REFUSED.get(model_type, "is not in the table of MLP output projections")
+        raise BlockSelectionError(
+            f"--replace linear cannot fold into model type '{model_type}': it {reason}",
+            f"prune without --replace, or heal with shortllm retrain; --replace linear supports "
+            f"{', '.join(sorted(MLP_OUTPUTS))}")
+    if spec.off_when and getattr(config, spec.off_when[0], None) == spec.off_when[1]:
+        raise BlockSelectionError(
+            f"--replace linear cannot fold into this {model_type} model: with {spec.off_when[0]}="
+            f"{spec.off_when[1]} a norm follows the MLP output", "prune without --replace")
+    return spec, (getattr(config, spec.scale_key) if spec.scale_key else 1.0)
+
+
+def check_linear(config: Any, removed: Sequence[int]) -> None:
+    """Refuse what ``linear`` cannot do, before weights load: a family it cannot fold into, a run at block 0.
+
+    Raises:
+        BlockSelectionError: naming the family or the run, with a hint.
+    """
+    _fold_spec(config)
+    runs = runs_of(removed)
+    if runs and runs[0][0] == 0:
+        first, last = runs[0]
+        raise BlockSelectionError(
+            f"--replace linear needs a kept block before each removed run, but the run {first}-{last} starts "
+            "at block 0", "protect it with --protect-first 1, or choose blocks that do not include block 0")
+
+
+def _module(block: Any, path: str) -> Any:
+    for name in path.split("."):
+        block = getattr(block, name)
+    return block
+
+
+def linear_replace(ctx: ReplaceContext) -> dict[str, Any]:
+    """ReplaceMe: per removed run, fit ``T`` and fold it into the preceding block (module docstring).
+
+    Returns:
+        ``{"method", "ridge", "tokens", "runs": [{"blocks", "folded_into", "join_error_removed",
+        "join_error_linear"}]}``, the join errors being ``||h_{e+1} - prediction|| / ||h_{e+1}||`` over the
+        calibration tokens for plain removal and for the linear map.
+
+    Raises:
+        BlockSelectionError: as :func:`check_linear`.
+    """
+    import torch
+
+    from shortllm.models.arch import blocks_of
+    from shortllm.scoring.capture import full_pass
+
+    check_linear(ctx.model.config, ctx.removed)
+    spec, scale = _fold_spec(ctx.model.config)
+    layers = blocks_of(ctx.model).layers
+    runs = runs_of(ctx.removed)
+    ids, step = ctx.input_ids, max(1, ctx.batch_size)
+    done_blocks: list[int] = []
+    record: list[dict[str, Any]] = []
+    chunks = list(range(0, ids.shape[0], step))
+    for r, (first, last) in enumerate(runs):
+        proj = _module(layers[first - 1], spec.path)
+        hidden = proj.weight.shape[1] if type(proj).__name__ == "Conv1D" else proj.weight.shape[0]
+        ptp = torch.zeros(hidden, hidden, dtype=torch.float64)
+        pty = torch.zeros_like(ptp)
+        stats = torch.zeros(3, dtype=torch.float64)  # ||Y - P||^2, ||Y||^2, ||target||^2 (scaled)
+        captured: list[Any] = []
+        handle = proj.register_forward_hook(lambda m, a, out: captured.append(out.detach()))
+        try:
+            for c, start in enumerate(chunks):
+                captured.clear()
+                fp = full_pass(ctx.model, ids[start:start + step], skip=done_blocks, keep_logits=False)
+                p = captured[-1].reshape(-1, hidden).to("cpu", torch.float64)  # after full_pass's shape probe
+                h_s = fp.inputs[first].reshape(-1, hidden).to("cpu", torch.float64)
+                target = fp.inputs[last + 1].reshape(-1, hidden).to("cpu", torch.float64)
+                y = (target - h_s) / scale + p
+                ptp += p.T @ p
+                pty += p.T @ y
+                stats += torch.stack([((y - p) ** 2).sum(), (y ** 2).sum(), (target ** 2).sum() / scale ** 2])
+                ctx.progress(r * len(chunks) + c + 1, len(runs) * len(chunks))
+        finally:
+            handle.remove()
+        t = ridge_solve(ptp, pty, ctx.options.ridge)
+        # ||P T - Y||^2 from the accumulators: tr(T^T A T) - 2 tr(T^T B) + ||Y||^2
+        err = (t * (ptp @ t)).sum() - 2 * (t * pty).sum() + stats[1]
+        fold_into(proj, t)
+        done_blocks.extend(range(first, last + 1))
+        norm = stats[2].sqrt()
+        record.append({"blocks": [first, last], "folded_into": f"block {first - 1} {spec.path}",
+                       "join_error_removed": round(float(stats[0].sqrt() / norm), 6),
+                       "join_error_linear": round(float(err.clamp_min(0).sqrt() / norm), 6)})
+        log.info("linear replacement of blocks %d-%d folded into block %d %s (join error %.4g -> %.4g)",
+                 first, last, first - 1, spec.path, record[-1]["join_error_removed"],
+                 record[-1]["join_error_linear"])
+    return {"method": "linear", "ridge": ctx.options.ridge, "tokens": int(ids.numel()), "runs": record}
+
+
+register(Replacement("linear", linear_replace, check_linear,
+                     "a least-squares linear map per removed run, folded into the MLP output of the block before",
+                     reference="ReplaceMe (arXiv 2505.02819)", protect_first=1))
+register(Replacement("block", lambda ctx: _streamline().block_replace(ctx),
+                     lambda config, removed: _streamline().check_block(config, removed),
+                     "one block trained on the run's input -> output hidden states, in the run's last slot",
+                     reference="LLM-Streamline (ICLR 2025, arXiv 2403.19135)",
+                     kept_back=lambda removed: _streamline().replacement_slots(removed)))
+
+
+def _streamline():
+    from shortllm.training import streamline  # the training maths (torch) loads only when used
+
+    return streamline

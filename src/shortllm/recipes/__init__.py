@@ -1,0 +1,1 @@
+"""The recipes shipped with shortllm (``shortllm run --list``; docs/recipes.md). Package data: *.yaml."""

@@ -1,0 +1,262 @@
+"""Forward passes of the training loop without full-vocabulary logits, and the block outputs hidden-state
+distillation compares.
+
+The model is called through its (possibly DDP-wrapped) forward with ``logits_to_keep`` an empty index tensor
+(transformers' own "no logits" path) and ``output_hidden_states``; the last hidden state goes to
+:func:`shortllm.training.losses.chunked_token_sums` with the model's output head. The head is the output
+embedding plus what the family applies after it (logit softcapping, logit scaling: data below), and it is
+checked once against the model's real logits on a few tokens; where it differs (an unknown head) or the
+weights are sharded (FSDP, ZeRO-3: the head cannot be called outside the wrapped forward) the loop keeps the
+full-logits path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+# What a family applies to lm_head's output (config key -> kind). "softcap": cap * tanh(logits / cap);
+# "divide": logits / value (Granite); "multiply": logits * value (Cohere).
+HEAD_TRANSFORMS = {"final_logit_softcapping": "softcap", "logits_soft_cap": "softcap", "logits_scaling": "divide",
+                   "logit_scale": "multiply"}
+
+
+@dataclass
+class Head:
+    """``[n, H] -> [n, V]``: a model's output head as its forward applies it."""
+
+    module: Any
+    scale: float = 1.0
+    softcap: float | None = None
+
+    @property
+    def vocab_size(self) -> int:
+        weight = self.module.weight
+        return weight.shape[1] if type(self.module).__name__ == "Conv1D" else weight.shape[0]
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.module(hidden)
+        if self.scale != 1.0:
+            logits = logits * self.scale
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+
+def output_head(model: Any) -> Head | None:
+    """The output head of ``model`` (an unwrapped causal LM, peft models included), or None without one."""
+    module = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if module is None or getattr(module, "weight", None) is None:
+        return None
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    head = Head(module)
+    for key, kind in HEAD_TRANSFORMS.items():
+        value = getattr(config, key, None)
+        if value is None or isinstance(value, bool):
+            continue
+        if kind == "softcap":
+            head.softcap = float(value)
+        elif kind == "divide":
+            head.scale = 1.0 / float(value)
+        else:
+            head.scale = float(value)
+    return head
+
+
+def no_logits(device: Any) -> torch.Tensor:
+    """The ``logits_to_keep`` that keeps no position: an empty 1-D index tensor."""
+    return torch.zeros(0, dtype=torch.long, device=device)
+
+
+def check_head(model: Any, head: Head | None, device: Any) -> bool:
+    """Whether ``head(last hidden state)`` gives ``model``'s logits (to 1e-4, a few tokens, eval mode) and the
+    model accepts ``logits_to_keep``: the condition for the chunked loss."""
+    if head is None:
+        return False
+    was_training = model.training
+    model.eval()
+    try:
+        vocab = head.vocab_size
+        ids = (torch.arange(1, 9, device=device) % max(vocab - 1, 1)).unsqueeze(0)
+        with torch.no_grad():
+            full = model(input_ids=ids, use_cache=False).logits
+            out = model(input_ids=ids, use_cache=False, output_hidden_states=True, logits_to_keep=no_logits(device))
+            if out.logits is not None and out.logits.shape[1] != 0:
+                return False
+            return bool(torch.allclose(head(out.hidden_states[-1]).float(), full.float(), atol=1e-4, rtol=1e-4))
+    except (TypeError, ValueError, RuntimeError, AttributeError, IndexError) as err:
+        log.debug("chunked head check failed: %s", err)
+        return False
+    finally:
+        model.train(was_training)
+
+
+class BlockTap:
+    """Forward hooks that keep chosen blocks' outputs while :meth:`capture` is open (not during recomputation
+    by gradient checkpointing, which runs after it closes)."""
+
+    def __init__(self, model: Any, blocks: list[int]):
+        from shortllm.models.arch import blocks_of
+
+        layers = blocks_of(model).layers
+        self.outputs: dict[int, torch.Tensor] = {}
+        self._active = False
+        self._handles = [layers[i].register_forward_hook(self._hook(i)) for i in sorted(set(blocks))]
+
+    def _hook(self, index: int):
+        def hook(_module, _args, output):
+            if self._active:
+                self.outputs[index] = output[0] if isinstance(output, (tuple, list)) else output
+        return hook
+
+    @contextmanager
+    def capture(self) -> Iterator[dict[int, torch.Tensor]]:
+        self.outputs = {}
+        self._active = True
+        try:
+            yield self.outputs
+        finally:
+            self._active = False
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
+def matched_blocks(student_config: Any, teacher_config: Any) -> list[tuple[int, int]]:
+    """``(student block, teacher block)`` pairs of the same original block, from the provenance pruning
+    records (``config.shortllm.kept_blocks``, new index -> original index) on both sides.
+
+    Raises:
+        TrainingError: the student records no provenance (and is not as deep as the teacher), the two descend
+            from models of different depths, or no block is shared.
+    """
+    from shortllm.errors import TrainingError
+    from shortllm.models.arch import num_layers
+    from shortllm.models.surgery import original_indices
+
+    n_s, n_t = num_layers(student_config), num_layers(teacher_config)
+    meta_s = getattr(student_config, "shortllm", None)
+    meta_t = getattr(teacher_config, "shortllm", None)
+    hint = "distil hidden states from the model the student was pruned from (its shortllm.json names it)"
+    if not isinstance(meta_s, dict) and n_s != n_t:
+        raise TrainingError(f"--kd-hidden needs to know which teacher block each student block came from, and the "
+                            f"student ({n_s} blocks) records no provenance (config.shortllm) against a teacher of "
+                            f"{n_t}", "use a folder written by shortllm prune")
+    depth_s = meta_s.get("original_num_blocks", n_s) if isinstance(meta_s, dict) else n_s
+    depth_t = meta_t.get("original_num_blocks", n_t) if isinstance(meta_t, dict) else n_t
+    if depth_s != depth_t:
+        raise TrainingError(f"--kd-hidden: the student descends from a {depth_s}-block model, the teacher from a "
+                            f"{depth_t}-block one", hint)
+    teacher_at = {orig: j for j, orig in enumerate(original_indices(teacher_config, n_t))}
+    pairs = [(i, teacher_at[orig]) for i, orig in enumerate(original_indices(student_config, n_s))
+             if orig in teacher_at]
+    if not pairs:
+        raise TrainingError("--kd-hidden: the student and the teacher share no block", hint)
+    return pairs
+
+
+@dataclass
+class LossSetup:
+    """How :func:`micro_losses` computes a micro-batch's losses (built once by :func:`loss_setup`)."""
+
+    head: Head | None = None  # None: full-logits path
+    teacher_head: Head | None = None
+    temperature: float = 1.0
+    hidden: str | None = None  # --kd-hidden: nmse | cosine
+    pairs: list[tuple[int, int]] | None = None  # (student block, teacher block)
+    student_tap: BlockTap | None = None
+    teacher_tap: BlockTap | None = None
+
+    @property
+    def chunked(self) -> bool:
+        return self.head is not None
+
+
+def loss_setup(accelerator: Any, model: Any, teacher: Any | None, temperature: float = 1.0,
+               hidden: str | None = None) -> LossSetup:
+    """Decide the loss path of a run (chunked head where it reproduces the logits) and set up the taps of
+    ``--kd-hidden``.
+
+    Raises:
+        TrainingError: as :func:`matched_blocks`.
+    """
+    from accelerate.utils import DistributedType
+
+    unwrapped = accelerator.unwrap_model(model)
+    setup = LossSetup(temperature=temperature, hidden=hidden)
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    device = accelerator.device
+    if not sharded:
+        head = output_head(unwrapped)
+        teacher_head = output_head(teacher) if teacher is not None else None
+        if check_head(unwrapped, head, device) and (teacher is None or check_head(teacher, teacher_head, device)):
+            setup.head, setup.teacher_head = head, teacher_head
+        else:
+            log.info("the output head cannot be applied apart from the model: losses use full logits")
+    if hidden and teacher is not None:
+        setup.pairs = matched_blocks(unwrapped.config, teacher.config)
+        setup.student_tap = BlockTap(unwrapped, [i for i, _ in setup.pairs])
+        setup.teacher_tap = BlockTap(teacher, [j for _, j in setup.pairs])
+    return setup
+
+
+def micro_losses(model: Any, teacher: Any | None, setup: LossSetup, batch: dict[str, Any], autocast: Any,
+                 with_teacher: bool, with_hidden: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(CE sum, KL sum, hidden-state loss sum, predicted-token count) of one micro-batch.
+
+    Args:
+        model: the (prepared) student; ``teacher`` the frozen teacher.
+        batch: ``input_ids``, ``labels`` (IGNORE where nothing is predicted), optional ``attention_mask``.
+        autocast: ``accelerator.autocast`` (the teacher and the chunked head run under it, as the student's
+            prepared forward does).
+        with_teacher: compute the KL term; ``with_hidden``: the hidden-state term (both need the teacher).
+    """
+    from shortllm.training.losses import IGNORE, ce_sum, chunked_token_sums, hidden_sum, kd_sum
+
+    labels = batch["labels"]
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch.get("attention_mask"), "use_cache": False}
+    extra = {"output_hidden_states": True, "logits_to_keep": no_logits(labels.device)} if setup.chunked else {}
+    keep = labels[:, 1:] != IGNORE
+    use_teacher = teacher is not None and (with_teacher or with_hidden)
+    s_tap = setup.student_tap if with_hidden else None
+    with s_tap.capture() if s_tap else _nothing():
+        out = model(**inputs, **extra)
+    t_out = None
+    if use_teacher:
+        t_tap = setup.teacher_tap if with_hidden else None
+        with torch.no_grad(), autocast(), t_tap.capture() if t_tap else _nothing():
+            t_out = teacher(**inputs, **extra)
+    zero = torch.zeros((), device=labels.device)
+    if setup.chunked:
+        hs, targets = out.hidden_states[-1][:, :-1][keep], labels[:, 1:][keep]
+        ht = t_out.hidden_states[-1][:, :-1][keep] if with_teacher and t_out is not None else None
+        with autocast():
+            ce, kl = chunked_token_sums(hs, targets, setup.head, ht, setup.teacher_head, setup.temperature)
+        count = keep.sum()
+    else:
+        ce, count = ce_sum(out.logits, labels)
+        kl = (kd_sum(out.logits, t_out.logits, labels, setup.temperature)
+              if with_teacher and t_out is not None else zero)
+    hid = zero
+    if with_hidden and setup.pairs:
+        s_states = [s_tap.outputs[i][:, :-1][keep] for i, _ in setup.pairs]
+        t_states = [setup.teacher_tap.outputs[j][:, :-1][keep] for _, j in setup.pairs]
+        hid = hidden_sum(s_states, t_states, setup.hidden or "nmse")
+        s_tap.outputs.clear()
+        setup.teacher_tap.outputs.clear()
+    return ce, kl, hid, count
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield None

@@ -1,0 +1,222 @@
+"""``prune --replace block``: one trained block in place of each contiguous removed run (LLM-Streamline).
+
+LLM-Streamline (Chen et al., ICLR 2025, arXiv 2403.19135) removes a run of consecutive blocks and trains a
+lightweight stand-in to map the run's input hidden states to its output hidden states (MSE on the original
+model's activations). Here the stand-in is an ordinary block of the same architecture, so the output stays a
+plain checkpoint that stock transformers loads (one block more than the pure cut per run):
+
+* it sits in the slot of the run's **last** block, so the provenance ``prune`` records (``kept_blocks``) maps
+  it to the original block whose output it learns to produce -- ``retrain --kd-hidden`` then matches it to
+  exactly that teacher block;
+* it starts from a chosen block's weights (:data:`INITS`: the run's last block, its first, or the kept block
+  before the run) and is trained alone (every other parameter frozen) with AdamW on
+  ``mean((block(X_s) - X_{e+1})^2)``, ``X_i`` the input of block ``i`` in the original model on the
+  calibration windows. A run that ends at the last block learns that block's output.
+
+``--ratio`` counts the block that stays: the plan removes enough blocks that the net removal still stays
+within the ratio (``Replacement.kept_back`` and :func:`shortllm.pruning.plan.fit_within_ratio`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from shortllm.errors import BlockSelectionError
+
+log = logging.getLogger(__name__)
+
+INITS = ("last", "first", "previous")
+
+
+@dataclass(frozen=True)
+class StreamlineOptions:
+    """Training of a replacement block (on the ``--replace-samples`` calibration windows)."""
+
+    init: str = "last"  # last | first removed block of the run, or previous: the kept block before it
+    epochs: int = 4
+    lr: float = 1e-4
+    batch_size: int = 4
+    seed: int = 1234
+
+
+class _Stop(Exception):
+    """Raised by the replacement's forward hook: nothing after it needs to run."""
+
+
+def mse_sum(output, target):
+    """``sum((output - target)^2)`` in float32 (divide by the element count for the mean)."""
+    return ((output.float() - target.float()) ** 2).sum()
+
+
+def replacement_slots(removed: Sequence[int]) -> list[int]:
+    """The block of each removed run that stays as its trained replacement: the run's last one."""
+    from shortllm.pruning.replace import runs_of
+
+    return [last for _, last in runs_of(removed)]
+
+
+def check_block(config: Any, removed: Sequence[int]) -> None:
+    """``--replace block`` works on any architecture the block table knows; a run may start at block 0 (its
+    input is the embeddings), but ``previous`` has nothing to start from there.
+
+    Raises:
+        BlockSelectionError: nothing to replace.
+    """
+    if not removed:
+        raise BlockSelectionError("--replace block needs removed blocks", "give --blocks, --num-blocks or --ratio")
+
+
+def block_inputs(model: Any, ids: Any, wanted: Sequence[int], batch_size: int) -> dict[int, Any]:
+    """``{i: [N, T, H]}`` the hidden state entering block ``i`` of the unchanged model for each ``i`` in
+    ``wanted`` (``i == n``: the last block's output), kept on the CPU; nothing else is stored."""
+    import torch
+
+    from shortllm.models.arch import blocks_of
+
+    layers = blocks_of(model).layers
+    n = len(layers)
+    found: dict[int, list] = {i: [] for i in wanted}
+
+    def pre(i):
+        def hook(_module, args, kwargs):
+            found[i].append((args[0] if args else kwargs["hidden_states"]).detach().cpu())
+        return hook
+
+    def post(_module, _args, output):
+        found[n].append((output[0] if isinstance(output, (tuple, list)) else output).detach().cpu())
+
+    handles = [layers[i].register_forward_pre_hook(pre(i), with_kwargs=True) for i in wanted if i < n]
+    if n in found:
+        handles.append(layers[n - 1].register_forward_hook(post))
+    try:
+        with torch.no_grad():
+            for start in range(0, ids.shape[0], batch_size):
+                model(ids[start:start + batch_size], use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return {i: torch.cat(v) for i, v in found.items()}
+
+
+def _train_slot(model: Any, layers: Any, slot: int, x: Any, y: Any, ids: Any, opts: StreamlineOptions,
+                template: Any) -> tuple[float, float]:
+    """Train ``layers[slot]`` to map ``x`` (the run's input) to ``y`` (its output); return (MSE before, after)
+    as a fraction of ``mean(y^2)``."""
+    import torch
+
+    from shortllm.scoring.capture import bypass
+
+    block = layers[slot]
+    flags = {id(p): p.requires_grad for p in model.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in block.parameters():
+        p.requires_grad_(True)
+    fed: dict[str, torch.Tensor] = {}
+
+    def feed(_module, args, kwargs):
+        if args:
+            return (fed["x"], *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": fed["x"]}
+
+    def stop(_module, _args, output):
+        fed["out"] = output[0] if isinstance(output, (tuple, list)) else output
+        raise _Stop
+
+    handles = [block.register_forward_pre_hook(feed, with_kwargs=True), block.register_forward_hook(stop)]
+    device = next(block.parameters()).device
+    optimizer = torch.optim.AdamW([p for p in block.parameters()], lr=opts.lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(opts.seed)
+    scale = float((y.float() ** 2).mean())
+
+    def run(rows):
+        fed["x"] = x[rows].to(device)
+        try:
+            model(ids[rows].to(device), use_cache=False)
+        except _Stop:
+            pass
+        return mse_sum(fed.pop("out"), y[rows].to(device)) / y[rows].numel()
+
+    def mean_error() -> float:
+        with torch.no_grad():
+            parts = [float(run(torch.arange(i, min(i + opts.batch_size, len(ids))))) * min(opts.batch_size,
+                     len(ids) - i) for i in range(0, len(ids), opts.batch_size)]
+        return sum(parts) / len(ids) / max(scale, 1e-30)
+
+    was_training = model.training
+    try:
+        with bypass(model, skip=range(slot), template=template):  # blocks before the slot are not needed
+            before = mean_error()
+            model.train()
+            for _ in range(opts.epochs):
+                order = torch.randperm(len(ids), generator=gen)
+                for i in range(0, len(ids), opts.batch_size):
+                    loss = run(order[i:i + opts.batch_size])
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+            model.train(was_training)
+            after = mean_error()
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+        for p in model.parameters():
+            p.requires_grad_(flags[id(p)])
+            p.grad = None
+    return before, after
+
+
+def block_replace(ctx: Any, opts: StreamlineOptions | None = None) -> dict[str, Any]:
+    """LLM-Streamline per removed run (module docstring); the model is changed in place, the slots stay.
+
+    Args:
+        ctx: a :class:`shortllm.pruning.replace.ReplaceContext` (model, calibration ``input_ids``, removed).
+        opts: the training options (default :class:`StreamlineOptions`).
+
+    Returns:
+        ``{"method", "kept_back", "tokens", "runs": [{"blocks", "replaced_by", "init", "error_before",
+        "error_after"}]}``; the errors are the slot's MSE against the run's output relative to its mean square,
+        before and after training.
+
+    Raises:
+        BlockSelectionError: ``init`` unknown, or ``previous`` for a run at block 0.
+    """
+    from shortllm.models.arch import blocks_of
+    from shortllm.pruning.replace import runs_of
+    from shortllm.scoring.capture import block_template
+
+    opts = opts or StreamlineOptions()
+    if opts.init not in INITS:
+        raise BlockSelectionError(f"unknown replacement init '{opts.init}'", f"use one of {', '.join(INITS)}")
+    check_block(ctx.model.config, ctx.removed)
+    model, ids = ctx.model, ctx.input_ids
+    layers = blocks_of(model).layers
+    template = block_template(model)
+    runs = runs_of(ctx.removed)
+    # The original model's activations (every block present, nothing replaced yet), only where runs start and end.
+    acts = block_inputs(model, ids, sorted({i for f, e in runs for i in (f, e + 1)}), max(1, ctx.batch_size))
+    record = []
+    for r, (first, last) in enumerate(runs):
+        source = {"last": last, "first": first, "previous": first - 1}[opts.init]
+        if source < 0:
+            raise BlockSelectionError(f"--replace block: the run {first}-{last} starts at block 0, so there is no "
+                                      "kept block before it to start from", "use the run's own first or last block")
+        if source != last:
+            layers[last].load_state_dict(layers[source].state_dict())
+        before, after = _train_slot(model, layers, last, acts[first], acts[last + 1], ids, opts, template)
+        record.append({"blocks": [first, last], "replaced_by": f"block {last}", "init": f"block {source}",
+                       "folded_into": f"block {last} (trained, from block {source})",
+                       "error_before": round(before, 6), "error_after": round(after, 6)})
+        log.info("replacement block for %d-%d (in slot %d, from block %d): relative MSE %.4g -> %.4g",
+                 first, last, last, source, before, after)
+        ctx.progress(r + 1, len(runs))
+    if any(not math.isfinite(r["error_after"]) for r in record):
+        raise BlockSelectionError("--replace block: training diverged (the error is not finite)",
+                                  "prune without --replace, or use --replace linear")
+    return {"method": "block", "kept_back": replacement_slots(ctx.removed), "tokens": int(ids.numel()),
+            "epochs": opts.epochs, "lr": opts.lr, "runs": record}

@@ -1,0 +1,60 @@
+"""``retrain --adam-betas`` and ``--lr-schedule linear``: the LoRA reference's optimizer (HF Trainer defaults)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from shortllm.training import TrainingError, retrain
+from shortllm.training.config import validate
+from tests.conftest import run_cli
+from tests.training.helpers import quick_config
+
+
+def test_linear_schedule_decays_to_zero_after_warmup(pruned_tiny, small_text, tmp_path):
+    cfg = quick_config("cpt", pruned_tiny, small_text, tmp_path / "o", max_steps=5, warmup_steps=1,
+                       lr_schedule="linear")
+    lrs = [p["lr"] for p in retrain(cfg).loss_curve]  # the rate each step used
+    # transformers' get_linear_schedule_with_warmup: step/warmup, then (total - step)/(total - warmup)
+    assert lrs == pytest.approx([0.0, 1e-4, 0.75e-4, 0.5e-4, 0.25e-4], abs=1e-12)
+    cosine = [p["lr"] for p in retrain(replace(cfg, out=tmp_path / "c", lr_schedule="cosine")).loss_curve]
+    assert cosine[2] != pytest.approx(lrs[2])  # the default is still the cosine
+
+
+def test_adam_betas_reach_the_optimizer_and_the_manifest(pruned_tiny, small_text, tmp_path, monkeypatch):
+    seen = []
+    real = torch.optim.AdamW
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["betas"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", spy)
+    out = tmp_path / "o"
+    result = run_cli("retrain", "--method", "cpt", "-m", pruned_tiny, "--data", small_text, "--out", out,
+                     "--seq-len", "32", "--batch-size", "2", "--max-steps", "1", "--max-eval-rows", "2",
+                     "--save-every", "0", "--device", "cpu", "--adam-betas", "0.9,0.999", "--lr-schedule", "linear")
+    assert result.exit_code == 0, result.stderr
+    assert seen == [(0.9, 0.999)]
+    options = json.loads((out / "shortllm.json").read_text())["options"]
+    assert options["betas"] == [0.9, 0.999] and options["lr_schedule"] == "linear"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"betas": (0.9, 1.0)}, r"--adam-betas 0.9,1.0 must be two numbers in 0..1"),
+    ({"betas": (0.9,)}, r"--adam-betas 0.9 must be two numbers"),
+    ({"lr_schedule": "step"}, r"unknown --lr-schedule 'step'"),
+])
+def test_bad_values_are_refused(change, message, tmp_path):
+    cfg = quick_config("cpt", tmp_path, tmp_path / "t.txt", tmp_path / "o")
+    with pytest.raises(TrainingError, match=message):
+        validate(replace(cfg, **change))
+
+
+def test_bad_betas_text_is_one_line(tmp_path):
+    result = run_cli("retrain", "--method", "cpt", "--adam-betas", "0.9;0.99", "--out", tmp_path / "o")
+    assert result.exit_code == 2 and result.stderr == ("error: --adam-betas '0.9;0.99' is not two numbers. "
+                                                       "E.g. --adam-betas 0.9,0.999.\n")
