@@ -19,7 +19,7 @@ from shortllm.cli.output import activity, console, human, print_json, print_path
 from shortllm.models.checkpoint import DEFAULT_MAX_SHARD_SIZE  # no torch: keeps --help instant
 
 BlocksOpt = Annotated[Optional[str], typer.Option(
-    "--blocks", "-b", help="Remove exactly these blocks (original indices), e.g. 20,21 or 10-12.",
+    "--blocks", "-b", help="Remove exactly these blocks, e.g. 20,21 or 10-12: indices of the model given to -m (0-based; for an already-pruned model its current blocks, not the original's).",
     show_default=False)]
 RatioOpt = Annotated[Optional[float], typer.Option(
     "--ratio", "-r", help="Remove the most blocks whose parameters stay within this fraction of the total.",
