@@ -76,6 +76,15 @@ def write_shard(path: Path, tensors: list[tuple[str, tuple[int, ...]]], pool: by
                 start = 0
 
 
+def copy_tokenizer(folder: Path) -> None:
+    """Copy the embedded model's tokenizer files into ``folder`` (the built model has random weights, no text)."""
+    from shortllm.models.demo import demo_model_dir
+
+    for path in demo_model_dir().iterdir():
+        if path.name.startswith(("tokenizer", "special_tokens_map", "chat_template")):
+            shutil.copy2(path, folder / path.name)
+
+
 def build(folder: Path, args: argparse.Namespace) -> dict:
     """Write config.json, generation_config.json and the sharded weights; returns size facts."""
     import numpy as np
@@ -148,6 +157,13 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/big_model.json", help="JSON report path")
     args = parser.parse_args()
     verbs = [v.strip() for v in args.verbs.split(",") if v.strip()]
+    # Scoring needs text -> tokens: the embedded model's tokenizer travels into the built folder, so the vocabulary
+    # must cover its ids.
+    tokenizer_vocab = 49152  # SmolLM2's
+    if any(v.startswith("score") for v in verbs) and args.vocab < tokenizer_vocab:
+        print(f"--vocab {args.vocab} -> {tokenizer_vocab}: the scoring steps use the embedded model's tokenizer",
+              file=sys.stderr)
+        args.vocab = tokenizer_vocab
     n = min(6, args.layers - 1)
     blocks = args.blocks or ",".join(map(str, range(max(0, args.layers - 2 - n), max(0, args.layers - 2 - n) + n)))
     shortllm = [sys.executable, "-m", "shortllm.cli.app"]
@@ -161,6 +177,8 @@ def main() -> None:
         src = work / "model"
         t = time.perf_counter()
         result["model"] = build(src, args)
+        if any(v.startswith("score") for v in verbs):
+            copy_tokenizer(src)
         subprocess.run(["sync"], check=False)
         result["build_seconds"] = round(time.perf_counter() - t, 1)
         print(f"built {result['model']['bytes'] / 1e9:.2f} GB in {result['build_seconds']} s", file=sys.stderr)
