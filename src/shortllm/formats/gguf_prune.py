@@ -17,7 +17,6 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,8 @@ from shortllm.errors import ModelLoadError, OutputError
 from shortllm.formats.gguf import GGUFSource, open_gguf, param_count, write_pruned_gguf
 from shortllm.formats.gguf_layout import metadata_changes, renumbered
 from shortllm.models.demo import DEMO_ALIAS, find_demo_gguf
-from shortllm.pruning.export import atomic_dir, card, check_no_overlap, check_output_dir, write_manifest
+from shortllm.pruning.export import (atomic_dir, card, check_no_overlap, check_output_dir, prune_options,
+                                     write_manifest)
 from shortllm.pruning.pattern import check_pattern, pattern_record, rules_for_gguf
 from shortllm.pruning.plan import fit_within_ratio, plan_from_blocks
 from shortllm.tempdirs import make_temp_beside, remove_stale_temp
@@ -180,11 +180,7 @@ def prune_gguf(req: Any, progress: Any) -> Any:
         result.timings["total"] = time.perf_counter() - t0
         write_manifest(
             tmp, "prune",
-            options={"blocks": req.blocks, "ratio": req.ratio, "num_blocks": req.num_blocks,
-                     "scores_dir": str(req.scores_dir) if req.scores_dir else None,
-                     "scoring": asdict(req.scoring) if report and not req.scores_dir else None,
-                     **asdict(req.settings), "overwrite": req.overwrite, "format": "gguf",
-                     "keep_attention_pattern": req.keep_attention_pattern},
+            options=prune_options(req, report, format="gguf"),
             source={"spec": str(spec.resolve()), "given": req.model, "kind": "gguf", "path": str(spec.resolve()),
                     "arch": source.arch, "fingerprint": fingerprint},
             results=result.as_dict(), timings=result.timings,

@@ -154,6 +154,18 @@ def versions() -> dict[str, str]:
     }
 
 
+def prune_options(req: Any, report: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:
+    """The ``options`` a prune manifest records, for every output format (``req`` is a ``PruneRequest``);
+    ``extra`` adds the format's own options."""
+    from dataclasses import asdict
+
+    return {"blocks": req.blocks, "ratio": req.ratio, "num_blocks": req.num_blocks,
+            "scores_dir": str(req.scores_dir) if req.scores_dir else None,
+            "scoring": asdict(req.scoring) if report and not req.scores_dir else None,
+            **asdict(req.settings), "overwrite": req.overwrite,
+            "keep_attention_pattern": req.keep_attention_pattern, **extra}
+
+
 def write_manifest(folder: Path, verb: str, options: dict[str, Any], source: dict[str, Any],
                    results: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
     """Write ``shortllm.json`` (how the folder was made and what came out). Returns the manifest."""

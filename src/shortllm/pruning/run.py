@@ -17,8 +17,7 @@ from shortllm.models.loading import (Loaded, LoadSettings, check_settings, finge
                                      load_skeleton, resolve_source)
 from shortllm.models.surgery import ParamCount, count_params, drop_blocks, original_indices, rewrite_config
 from shortllm.pruning.export import (atomic_dir, check_output_dir, data_inputs, model_card, model_inputs,
-                                     save_model, verify_reload,
-                                     write_manifest)
+                                     prune_options, save_model, verify_reload, write_manifest)
 from shortllm.pruning import out_of_core
 from shortllm.pruning.pattern import (PatternRule, check_pattern, moved_blocks, pattern_allows, pattern_choice,
                                       pattern_note, pattern_record, rules_for_hf)
@@ -261,12 +260,8 @@ def prune(req: PruneRequest, progress: Progress = lambda d, t: None) -> PruneRes
         result.timings["total"] = time.perf_counter() - t0
         write_manifest(
             tmp, "prune",
-            options={"blocks": req.blocks, "ratio": req.ratio, "num_blocks": req.num_blocks,
-                     "scores_dir": str(req.scores_dir) if req.scores_dir else None,
-                     "scoring": asdict(req.scoring) if report and not req.scores_dir else None,
-                     **asdict(req.settings), "overwrite": req.overwrite, "max_shard_size": req.max_shard_size,
-                     "keep_attention_pattern": req.keep_attention_pattern, "replace": req.replace,
-                     "replace_options": asdict(req.replace_options) if req.replace else None},
+            options=prune_options(req, report, max_shard_size=req.max_shard_size, replace=req.replace,
+                                  replace_options=asdict(req.replace_options) if req.replace else None),
             source={**source.record(config if files else loaded.model.config), "fingerprint": result.fingerprint},
             results=result.as_dict(), timings=result.timings,
         )

@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from shortllm.training.checkpoint import numbered_folders
 from shortllm.training.config import TrainingError
 from shortllm.training.state import is_sharded, restore_model, write_model
 
@@ -37,15 +38,7 @@ def best_name(step: int) -> str:
 
 def list_best(root: Path) -> list[tuple[int, Path]]:
     """Complete best folders under ``root`` as ``(step, folder)``, oldest first."""
-    if not root.is_dir():
-        return []
-    found = []
-    for path in root.iterdir():
-        if path.is_dir() and path.name.startswith(PREFIX) and (path / RECORD).is_file():
-            step = path.name[len(PREFIX):]
-            if step.isdigit():
-                found.append((int(step), path))
-    return sorted(found)
+    return numbered_folders(root, PREFIX, RECORD)
 
 
 def clear_best(root: Path) -> None:

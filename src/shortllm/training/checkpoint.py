@@ -58,18 +58,22 @@ def checkpoint_name(step: int) -> str:
     return f"{PREFIX}{step:07d}"
 
 
-def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints under ``root`` as ``(step, folder)``, oldest first."""
+def numbered_folders(root: Path, prefix: str, marker: str) -> list[tuple[int, Path]]:
+    """Complete ``{prefix}{step}`` folders under ``root`` (those holding the file ``marker``, written last) as
+    ``(step, folder)``, oldest first."""
     if not root.is_dir():
         return []
     found = []
     for path in root.iterdir():
-        if path.is_dir() and path.name.startswith(PREFIX) and (path / STATE_FILE).is_file():
-            try:
-                found.append((int(path.name[len(PREFIX):]), path))
-            except ValueError:
-                continue
+        step = path.name[len(prefix):]
+        if path.is_dir() and path.name.startswith(prefix) and step.isdigit() and (path / marker).is_file():
+            found.append((int(step), path))
     return sorted(found)
+
+
+def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints under ``root`` as ``(step, folder)``, oldest first."""
+    return numbered_folders(root, PREFIX, STATE_FILE)
 
 
 def _file(stem: str, rank: int | None) -> str:
