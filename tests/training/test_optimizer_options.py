@@ -58,3 +58,38 @@ def test_bad_betas_text_is_one_line(tmp_path):
     result = run_cli("retrain", "--method", "cpt", "--adam-betas", "0.9;0.99", "--out", tmp_path / "o")
     assert result.exit_code == 2 and result.stderr == ("error: --adam-betas '0.9;0.99' is not two numbers. "
                                                        "E.g. --adam-betas 0.9,0.999.\n")
+
+
+def test_every_training_optimizer_is_fused_where_torch_has_the_kernel(pruned_tiny, small_text, tmp_path, monkeypatch):
+    # the foreach AdamW holds a whole-model float32 temporary during step() (394 MiB on 110M parameters): the
+    # student's, the teacher warm-up's and the replacement block's optimizers all take the fused kernel instead
+    seen = []
+    real = torch.optim.AdamW
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("fused"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", spy)
+    cfg = quick_config("kd", pruned_tiny, small_text, tmp_path / "o", max_steps=1)
+    retrain(replace(cfg, kd=replace(cfg.kd, teacher_warmup_steps=1)))
+    assert seen == [True, True]  # the teacher's warm-up, then the student's
+
+
+def test_fused_adamw_steps_like_the_default(tmp_path):
+    from shortllm.training.loop import adamw
+
+    torch.manual_seed(0)
+    a = [torch.nn.Parameter(torch.randn(64, 32)), torch.nn.Parameter(torch.randn(32))]
+    b = [torch.nn.Parameter(p.detach().clone()) for p in a]
+    fused, default = adamw(a, lr=1e-2, betas=(0.9, 0.95), weight_decay=0.1), torch.optim.AdamW(
+        b, lr=1e-2, betas=(0.9, 0.95), weight_decay=0.1)
+    assert fused.defaults["fused"] is True
+    for _ in range(3):
+        grads = [torch.randn_like(p) for p in a]
+        for p, q, g in zip(a, b, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        fused.step()
+        default.step()
+    for p, q in zip(a, b):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)

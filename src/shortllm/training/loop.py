@@ -110,6 +110,23 @@ def param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def adamw(params: Any, **kwargs: Any) -> torch.optim.AdamW:
+    """``torch.optim.AdamW`` with the fused kernel wherever torch has one for the parameters' device and dtype.
+
+    The default (``foreach``) implementation builds whole-model temporaries during ``step()``: measured on 110M
+    float32 parameters, a transient 394 MiB (one float32 copy of the weights) above the steady state, which set
+    the peak resident memory of a CPU training run; the fused kernel updates in place (0 MiB transient) and
+    gives the same update up to float rounding. Falls back to the default where torch refuses ``fused=True``
+    (a device or dtype without the kernel: ``RuntimeError`` at construction). ``params`` and ``kwargs`` as for
+    ``torch.optim.AdamW``.
+    """
+    params = list(params)
+    try:
+        return torch.optim.AdamW(params, fused=True, **kwargs)
+    except RuntimeError:
+        return torch.optim.AdamW(params, **kwargs)
+
+
 def build_trainer(cfg: TrainConfig, accelerator: Any, model: Any, teacher: Any | None, data: TrainData,
                   total_steps: int, pad_id: int, identity: dict[str, Any], identity_hash: str) -> Trainer:
     """Optimizer (AdamW), warmup + cosine schedule, accelerate preparation, teacher placement."""
@@ -122,7 +139,7 @@ def build_trainer(cfg: TrainConfig, accelerator: Any, model: Any, teacher: Any |
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     model.train()
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    optimizer = adamw(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(0.05 * total_steps)
     warmup = min(warmup, total_steps)
     if cfg.lr_schedule == "linear":  # HF Trainer's default (the Shortened LLaMA / LLM-Pruner LoRA recipe): to 0

@@ -109,6 +109,7 @@ def _train_slot(model: Any, layers: Any, slot: int, x: Any, y: Any, ids: Any, op
     import torch
 
     from shortllm.scoring.capture import bypass
+    from shortllm.training.loop import adamw
 
     block = layers[slot]
     flags = {id(p): p.requires_grad for p in model.parameters()}
@@ -129,7 +130,7 @@ def _train_slot(model: Any, layers: Any, slot: int, x: Any, y: Any, ids: Any, op
 
     handles = [block.register_forward_pre_hook(feed, with_kwargs=True), block.register_forward_hook(stop)]
     device = next(block.parameters()).device
-    optimizer = torch.optim.AdamW([p for p in block.parameters()], lr=opts.lr, weight_decay=0.0)
+    optimizer = adamw(block.parameters(), lr=opts.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(opts.seed)
     scale = float((y.float() ** 2).mean())
 

@@ -35,6 +35,7 @@ def warm_up_teacher(teacher: Any, data: Any, steps: int, lr: float, batch_size: 
     """
     from shortllm.training.batches import collate, make_batches
     from shortllm.training.forward import LossSetup, check_head, micro_losses, output_head
+    from shortllm.training.loop import adamw
 
     log.info("Teacher correction: %d steps on the healing data (worth it when they differ from the teacher's own "
              "training data; Minitron)", steps, extra={"phase": True})
@@ -43,8 +44,7 @@ def warm_up_teacher(teacher: Any, data: Any, steps: int, lr: float, batch_size: 
     batches = make_batches(data, seed + 7919, batch_size, 1, 1)  # an order of its own, not the student's
     teacher.requires_grad_(True)
     teacher.train()
-    optimizer = torch.optim.AdamW([p for p in teacher.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.95),
-                                  weight_decay=0.0)
+    optimizer = adamw([p for p in teacher.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
     losses = []
     try:
         for step in range(steps):
