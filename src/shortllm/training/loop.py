@@ -113,10 +113,9 @@ def param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
 def adamw(params: Any, **kwargs: Any) -> torch.optim.AdamW:
     """``torch.optim.AdamW`` with the fused kernel wherever torch has one for the parameters' device and dtype.
 
-    The default (``foreach``) implementation builds whole-model temporaries during ``step()``: measured on 110M
-    float32 parameters, a transient 394 MiB (one float32 copy of the weights) above the steady state, which set
-    the peak resident memory of a CPU training run; the fused kernel updates in place (0 MiB transient) and
-    gives the same update up to float rounding. Falls back to the default where torch refuses ``fused=True``
+    The default (``foreach``) implementation builds whole-model temporaries during ``step()``: measured on 109M
+    float32 parameters, 416 MiB (about one float32 copy of the weights) above the steady state; the fused kernel
+    updates in place (0 MiB; ``benchmarks/adamw_memory.py``) and gives the same update up to float rounding. Falls back to the default where torch refuses ``fused=True``
     (a device or dtype without the kernel: ``RuntimeError`` at construction). ``params`` and ``kwargs`` as for
     ``torch.optim.AdamW``.
     """
