@@ -20,7 +20,8 @@ process, so its peak resident memory is its own. Perplexity: WikiText-2 test joi
 128-token windows, the first ``--ppl-windows`` (200) scored.
 
     python benchmarks/heal.py --data-dir ../shared/data --minutes 10 --blocks 4,5,12,13,14,17,25 \\
-        --methods lora,cpt,kd,kd+hidden,kd+last3,kd+hidden+last3,block+kd,trainer --out benchmarks/results/heal.json
+        --methods lora,cpt,kd,kd+hidden,kd+hidden+last3,block+kd,trainer --minutes-for trainer=2 \\
+        --out benchmarks/results/heal.json
     python benchmarks/heal.py --data-dir ../shared/data --minutes 0.3 --ppl-windows 2 --methods cpt,kd+hidden   # smoke
 
 Prints one line per method and writes a JSON report and a plot of held-out loss against training tokens.
@@ -202,6 +203,8 @@ def main() -> None:
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, default=4.0, help="training wall-clock minutes per method")
     budget.add_argument("--tokens", type=int, help="or training tokens per method")
+    parser.add_argument("--minutes-for", default="", help="per-method wall-clock minutes overriding --minutes, "
+                        "e.g. trainer=2 (the Trainer row is there for its tokens/s)")
     parser.add_argument("--methods", default="lora,cpt,kd,kd+hidden,kd+last3,block+kd,trainer")
     parser.add_argument("--ppl-windows", type=int, default=200, help="WikiText-2 windows scored (0: all)")
     parser.add_argument("--seq-len", type=int, default=128)
@@ -240,12 +243,15 @@ def main() -> None:
     print(f"original ppl {report['original_ppl']:.2f}; pruned (blocks {args.blocks}) {report['pruned_ppl']:.2f}",
           flush=True)
     gap = math.log(report["pruned_ppl"]) - math.log(report["original_ppl"])
+    minutes_for = {k: float(v) for k, v in (item.split("=") for item in args.minutes_for.split(",") if item)}
+    if minutes_for:
+        report["budget"]["minutes_for"] = minutes_for
     for name in args.methods.split(","):
         method, extra = COMBOS.get(name, (name, {}))
         job = {"method": method, "extra": extra, "pruned": str(pruned), "source": args.source, "blocks": blocks,
                "teacher": args.source, "train_data": args.train_data, "data_dir": args.data_dir,
                "seq_len": args.seq_len, "batch_size": args.batch_size, "lr": args.lr, "eval_rows": args.eval_rows,
-               "eval_every": args.eval_every, "tokens": args.tokens, "budget_s": args.minutes * 60,
+               "eval_every": args.eval_every, "tokens": args.tokens, "budget_s": minutes_for.get(name, args.minutes) * 60,
                "ppl_windows": args.ppl_windows, "threads": args.threads, "work": str(work / name.replace("+", "_")),
                "result": str(work / f"{name.replace('+', '_')}.json")}
         Path(job["work"]).mkdir(parents=True, exist_ok=True)
