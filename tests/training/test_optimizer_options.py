@@ -93,3 +93,28 @@ def test_fused_adamw_steps_like_the_default(tmp_path):
         default.step()
     for p, q in zip(a, b):
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("value, expected", [(None, []), ("", []), ("0", []), ("x", []), ("1", [(-3, 1 << 20)]),
+                                             ("8", [(-3, 8 << 20)])])
+def test_mmap_threshold_is_fixed_only_when_asked(value, expected, monkeypatch):
+    # a fixed 1 MiB threshold cost 36% of kd's tokens/s (benchmarks/malloc_tradeoff.py): glibc's default stays
+    import ctypes
+    import sys
+
+    from shortllm.training.run import release_freed_memory
+
+    calls = []
+
+    class Libc:
+        def mallopt(self, option, size):
+            calls.append((option, size))
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: Libc())
+    monkeypatch.setattr(sys, "platform", "linux")
+    if value is None:
+        monkeypatch.delenv("SHORTLLM_MMAP_THRESHOLD_MB", raising=False)
+    else:
+        monkeypatch.setenv("SHORTLLM_MMAP_THRESHOLD_MB", value)
+    release_freed_memory()
+    assert calls == expected

@@ -170,22 +170,25 @@ def _check_outputs(cfg: TrainConfig) -> None:
 
 
 def release_freed_memory() -> None:
-    """Linux/glibc: serve allocations of 1 MiB or more with ``mmap`` (``mallopt(M_MMAP_THRESHOLD, 1 MiB)``).
+    """Linux/glibc, opt-in: serve allocations of N MiB or more with ``mmap`` when ``SHORTLLM_MMAP_THRESHOLD_MB=N``.
 
-    glibc otherwise raises that threshold to the size of each large block freed (up to 32 MiB), after which
+    glibc raises its mmap threshold to the size of each large block freed (up to 32 MiB), after which
     activations, gradients and logit chunks of a few MiB come from the heap and stay in the process's resident
-    memory once freed (kd on the embedded model pruned by 20%, batch 4 x 128: peak RSS 3,992 MiB with glibc's
-    default, 3,182 MiB with this; docs/retrain.md "Memory and speed of the loop"). Fixing the threshold hands them
-    back to the OS at ``free``. No-op elsewhere, or when ``SHORTLLM_MALLOC_DEFAULT=1``.
+    memory once freed. A fixed threshold (``mallopt(M_MMAP_THRESHOLD, N MiB)``) hands them back to the OS at
+    ``free``, at the cost of a page fault per page on every allocation. Measured (kd, the embedded model pruned
+    by 20%, batch 4 x 128, 6 steps; ``benchmarks/malloc_tradeoff.py``): glibc's default 78 tokens/s at 3,980
+    MiB peak RSS, 8 MiB 59 tokens/s at 3,445 MiB, 1 MiB 50 tokens/s at 3,204 MiB. Speed is the default; a
+    memory-bound run sets the variable. No-op elsewhere, or when the variable is unset or not a positive integer.
     """
     import ctypes
     import os
     import sys
 
-    if not sys.platform.startswith("linux") or os.environ.get("SHORTLLM_MALLOC_DEFAULT") == "1":
+    value = os.environ.get("SHORTLLM_MMAP_THRESHOLD_MB", "")
+    if not sys.platform.startswith("linux") or not value.isdigit() or int(value) <= 0:
         return
     try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD = -3
+        ctypes.CDLL("libc.so.6").mallopt(-3, int(value) << 20)  # M_MMAP_THRESHOLD = -3
     except (OSError, AttributeError):
         pass
 

@@ -1,0 +1,60 @@
+"""Speed against peak memory of ``retrain`` under three glibc allocator settings (Linux only).
+
+``SHORTLLM_MMAP_THRESHOLD_MB=N`` makes ``retrain`` fix glibc's mmap threshold at N MiB
+(``shortllm.training.run.release_freed_memory``): every allocation of N MiB or more is then a fresh ``mmap``,
+returned to the system when freed, which lowers the peak resident memory but costs a page fault per page touched. This runs the README's kd
+command (the embedded model pruned by 20%, C4 slice, batch 4 x 128 tokens) for a few steps, each setting in a
+fresh process under ``/usr/bin/time -v``, and reports tokens/s and peak RSS:
+
+* ``1MiB``: ``SHORTLLM_MMAP_THRESHOLD_MB=1`` (the default of shortllm 0.1's unreleased line, before this benchmark);
+* ``glibc``: glibc's own dynamic threshold (the default);
+* ``8MiB``: ``SHORTLLM_MMAP_THRESHOLD_MB=8``.
+
+    python benchmarks/malloc_tradeoff.py --data-dir ../shared/data --steps 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import emit, machine  # noqa: E402
+
+SETTINGS = {"1MiB": {"SHORTLLM_MMAP_THRESHOLD_MB": "1"}, "glibc": {}, "8MiB": {"SHORTLLM_MMAP_THRESHOLD_MB": "8"}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", required=True, help="folder with pretrain/ (the C4 slice)")
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--blocks", default="4,5,12,13,14,17,25", help="blocks pruned from the embedded model")
+    parser.add_argument("--out", default="benchmarks/results/malloc_tradeoff.json", help="JSON report path")
+    args = parser.parse_args()
+    shortllm = [sys.executable, "-m", "shortllm.cli.app"]
+    work = Path(tempfile.mkdtemp(prefix="shortllm-malloc-"))
+    subprocess.run([*shortllm, "prune", "--blocks", args.blocks, "--out", str(work / "pruned")], check=True,
+                   capture_output=True)
+    rows = {}
+    for name, env in SETTINGS.items():
+        out = work / name
+        done = subprocess.run(
+            ["/usr/bin/time", "-v", *shortllm, "retrain", "--method", "kd", "-m", str(work / "pruned"), "--data", "c4",
+             "--data-dir", args.data_dir, "--max-steps", str(args.steps), "--seq-len", "128", "--save-every", "0",
+             "--out", str(out)], env={**{k: v for k, v in os.environ.items() if k != "SHORTLLM_MMAP_THRESHOLD_MB"}, **env}, capture_output=True, text=True)
+        tok = re.search(r"\(([\d.]+) tokens/s\)", done.stdout + done.stderr)
+        rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
+        rows[name] = {"env": env, "rc": done.returncode, "tokens_per_s": float(tok.group(1)) if tok else None,
+                      "peak_rss_mib": round(int(rss.group(1)) / 1024, 1) if rss else None}
+        print(f"{name}: {rows[name]['tokens_per_s']} tokens/s, peak {rows[name]['peak_rss_mib']} MiB", file=sys.stderr)
+    emit({"benchmark": "malloc_tradeoff", "machine": machine(), "steps": args.steps, "rows": rows}, args.out)
+
+
+if __name__ == "__main__":
+    main()
