@@ -257,6 +257,13 @@ def plot_scores(report: dict[str, Any], path: Path | None = None) -> Any:
     ax.set_xticks(range(n))
     ax.tick_params(axis="x", labelsize=7)
     ax.set_title(view.title, fontsize=9)
+    return _finish(fig, ax, handles, path)
+
+
+def _finish(fig: Any, ax: Any, handles: list[Any], path: Path | None) -> Any:
+    """The legend outside the axes on the right, the layout, the file (if ``path``); the figure closed and returned."""
+    import matplotlib.pyplot as plt
+
     ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     if path is not None:
@@ -307,9 +314,4 @@ def _plot_candidates(report: dict[str, Any], path: Path | None) -> Any:
                   "did not use; lower is better)", fontsize=8)
     k = len(extras["winner"]["removed"])
     ax.set_title(f"{report['model']}: auto, candidate cuts of {k} of {report['num_blocks']} blocks", fontsize=9)
-    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-    return fig
+    return _finish(fig, ax, handles, path)
