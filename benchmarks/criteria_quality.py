@@ -6,7 +6,8 @@ candidates on 4096 held-out pydoc tokens), remove what ``--ratio 0.2`` allows (7
 ``fit_within_ratio`` as ``prune``), and measure WikiText-2 (raw, test) perplexity with the paper protocol:
 documents joined with "\\n\\n", tokenized once, non-overlapping 128-token windows (first ``--limit``).
 With ``--replace linear`` each cut is also measured with ReplaceMe's linear map folded in (fitted on 64 x 128
-pydoc tokens, as ``prune --replace linear`` does). Needs a local WikiText-2 copy:
+pydoc tokens, as ``prune --replace linear`` does; ``--replace-samples``, ``--replace-data`` and
+``--replace-objective`` change the fit). Needs a local WikiText-2 copy:
 
     python benchmarks/criteria_quality.py --data-dir ../shared/data --limit 200 --replace none,linear \\
         --out benchmarks/results/criteria_quality.json
@@ -49,6 +50,9 @@ def main() -> None:
     parser.add_argument("--replace-for", default=None,
                         help="comma list of rows that also get --replace (default: every row)")
     parser.add_argument("--replace-samples", type=int, default=64)
+    parser.add_argument("--replace-objective", default="token", choices=["token", "mse"],
+                        help="token (default) | mse (the paper's)")
+    parser.add_argument("--replace-data", default="pydoc", help="calibration corpus of the replacement fit")
     parser.add_argument("--no-original", action="store_true", help="skip the original model's row")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -73,6 +77,8 @@ def main() -> None:
             if method != "none" and replace_for is not None and label not in replace_for:
                 continue
             row = {"criterion": label, "replace": None if method == "none" else method, "removed": removed,
+                   "replace_fit": None if method == "none" else {
+                       "samples": args.replace_samples, "data": args.replace_data, "objective": args.replace_objective},
                    "achieved_ratio": round(sum(counts.per_block[i] for i in removed) / counts.total, 4), **info}
             key = (tuple(removed), method)
             if key in measured:
@@ -82,10 +88,11 @@ def main() -> None:
                 if method != "none":
                     nonlocal fit_ids
                     if fit_ids is None:
-                        fit_ids, _ = calibration_ids(loaded, Calibration(samples=args.replace_samples))
+                        fit_ids, _ = calibration_ids(loaded, Calibration(
+                            data=args.replace_data, data_dir=args.data_dir, samples=args.replace_samples))
                     t = time.perf_counter()
-                    record = get_replacement(method).run(
-                        ReplaceContext(pruned, fit_ids, removed, ReplaceOptions(samples=args.replace_samples)))
+                    record = get_replacement(method).run(ReplaceContext(pruned, fit_ids, removed, ReplaceOptions(
+                        samples=args.replace_samples, objective=args.replace_objective)))
                     row["replace_s"] = round(time.perf_counter() - t, 1)
                     row["replace_record"] = record["runs"]
                 drop_blocks(pruned, removed)

@@ -193,7 +193,10 @@ def _hf_trainer(job: dict, model_dir: str, steps: int) -> dict:
                 control.should_training_stop = True
 
     args = TrainingArguments(output_dir=str(Path(job["work"]) / "hf"), per_device_train_batch_size=job["batch_size"],
-                             max_steps=steps or 10**6, learning_rate=job["lr"], lr_scheduler_type="cosine", warmup_steps=0.05,
+                             # with a time budget the step count is unknown: a constant lr (a cosine or warm-up
+                             # over a made-up length would keep it near 0 and the row would learn nothing)
+                             max_steps=steps or 10**6, learning_rate=job["lr"],
+                             lr_scheduler_type="cosine" if steps else "constant", warmup_steps=0.05 if steps else 0,
                              weight_decay=0.1, adam_beta2=0.95, logging_steps=max(1, (steps or 10) // 10), save_strategy="no",
                              report_to=[], use_cpu=True, dataloader_num_workers=0, seed=1234)
     trainer = Trainer(model=loaded.model, args=args, train_dataset=rows,

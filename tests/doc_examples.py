@@ -40,7 +40,7 @@ DATA_DIR = "../shared/data"  # where the examples say the data directory is, see
 # The verbs' defaults are sized for real runs, so a few sizes are also added where an example leaves them out.
 SHRINK: dict[str, dict[str, tuple[str, bool]]] = {
     "score": {"samples": ("2", True), "seq_len": ("32", True)},
-    "prune": {"samples": ("2", True), "seq_len": ("32", True)},
+    "prune": {"samples": ("2", True), "seq_len": ("32", True), "replace_samples": ("2", True)},
     # lora rows start with the Alpaca prompt (up to 138 tokens with the tiny tokenizer): 160 leaves room for output
     "retrain": {"max_steps": ("2", True), "max_tokens": ("512", False), "seq_len": ("160", True),
                 "batch_size": ("2", True), "max_eval_rows": ("2", True)},

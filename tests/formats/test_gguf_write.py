@@ -184,7 +184,7 @@ def test_ratio_and_count_choose_on_the_dequantized_scores_and_keep_the_pattern(t
     """--num-blocks on a GGUF: the criterion's ranking (here a fixed report standing in for scores computed on the
     dequantized model) is refused when it moves gemma3's global blocks, and --keep-attention-pattern turns it
     into the best-ranked removal that keeps them; --blocks-free runs are checked the same way."""
-    import shortllm.scoring.run as scoring_run
+    import shortllm.pruning.run as prune_run  # select_blocks, shared by HF and GGUF prune
 
     order = [0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 5, 11]  # least important first: the criterion's own 6 move block 5
 
@@ -193,8 +193,9 @@ def test_ratio_and_count_choose_on_the_dequantized_scores_and_keep_the_pattern(t
                 "order": order, "scores": [float(order.index(i)) for i in range(12)], "extras": {},
                 "calibration": None, "timings_s": {}}
 
-    monkeypatch.setattr(scoring_run, "load_for_scoring", lambda spec, settings, offload: ("dequantized", None))
-    monkeypatch.setattr(scoring_run, "score_loaded", fake_score)
+    monkeypatch.setattr(prune_run, "load_for_scoring",
+                        lambda spec, settings, offload, criterion=None: ("dequantized", None))
+    monkeypatch.setattr(prune_run, "score_loaded", fake_score)
     src = write_tiny_gguf(tmp_path / "gemma3.gguf", "gemma3", 12)
     refused = run_cli("prune", "-m", src, "-k", "6", "-c", "magnitude", "--out", tmp_path / "a.gguf")
     assert refused.exit_code == 2 and "--keep-attention-pattern" in refused.stderr

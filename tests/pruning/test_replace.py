@@ -67,22 +67,55 @@ def test_exact_on_a_linear_run(one_thread):
 FOLDABLE = [a for a in ARCHS if a in MLP_OUTPUTS]
 
 
+def _join_errors(joined, target):
+    """(global, per-token) relative join errors: ||d|| / ||t|| over everything, and the root of the mean over
+    tokens of ||d_t||^2 / ||t_t||^2 (what the ``token`` objective minimises)."""
+    d = (joined - target).reshape(-1, target.shape[-1])
+    t = target.reshape(-1, target.shape[-1])
+    return (d.norm() / t.norm()).item(), ((d ** 2).sum(-1) / (t ** 2).sum(-1)).mean().sqrt().item()
+
+
+@pytest.mark.parametrize("objective", ["token", "mse"])
 @pytest.mark.parametrize("arch", FOLDABLE)
-def test_fold_lands_where_the_fit_says(arch, one_thread):
-    # The join error the fit predicts (from its accumulators) is the one the pruned model really has: the map
-    # was folded into the right projection, the right way round, with the family's scale.
+def test_fold_lands_where_the_fit_says(arch, objective, one_thread):
+    # The join error the fit predicts (from its weighted accumulators) is the one the pruned model really has:
+    # the map was folded into the right projection, the right way round, with the family's scale, and each
+    # objective measures the error its own way.
     model = tiny_model(arch, 5, seed=1)
     ids = tiny_inputs(model.config, batch=6, seq=16, seed=4)
     with torch.no_grad():
         target = full_pass(model, ids).inputs[4].double()
-    record = linear_replace(ReplaceContext(model, ids, [2, 3], ReplaceOptions(ridge=1e-6), batch_size=4))
+    record = linear_replace(ReplaceContext(model, ids, [2, 3], ReplaceOptions(ridge=1e-6, objective=objective),
+                                          batch_size=4))
     run = record["runs"][0]
+    assert record["objective"] == objective
     assert run["join_error_linear"] < run["join_error_removed"]
     drop_blocks(model, [2, 3])
     with torch.no_grad():
         joined = full_pass(model, ids).inputs[2].double()
-    actual = ((joined - target).norm() / target.norm()).item()
+    overall, per_token = _join_errors(joined, target)
+    actual = per_token if objective == "token" else overall
     assert actual == pytest.approx(run["join_error_linear"], rel=1e-3, abs=1e-5)
+
+
+def test_each_objective_wins_on_its_own_measure(one_thread):
+    # Weighted least squares: the token objective has the lowest per-token error, plain least squares the lowest
+    # overall one (both on the calibration tokens, with a negligible ridge). Tokens of very different sizes
+    # (as the massive activations of real models) make the two fits differ.
+    errors = {}
+    for objective in ("token", "mse"):
+        model = tiny_model("llama", 5, seed=1)
+        with torch.no_grad():
+            model.model.layers[0].mlp.down_proj.weight[:, :4] *= 100  # tokens that use these units grow large
+        ids = tiny_inputs(model.config, batch=6, seq=16, seed=4)
+        with torch.no_grad():
+            target = full_pass(model, ids).inputs[4].double()
+        linear_replace(ReplaceContext(model, ids, [2, 3], ReplaceOptions(ridge=1e-9, objective=objective)))
+        drop_blocks(model, [2, 3])
+        with torch.no_grad():
+            errors[objective] = _join_errors(full_pass(model, ids).inputs[2].double(), target)
+    assert errors["token"][1] < errors["mse"][1] - 1e-4
+    assert errors["mse"][0] < errors["token"][0] - 1e-4
 
 
 @pytest.mark.parametrize("arch, words", [("gemma2", "post_feedforward_layernorm"), ("olmo2", "post_feedforward"),

@@ -45,3 +45,17 @@ def test_base_model_is_a_hub_id_or_absent(method, adapter, source_hub, manifest,
     assert card.data.library_name == ("peft" if adapter else "transformers")
     assert "| held-out loss before | not measured |" in card.text and "| held-out loss after | 2.5000 |" in card.text
     assert "(batch of 1 row of at most 32 tokens)" in card.text and "(text; 1 training row)" in card.text
+
+
+def test_card_names_the_healing_options():
+    # hidden-state distillation, teacher correction and partial-layer training are part of "how it was healed"
+    cfg, result = _inputs("kd")
+    cfg.kd = KDOptions(hidden="nmse", hidden_weight=0.5, teacher_warmup_steps=4)
+    result.partial = {"blocks": [20, 21, 22], "head": True, "trainable_params": 5, "frozen_params": 15}
+    text = ModelCard(retrain_card(cfg, result, SimpleNamespace(hub_id=None, ref="/p"), None, adapter=False)).text
+    assert "| hidden-state distillation | nmse at matched depths, weight 0.5 |" in text
+    assert "| teacher correction | 4 steps of fine-tuning first |" in text
+    assert "| trained blocks | 20, 21, 22 and the head (the rest frozen) |" in text
+    cfg, result = _inputs("cpt")  # none of them: no such rows
+    plain = ModelCard(retrain_card(cfg, result, SimpleNamespace(hub_id=None, ref="/p"), None, adapter=False)).text
+    assert "hidden-state" not in plain and "trained blocks" not in plain and "teacher correction" not in plain

@@ -91,3 +91,24 @@ def test_prune_replace_block_reloads_with_one_more_block(tmp_path, one_thread):
     plain = AutoModelForCausalLM.from_pretrained(src)
     assert not torch.equal(reloaded.model.layers[2].mlp.down_proj.weight, plain.model.layers[4].mlp.down_proj.weight)
     assert torch.equal(reloaded.model.layers[3].mlp.down_proj.weight, plain.model.layers[5].mlp.down_proj.weight)
+
+
+def test_block_options_reach_the_training(tmp_path, one_thread):
+    # --replace-init/-epochs/-lr/-objective reach the trained block; --replace-samples defaults to the method's
+    from tests.training.helpers import make_tiny_model_with_tokenizer
+
+    src = make_tiny_model_with_tokenizer(tmp_path / "tiny", num_layers=6)
+    out = tmp_path / "pruned"
+    result = run_cli("prune", "-m", src, "--blocks", "2,3,4", "--replace", "block", "--replace-init", "first",
+                     "--replace-epochs", "1", "--replace-lr", "0.01", "--replace-objective", "mse",
+                     "--seq-len", "16", "--out", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    manifest = json.loads((out / "shortllm.json").read_text())
+    options = manifest["options"]["replace_options"]
+    assert options == {"samples": 256, "ridge": 1e-4, "objective": "mse", "epochs": 1, "lr": 0.01, "init": "first"}
+    replacement = manifest["results"]["replacement"]
+    assert replacement["objective"] == "mse" and replacement["epochs"] == 1 and replacement["lr"] == 0.01
+    assert replacement["runs"][0]["init"] == "block 2" and replacement["tokens"] == 256 * 16
+    bad = run_cli("prune", "-m", src, "--blocks", "2,3,4", "--replace", "block", "--replace-objective", "l1",
+                  "--out", tmp_path / "bad")
+    assert bad.exit_code == 2 and "--replace-objective" in bad.stderr and not (tmp_path / "bad").exists()

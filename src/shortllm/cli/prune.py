@@ -40,17 +40,27 @@ ReplaceOpt = Annotated[Optional[str], typer.Option(
     "(LLM-Streamline: the run's last block stays, trained to map the run's input to its output hidden states; "
     "--ratio counts it, so one more block is cut).",
     show_default=False)]
-ReplaceSamplesOpt = Annotated[int, typer.Option(
-    "--replace-samples", help="--replace: calibration windows (of --seq-len tokens, from --data) to fit on.")]
+ReplaceSamplesOpt = Annotated[Optional[int], typer.Option(
+    "--replace-samples", help="--replace: calibration windows (of --seq-len tokens, from --data) to fit on "
+    "[default: linear 64, block 256].", show_default=False)]
 ReplaceRidgeOpt = Annotated[float, typer.Option(
     "--replace-ridge", help="--replace linear: ridge term, relative to the mean diagonal of the Gram matrix.")]
+ReplaceObjectiveOpt = Annotated[str, typer.Option(
+    "--replace-objective", help="--replace: token (each token's squared error relative to its own squared "
+    "norm, averaged) | mse (the papers' plain squared error, which the first token's massive activations "
+    "dominate).")]
+ReplaceEpochsOpt = Annotated[int, typer.Option("--replace-epochs", help="--replace block: passes over the windows.")]
+ReplaceLrOpt = Annotated[float, typer.Option("--replace-lr", help="--replace block: AdamW learning rate.")]
+ReplaceInitOpt = Annotated[str, typer.Option(
+    "--replace-init", help="--replace block: the trained block starts from the run's last | first block, or "
+    "previous (the kept block before the run).")]
 
 
-def _replace_options(samples: int, ridge: float):
+def _replace_options(**given):
     """The core's ReplaceOptions (lazy import keeps --help instant)."""
     from shortllm.pruning.replace import ReplaceOptions
 
-    return ReplaceOptions(samples=samples, ridge=ridge)
+    return ReplaceOptions(**given)
 
 
 MaxShardSizeOpt = Annotated[str, typer.Option(
@@ -83,8 +93,12 @@ def prune(
     refine: RefineOpt = 0,
     search_sleb: SearchSlebOpt = False,
     replace: ReplaceOpt = None,
-    replace_samples: ReplaceSamplesOpt = 64,
+    replace_samples: ReplaceSamplesOpt = None,
     replace_ridge: ReplaceRidgeOpt = 1e-4,
+    replace_objective: ReplaceObjectiveOpt = "token",
+    replace_epochs: ReplaceEpochsOpt = 4,
+    replace_lr: ReplaceLrOpt = 1e-3,
+    replace_init: ReplaceInitOpt = "last",
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "auto",
     device_map: DeviceMapOpt = None,
@@ -131,7 +145,9 @@ def prune(
         settings=load_settings(dtype, device, device_map, trust_remote_code, revision),
         overwrite=overwrite, dry_run=dry_run, command=shlex.join(["shortllm", *sys.argv[1:]]),
         max_shard_size=max_shard_size, out_format=out_format, keep_attention_pattern=keep_attention_pattern,
-        replace=replace, replace_options=_replace_options(replace_samples, replace_ridge),
+        replace=replace, replace_options=_replace_options(
+            samples=replace_samples, ridge=replace_ridge, objective=replace_objective, epochs=replace_epochs,
+            lr=replace_lr, init=replace_init),
     )
     with activity("Starting shortllm prune") as act:  # the core names the next phases: loading, scoring, saving...
         result = run_prune(request, progress=act.counter(f"Scoring blocks ({criterion})"))

@@ -27,7 +27,7 @@ from shortllm.models.demo import DEMO_ALIAS, find_demo_gguf
 from shortllm.pruning.export import (atomic_dir, card, check_no_overlap, check_output_dir, prune_options,
                                      write_manifest)
 from shortllm.pruning.pattern import check_pattern, pattern_record, rules_for_gguf
-from shortllm.pruning.plan import fit_within_ratio, plan_from_blocks
+from shortllm.pruning.plan import plan_from_blocks
 from shortllm.tempdirs import make_temp_beside, remove_stale_temp
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,9 @@ def prune_gguf(req: Any, progress: Any) -> Any:
         ShortLLMError: bad input (before slow work where possible), a cut the metadata cannot state, a failed
             byte check of the written file.
     """
-    from shortllm.pruning.run import PruneResult, _brief, _mode_check, blocks_to_remove, choose_removal
+    from shortllm.models.loading import fingerprint as model_fingerprint
+    from shortllm.models.loading import load_config, resolve_source
+    from shortllm.pruning.run import PruneResult, _brief, _mode_check, select_blocks
     from shortllm.scoring.base import get_criterion
 
     t0 = time.perf_counter()
@@ -143,12 +145,14 @@ def prune_gguf(req: Any, progress: Any) -> Any:
     counts = param_count(source)
     n = source.num_blocks
     rules = rules_for_gguf(source.arch, source.metadata)
-    report = None
     fingerprint = gguf_fingerprint(source)
-    if req.blocks is not None:
-        removed, how = req.blocks, "blocks chosen by hand (--blocks)"
-    else:
-        removed, how, report = _choose(req, counts, rules, progress, blocks_to_remove, choose_removal)
+
+    def dequantized_fingerprint() -> str:  # a --scores report was made on the cached dequantized conversion
+        converted = resolve_source(req.model, req.settings.revision)
+        return model_fingerprint(converted, load_config(converted))
+
+    removed, how, report = select_blocks(req, counts, rules, progress, dequantized_fingerprint,
+                                         scored=" (the dequantized model)")[:3]  # the scored model is freed
     plan = plan_from_blocks(counts, removed)
     check_pattern(plan.removed, n, rules, what=f"the pruned '{source.arch}' GGUF")
     metadata_changes(source.arch, source.metadata, plan.kept, n)  # refuses an unstatable cut, also on --dry-run
@@ -186,45 +190,6 @@ def prune_gguf(req: Any, progress: Any) -> Any:
             results=result.as_dict(), timings=result.timings,
         )
     return result
-
-
-def _choose(req: Any, counts: Any, rules: Any, progress: Any, blocks_to_remove: Any,
-            choose_removal: Any) -> tuple[list[int], str, dict[str, Any]]:
-    """Blocks by ``--ratio``/``--num-blocks``: scores from ``--scores`` or computed now on the dequantized model."""
-    from shortllm.models.loading import fingerprint, load_config, resolve_source
-    from shortllm.pruning.pattern import pattern_allows
-    from shortllm.scoring.run import load_for_scoring, read_score_report, score_loaded
-
-    k = blocks_to_remove(req, counts)
-    if req.scores_dir is not None:
-        source = resolve_source(req.model, req.settings.revision)  # the cached dequantized conversion
-        report = read_score_report(req.scores_dir, fingerprint(source, load_config(source)))
-        how = f"criterion {report['criterion']} from {req.scores_dir}"
-    else:
-        n = len(counts.per_block)
-        t1 = time.perf_counter()
-        # the dequantized model (converted once into the shortllm cache), in memory or layer by layer
-        loaded, runner = load_for_scoring(req.model, req.settings, req.scoring.offload)
-        load_s = time.perf_counter() - t1
-        keeps = (lambda r: pattern_allows(r, n, rules)) if req.keep_attention_pattern and rules else None
-        report = score_loaded(loaded, req.scoring, k, progress, ratio=req.ratio, runner=runner,
-                              pattern_check=keeps)
-        report["timings_s"]["load"] = round(load_s, 3)
-        cal = report["calibration"]
-        how = f"criterion {report['criterion']} on the dequantized model" + (
-            f", {cal['samples']} x {cal['seq_len']} tokens of {cal['data']}" if cal else "")
-        if "winner" in report["extras"]:  # auto: which candidate won, and why
-            how += f" (chose the set of {report['extras']['winner']['source']})"
-    n = len(counts.per_block)
-    choose = choose_removal(req, report, n, rules)
-    if req.ratio is None:
-        removed = choose(k)
-    else:
-        removed = fit_within_ratio(counts, req.ratio, choose, k, f"criterion {report['criterion']}")
-    how += f", --ratio {req.ratio:g}" if req.ratio is not None else f", --num-blocks {k}"
-    if req.keep_attention_pattern and rules:
-        how += ", --keep-attention-pattern"
-    return sorted(removed), how, report
 
 
 def _inputs(req: Any, spec: Path) -> list[tuple[str, Any]]:

@@ -17,7 +17,9 @@ where ``a`` is the residual stream after block ``b``'s attention and ``c`` a fam
     T = argmin || P T - Y ||^2 + lambda ||T||^2,   Y = (h_{e+1} - h_s) / c + P   (since a = h_s - c P)
       = (P^T P + lambda I)^{-1} P^T Y,
 
-accumulated in float64 on the CPU (``lambda = --replace-ridge x mean(diag(P^T P))``, scale-free). Because
+accumulated in float64 on the CPU (``lambda = --replace-ridge x mean(diag(P^T P))``, scale-free). By default
+each token's row is weighted by ``1 / ||h_{e+1}||^2`` (``--replace-objective token``; ``mse`` is the paper's
+unweighted form): the first token's massive activations would otherwise decide the map alone. Because
 ``P = x W^T + b`` for the projection ``(W, b)``, ``P T = x (W^T T) + b T``: the map folds into the weights,
 ``W <- T^T W`` and ``b <- b T`` (GPT-2's ``Conv1D`` stores ``W`` transposed: ``W <- W T``). The model keeps
 its architecture and loads in stock transformers. Several runs are fitted in order, each on the model with
@@ -39,17 +41,34 @@ from shortllm.errors import BlockSelectionError, DataError
 log = logging.getLogger(__name__)
 
 
+OBJECTIVES = ("token", "mse")
+INITS = ("last", "first", "previous")  # where a trained replacement block starts (training/streamline.py)
+
+
 @dataclass(frozen=True)
 class ReplaceOptions:
-    """Calibration and regularisation of a replacement.
+    """Calibration, objective and training of a replacement.
 
     Attributes:
-        samples: calibration windows (of the scoring ``--seq-len``, same corpus and seed) the map is fitted on.
-        ridge: the ridge term relative to the mean diagonal of ``P^T P`` (0: plain least squares).
+        samples: calibration windows (of the scoring ``--seq-len``, same corpus and seed) the stand-in is fitted
+            on; ``None``: the method's own default (``Replacement.default_samples``).
+        ridge: ``linear``: the ridge term relative to the mean diagonal of ``P^T D P`` (``D`` the objective's
+            token weights; 0: plain least squares).
+        objective: ``token`` (default): each token's squared error relative to its target's squared norm,
+            averaged over tokens; ``mse``: the papers' plain squared error over all elements. On real models the
+            first token carries massive activations (SmolLM2-135M: 14,000x the mean square of the others), so
+            ``mse`` fits that one position and the rest of the text pays for it.
+        epochs, lr, init: ``block``: passes over the calibration windows, AdamW learning rate, and where the
+            trained block starts (``last`` | ``first`` removed block of the run, ``previous``: the kept block
+            before it).
     """
 
-    samples: int = 64
+    samples: int | None = None
     ridge: float = 1e-4
+    objective: str = "token"
+    epochs: int = 4
+    lr: float = 1e-3
+    init: str = "last"
 
 
 @dataclass
@@ -92,6 +111,7 @@ class Replacement:
     reference: str = ""
     needs_data: bool = True
     protect_first: int = 0
+    default_samples: int = 64  # calibration windows when --replace-samples is not given
     # removed blocks that stay, as the trained stand-ins (``block``: each run's last); --ratio counts them
     kept_back: Callable[[Sequence[int]], list[int]] | None = None
 
@@ -103,12 +123,20 @@ def check_options(options: ReplaceOptions) -> None:
     """Refuse sizes that cannot fit a map.
 
     Raises:
-        DataError: ``samples`` < 1 or a negative ``ridge``.
+        DataError: ``samples`` or ``epochs`` < 1, a negative ``ridge``, a learning rate <= 0, an unknown
+            objective or init.
     """
-    if options.samples < 1:
-        raise DataError(f"--replace-samples {options.samples} must be at least 1", "the default is 64")
+    if options.samples is not None and options.samples < 1:
+        raise DataError(f"--replace-samples {options.samples} must be at least 1", "leave it out for the default")
     if not options.ridge >= 0:
         raise DataError(f"--replace-ridge {options.ridge:g} must be >= 0", "the default is 1e-4")
+    if options.objective not in OBJECTIVES:
+        raise DataError(f"unknown --replace-objective '{options.objective}'", f"use one of {', '.join(OBJECTIVES)}")
+    if options.epochs < 1 or not options.lr > 0:
+        raise DataError(f"--replace-epochs {options.epochs} / --replace-lr {options.lr:g}: need >= 1 and > 0",
+                        "the defaults are 4 and 1e-3")
+    if options.init not in INITS:
+        raise DataError(f"unknown --replace-init '{options.init}'", f"use one of {', '.join(INITS)}")
 
 
 def register(method: Replacement) -> Replacement:
@@ -143,11 +171,12 @@ def runs_of(removed: Sequence[int]) -> list[tuple[int, int]]:
 
 
 def ridge_solve(ptp, pty, ridge: float):
-    """``T = (P^T P + lambda I)^{-1} P^T Y`` with ``lambda = ridge x mean(diag(P^T P))``.
+    """``T = (P^T D P + lambda I)^{-1} P^T D Y`` with ``lambda = ridge x mean(diag(P^T D P))``.
 
     Args:
-        ptp: ``[H, H]`` float64 Gram matrix of the projection outputs.
-        pty: ``[H, H]`` float64 cross term with the targets.
+        ptp: ``[H, H]`` float64 Gram matrix ``P^T D P`` of the projection outputs (``D``: per-token weights,
+            :func:`token_weights`).
+        pty: ``[H, H]`` float64 cross term ``P^T D Y`` with the targets.
         ridge: relative ridge term (>= 0).
 
     Returns:
@@ -158,6 +187,16 @@ def ridge_solve(ptp, pty, ridge: float):
     lam = ridge * ptp.diagonal().mean().clamp_min(1e-30)
     a = ptp + lam * torch.eye(ptp.shape[0], dtype=ptp.dtype, device=ptp.device)
     return torch.linalg.lstsq(a, pty).solution if ridge == 0 else torch.linalg.solve(a, pty)
+
+
+def token_weights(target, objective: str):
+    """``[N, 1]`` least-squares weight of each token row of ``target`` (``[N, H]``): ``1 / ||target_n||^2`` for
+    the ``token`` objective (every token's error counts relative to its own size), 1 for ``mse``."""
+    import torch
+
+    if objective == "mse":
+        return torch.ones(target.shape[0], 1, dtype=target.dtype, device=target.device)
+    return 1.0 / (target ** 2).sum(-1, keepdim=True).clamp_min(1e-30)
 
 
 def fold_into(module: Any, t) -> None:
@@ -220,10 +259,16 @@ def _module(block: Any, path: str) -> Any:
 def linear_replace(ctx: ReplaceContext) -> dict[str, Any]:
     """ReplaceMe: per removed run, fit ``T`` and fold it into the preceding block (module docstring).
 
+    With the ``token`` objective (default) each token's row of the least squares is weighted by
+    ``1 / ||h_{e+1}||^2`` (weighted ridge regression: ``T = (P^T D P + lambda I)^{-1} P^T D Y``, ``D`` the
+    diagonal of weights), so the map minimises the mean relative error per token; ``mse`` is the paper's plain
+    least squares, which on real models fits the first token's massive activations.
+
     Returns:
-        ``{"method", "ridge", "tokens", "runs": [{"blocks", "folded_into", "join_error_removed",
-        "join_error_linear"}]}``, the join errors being ``||h_{e+1} - prediction|| / ||h_{e+1}||`` over the
-        calibration tokens for plain removal and for the linear map.
+        ``{"method", "ridge", "objective", "tokens", "runs": [{"blocks", "folded_into", "join_error_removed",
+        "join_error_linear"}]}``, the join errors being ``sqrt(sum w ||h_{e+1} - prediction||^2 / sum w
+        ||h_{e+1}||^2)`` over the calibration tokens (``w`` the objective's weights: with ``token`` the root of
+        the mean relative squared error) for plain removal and for the linear map.
 
     Raises:
         BlockSelectionError: as :func:`check_linear`.
@@ -257,9 +302,11 @@ def linear_replace(ctx: ReplaceContext) -> dict[str, Any]:
                 h_s = fp.inputs[first].reshape(-1, hidden).to("cpu", torch.float64)
                 target = fp.inputs[last + 1].reshape(-1, hidden).to("cpu", torch.float64)
                 y = (target - h_s) / scale + p
-                ptp += p.T @ p
-                pty += p.T @ y
-                stats += torch.stack([((y - p) ** 2).sum(), (y ** 2).sum(), (target ** 2).sum() / scale ** 2])
+                w = token_weights(target, ctx.options.objective)
+                ptp += (p * w).T @ p
+                pty += (p * w).T @ y
+                stats += torch.stack([(w * (y - p) ** 2).sum(), (w * y ** 2).sum(),
+                                      (w * target ** 2).sum() / scale ** 2])
                 ctx.progress(r * len(chunks) + c + 1, len(runs) * len(chunks))
         finally:
             handle.remove()
@@ -275,17 +322,18 @@ def linear_replace(ctx: ReplaceContext) -> dict[str, Any]:
         log.info("linear replacement of blocks %d-%d folded into block %d %s (join error %.4g -> %.4g)",
                  first, last, first - 1, spec.path, record[-1]["join_error_removed"],
                  record[-1]["join_error_linear"])
-    return {"method": "linear", "ridge": ctx.options.ridge, "tokens": int(ids.numel()), "runs": record}
+    return {"method": "linear", "ridge": ctx.options.ridge, "objective": ctx.options.objective,
+            "tokens": int(ids.numel()), "runs": record}
 
 
 register(Replacement("linear", linear_replace, check_linear,
                      "a least-squares linear map per removed run, folded into the MLP output of the block before",
                      reference="ReplaceMe (arXiv 2505.02819)", protect_first=1))
-register(Replacement("block", lambda ctx: _streamline().block_replace(ctx),
+register(Replacement("block", lambda ctx: _streamline().block_replace(ctx, _streamline().options_of(ctx.options)),
                      lambda config, removed: _streamline().check_block(config, removed),
                      "one block trained on the run's input -> output hidden states, in the run's last slot",
                      reference="LLM-Streamline (ICLR 2025, arXiv 2403.19135)",
-                     kept_back=lambda removed: _streamline().replacement_slots(removed)))
+                     kept_back=lambda removed: _streamline().replacement_slots(removed), default_samples=256))
 
 
 def _streamline():

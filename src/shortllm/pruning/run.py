@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,40 +159,8 @@ def prune(req: PruneRequest, progress: Progress = lambda d, t: None) -> PruneRes
     n = len(counts.per_block)
     origin = original_indices(skeleton.config, n)
     rules = rules_for_hf(skeleton.config)  # what llama.cpp would derive from block indices after conversion
-    loaded: Loaded | None = None
-    report = None
-    if req.blocks is not None:
-        removed, how = req.blocks, "blocks chosen by hand (--blocks)"
-    else:
-        k = blocks_to_remove(req, counts)
-        if req.scores_dir is not None:
-            fp = fingerprint(source, load_config(source, req.settings.trust_remote_code))
-            report = read_score_report(req.scores_dir, fp)
-            how = f"criterion {report['criterion']} from {req.scores_dir}"
-        else:
-            t1 = time.perf_counter()
-            loaded, runner = load_for_scoring(req.model, req.settings, req.scoring.offload, req.scoring.criterion)
-            result_load = time.perf_counter() - t1
-            keeps = (lambda r: pattern_allows(r, n, rules)) if req.keep_attention_pattern and rules else None
-            report = score_loaded(loaded, req.scoring, k, progress, ratio=req.ratio, runner=runner,
-                                  pattern_check=keeps)
-            report["timings_s"]["load"] = round(result_load, 3)
-            if runner is not None:  # scored layer by layer: only a skeleton is loaded, surgery reads the files
-                loaded = None
-            cal = report["calibration"]
-            how = f"criterion {report['criterion']}" + (
-                f" on {cal['samples']} x {cal['seq_len']} tokens of {cal['data']}" if cal else "")
-            if "winner" in report["extras"]:  # auto: which candidate won, and why
-                win = report["extras"]["winner"]
-                how += f" (chose the set of {win['source']}: {win['why']})"
-        if req.ratio is None:
-            removed = choose_removal(req, report, n, rules)(k)
-        else:  # blocks of unequal size (MoE and dense mixed...): never remove more parameters than asked
-            kept_back = get_replacement(req.replace).kept_back if req.replace else None
-            removed = fit_within_ratio(counts, req.ratio, choose_removal(req, report, n, rules),
-                                       k if kept_back is None else n - 1, f"criterion {report['criterion']}",
-                                       kept_back=kept_back)
-        how += f", --ratio {req.ratio:g}" if req.ratio is not None else f", --num-blocks {k}"
+    removed, how, report, loaded = select_blocks(
+        req, counts, rules, progress, lambda: fingerprint(source, load_config(source, req.settings.trust_remote_code)))
     cut = sorted(removed)  # what --replace replaces; a method's kept_back blocks (trained stand-ins) stay
     kept_back = get_replacement(req.replace).kept_back if req.replace else None
     if kept_back is not None:
@@ -261,7 +230,8 @@ def prune(req: PruneRequest, progress: Progress = lambda d, t: None) -> PruneRes
         write_manifest(
             tmp, "prune",
             options=prune_options(req, report, max_shard_size=req.max_shard_size, replace=req.replace,
-                                  replace_options=asdict(req.replace_options) if req.replace else None),
+                                  replace_options={**asdict(req.replace_options), "samples": samples_for(req)}
+                                  if req.replace else None),
             source={**source.record(config if files else loaded.model.config), "fingerprint": result.fingerprint},
             results=result.as_dict(), timings=result.timings,
         )
@@ -277,6 +247,11 @@ def _inputs(req: PruneRequest) -> list[tuple[str, Any]]:
     return found
 
 
+def samples_for(req: PruneRequest) -> int:
+    """The calibration windows ``--replace`` fits on: ``--replace-samples``, else the method's default."""
+    return req.replace_options.samples or get_replacement(req.replace).default_samples
+
+
 def replace_run(req: PruneRequest, loaded: Loaded, removed: list[int], progress: Progress) -> dict[str, Any]:
     """Fit and fold the ``--replace`` method for ``removed`` on calibration windows (``--replace-samples``
     windows of the scoring corpus, ``--seq-len``, ``--seed``). Returns the method's record plus a summary."""
@@ -288,7 +263,7 @@ def replace_run(req: PruneRequest, loaded: Loaded, removed: list[int], progress:
     method = get_replacement(req.replace)
     ids = None
     if method.needs_data:
-        cal = with_changes(req.scoring.calibration, samples=req.replace_options.samples)
+        cal = with_changes(req.scoring.calibration, samples=samples_for(req))
         log.info("Fitting the %s replacement on %d windows of %d tokens", method.name, cal.samples, cal.seq_len,
                  extra={"phase": True})
         ids, _ = calibration_ids(loaded, cal)
@@ -309,6 +284,59 @@ def gguf_output(req: PruneRequest) -> bool:
         raise OutputError(f"--out {req.out} ends in .gguf but --format hf writes a Hugging Face folder",
                           "drop --format hf to write a GGUF, or name the folder without .gguf")
     return req.out_format == "gguf" or (req.out_format is None and named)
+
+
+def select_blocks(req: PruneRequest, counts: ParamCount, rules: list[PatternRule], progress: Progress,
+                  fingerprint_of: Callable[[], str], scored: str = "") -> tuple[list[int], str, Any, Loaded | None]:
+    """The cut a request asks for: ``--blocks`` as given, or ``--ratio``/``--num-blocks`` from a ``--scores``
+    report or from scoring now (HF prune and GGUF prune both come here).
+
+    Args:
+        fingerprint_of: the source's fingerprint, computed only when a ``--scores`` report must match it.
+        scored: words after the criterion in the "how" line (GGUF: " (the dequantized model)").
+
+    Returns:
+        (the removal set, sorted; with ``--replace block`` it includes the blocks that stay as trained stand-ins;
+        the "how" line for the manifest and card; the score report or None; the model scoring loaded in memory,
+        for surgery to reuse, or None when nothing was loaded or it was scored layer by layer).
+
+    Raises:
+        BlockSelectionError: a bad size, or no set of the criterion that fits ``--ratio``.
+    """
+    if req.blocks is not None:
+        return sorted(req.blocks), "blocks chosen by hand (--blocks)", None, None
+    n = len(counts.per_block)
+    k = blocks_to_remove(req, counts)
+    loaded = None
+    if req.scores_dir is not None:
+        report = read_score_report(req.scores_dir, fingerprint_of())
+        how = f"criterion {report['criterion']} from {req.scores_dir}"
+    else:
+        t1 = time.perf_counter()
+        loaded, runner = load_for_scoring(req.model, req.settings, req.scoring.offload, req.scoring.criterion)
+        load_s = time.perf_counter() - t1
+        keeps = (lambda r: pattern_allows(r, n, rules)) if req.keep_attention_pattern and rules else None
+        report = score_loaded(loaded, req.scoring, k, progress, ratio=req.ratio, runner=runner, pattern_check=keeps)
+        report["timings_s"]["load"] = round(load_s, 3)
+        if runner is not None:  # scored layer by layer: only a skeleton is loaded, surgery reads the files
+            loaded = None
+        cal = report["calibration"]
+        how = f"criterion {report['criterion']}{scored}" + (
+            f" on {cal['samples']} x {cal['seq_len']} tokens of {cal['data']}" if cal else "")
+        if "winner" in report["extras"]:  # auto: which candidate won, and why
+            win = report["extras"]["winner"]
+            how += f" (chose the set of {win['source']}: {win['why']})"
+    choose = choose_removal(req, report, n, rules)
+    if req.ratio is None:
+        removed = choose(k)
+    else:  # blocks of unequal size (MoE and dense mixed...): never remove more parameters than asked
+        kept_back = get_replacement(req.replace).kept_back if req.replace else None
+        removed = fit_within_ratio(counts, req.ratio, choose, k if kept_back is None else n - 1,
+                                   f"criterion {report['criterion']}", kept_back=kept_back)
+    how += f", --ratio {req.ratio:g}" if req.ratio is not None else f", --num-blocks {k}"
+    if req.keep_attention_pattern and rules:
+        how += ", --keep-attention-pattern"
+    return sorted(removed), how, report, loaded
 
 
 def choose_removal(req: PruneRequest, report: dict[str, Any], n: int, rules: list[PatternRule]) -> Any:

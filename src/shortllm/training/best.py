@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from shortllm.training.checkpoint import numbered_folders
+from shortllm.training.checkpoint import numbered_folders, publish, staged_folder
 from shortllm.training.config import TrainingError
 from shortllm.training.state import is_sharded, restore_model, write_model
 
@@ -74,33 +74,19 @@ def save_best(accelerator: Any, root: Path, step: int, eval_loss: float, model: 
     acc = accelerator
     unwrapped = acc.unwrap_model(model)
     final = root / best_name(step)
-    tmp = root / f".{final.name}.tmp"  # one name on every process (one run writes a checkpoint folder)
     record = {"step": step, "eval_loss": eval_loss}
-    try:
-        if acc.is_main_process:
-            root.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-        acc.wait_for_everyone()
+    # one temporary name on every process (one run writes a checkpoint folder)
+    with staged_folder(acc, final, root / f".{final.name}.tmp", "the best weights") as tmp:
         if is_sharded(unwrapped) or acc.is_main_process:
             write_model(_model_file(tmp, unwrapped, acc.process_index), unwrapped)
         acc.wait_for_everyone()
         if acc.is_main_process:
             (tmp / RECORD).write_text(json.dumps(record) + "\n")
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
+            publish(tmp, final)
             for old_step, old in list_best(root):
                 if old_step not in (step, keep_step):
                     shutil.rmtree(old, ignore_errors=True)
             log.info("new best held-out loss %.4f at step %d: %s", eval_loss, step, final)
-        acc.wait_for_everyone()
-    except BaseException as err:
-        if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(err, OSError):
-            raise TrainingError(f"cannot write the best weights {final}: {err.strerror or err}",
-                                "free disk space or choose another --checkpoint-dir") from err
-        raise
     return record
 
 

@@ -25,9 +25,10 @@ def original_hub_id(manifest: dict[str, Any] | None) -> str | None:
     return source.get("original_hub_id")
 
 
-def _method(cfg: Any, teacher: str | None, adapter: bool) -> str:
+def _method(cfg: Any, teacher: str | None, adapter: bool, partial: bool = False) -> str:
     if cfg.method == "cpt":
-        return "continued pretraining (every weight trained on the next-token loss)"
+        return "continued pretraining (" + ("the chosen weights" if partial else "every weight") + \
+            " trained on the next-token loss)"
     if cfg.method == "kd":
         kd = cfg.kd
         if kd.alpha == 1:  # the default: forward KL only, as Minitron
@@ -38,6 +39,22 @@ def _method(cfg: Any, teacher: str | None, adapter: bool) -> str:
     lora = cfg.lora
     saved = "saved as an adapter (not merged)" if adapter else "merged into the weights"
     return f"LoRA (rank {lora.r}, alpha {lora.alpha}, dropout {lora.dropout:g}), {saved}"
+
+
+def _extras(cfg: Any, result: Any) -> list[tuple[str, str]]:
+    """Card rows for the healing options beyond the method: hidden-state distillation, teacher correction,
+    partial-layer training."""
+    rows = []
+    if cfg.method == "kd" and cfg.kd.hidden:
+        rows.append(("hidden-state distillation", f"{cfg.kd.hidden} at matched depths, weight {cfg.kd.hidden_weight:g}"))
+    if cfg.method == "kd" and cfg.kd.teacher_warmup_steps:
+        rows.append(("teacher correction", f"{plural(cfg.kd.teacher_warmup_steps, 'step')} of fine-tuning first"))
+    partial = getattr(result, "partial", None)
+    if partial:
+        blocks = ", ".join(map(str, partial.get("blocks") or []))
+        head = " and the head" if blocks and partial.get("head") else "the head only" if partial.get("head") else ""
+        rows.append(("trained blocks", f"{blocks}{head} (the rest frozen)"))
+    return rows
 
 
 def _data(info: dict[str, Any]) -> str:
@@ -81,7 +98,7 @@ def retrain_card(cfg: Any, result: Any, source: Any, manifest: dict[str, Any] | 
     model = source.hub_id or source.ref
     base_model = source.hub_id if adapter else (original_hub_id(manifest) or source.hub_id)
     paragraphs = [f"`{model}` healed with [shortllm](https://pypi.org/project/shortllm/) by "
-                  f"{_method(cfg, result.teacher, adapter)}."]
+                  f"{_method(cfg, result.teacher, adapter, bool(getattr(result, 'partial', None)))}."]
     if manifest and manifest.get("verb") == "prune":
         pruned = manifest.get("results") or {}
         original = (manifest.get("source") or {}).get("spec")
@@ -100,6 +117,7 @@ def retrain_card(cfg: Any, result: Any, source: Any, manifest: dict[str, Any] | 
                           "`AutoModelForCausalLM.from_pretrained` — no custom code.")
     rows = [
         ("method", cfg.method),
+        *_extras(cfg, result),
         ("optimizer steps", f"{result.steps} (batch of {plural(result.global_batch, 'row')} "
                             f"of at most {plural(cfg.seq_len, 'token')})"),
         ("tokens seen", f"{result.tokens_seen:,}"),

@@ -26,6 +26,8 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +150,41 @@ def check_supported(accelerator: Any) -> None:
                             "its state files are pickles", "use FSDP2 (docs/accelerate/fsdp.yaml), or --save-every 0")
 
 
+@contextmanager
+def staged_folder(acc: Any, final: Path, tmp: Path, what: str) -> Iterator[Path]:
+    """Write a folder on every process through a temporary one (collective: enter on all processes).
+
+    The main process empties ``tmp`` before the body runs and every process waits; the body writes into it and
+    (on the main process) moves it into place with :func:`publish`; every process waits again at the end. On
+    any error or interrupt ``tmp`` is removed and whatever was already in place is left as it was.
+
+    Raises:
+        TrainingError: an ``OSError`` (disk full, permissions) while writing ``what`` (e.g. "the checkpoint").
+    """
+    try:
+        if acc.is_main_process:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+        acc.wait_for_everyone()
+        yield tmp
+        acc.wait_for_everyone()
+    except BaseException as err:
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise TrainingError(f"cannot write {what} {final}: {err.strerror or err}",
+                                "free disk space or choose another --checkpoint-dir") from err
+        raise
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Move a finished temporary folder into place, replacing an older ``final`` (main process only)."""
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+
+
 def save_checkpoint(accelerator: Any, root: Path, step: int, state: dict[str, Any], keep: int, model: Any,
                     optimizer: Any, scheduler: Any) -> Path:
     """Save a checkpoint of every process's state (collective: call on all processes).
@@ -175,13 +212,7 @@ def save_checkpoint(accelerator: Any, root: Path, step: int, state: dict[str, An
     if acc.num_processes > 1:  # the folder is named after the main process
         pid = int(broadcast(torch.tensor([pid], device=acc.device), from_process=0).item())
     final = root / checkpoint_name(step)
-    tmp = root / f".{final.name}.tmp-{pid}"
-    try:
-        if acc.is_main_process:
-            root.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-        acc.wait_for_everyone()
+    with staged_folder(acc, final, root / f".{final.name}.tmp-{pid}", "the checkpoint") as tmp:
         unwrapped = acc.unwrap_model(model)
         sharded, rank = _shard_rank(acc, unwrapped)
         if sharded or acc.is_main_process:
@@ -194,20 +225,10 @@ def save_checkpoint(accelerator: Any, root: Path, step: int, state: dict[str, An
             payload = {**state, "format": FORMAT, "world_size": acc.num_processes, "sharded": sharded,
                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None}
             (tmp / STATE_FILE).write_text(json.dumps(payload, indent=1) + "\n")
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.rename(final)
+            publish(tmp, final)
             for _, old in list_checkpoints(root)[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
             log.info("checkpoint %s", final)
-        acc.wait_for_everyone()
-    except BaseException as err:
-        if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(err, OSError):
-            raise TrainingError(f"cannot write the checkpoint {final}: {err.strerror or err}",
-                                "free disk space or choose another --checkpoint-dir") from err
-        raise
     return final
 
 

@@ -14,7 +14,8 @@ plain checkpoint that stock transformers loads (one block more than the pure cut
   in the original model on the calibration windows. A run that ends at the last block learns that block's
   output. The paper's loss is a plain MSE; normalising per token matters on real models: the first token's
   hidden state carries massive activations (on SmolLM2-135M its mean square is 14,000x the other tokens'), so a
-  plain MSE spends the whole block on that one position and the cut got worse (WikiText-2 ppl 701 -> 497).
+  plain MSE spends the whole block on that one position and the cut got worse (WikiText-2 ppl 701 -> 497);
+  ``--replace-objective mse`` keeps the paper's loss.
 
 ``--ratio`` counts the block that stays: the plan removes enough blocks that the net removal still stays
 within the ratio (``Replacement.kept_back`` and :func:`shortllm.pruning.plan.fit_within_ratio`).
@@ -29,21 +30,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from shortllm.errors import BlockSelectionError
+from shortllm.pruning.replace import INITS, runs_of, token_weights
 
 log = logging.getLogger(__name__)
-
-INITS = ("last", "first", "previous")
-
 
 @dataclass(frozen=True)
 class StreamlineOptions:
     """Training of a replacement block (on the ``--replace-samples`` calibration windows)."""
 
     init: str = "last"  # last | first removed block of the run, or previous: the kept block before it
+    objective: str = "token"  # token: per-token normalised squared error | mse: plain (the paper's)
     epochs: int = 4
     lr: float = 1e-3  # measured: 1e-4 -> WikiText-2 ppl 123.9, 1e-3 -> 104.0 (docs/retrain.md, replacement block)
     batch_size: int = 4
     seed: int = 1234
+
+
+def options_of(options: Any) -> StreamlineOptions:
+    """The block training options of a :class:`shortllm.pruning.replace.ReplaceOptions` (``--replace-*``)."""
+    return StreamlineOptions(init=options.init, epochs=options.epochs, lr=options.lr, objective=options.objective)
 
 
 class _Stop(Exception):
@@ -52,8 +57,6 @@ class _Stop(Exception):
 
 def replacement_slots(removed: Sequence[int]) -> list[int]:
     """The block of each removed run that stays as its trained replacement: the run's last one."""
-    from shortllm.pruning.replace import runs_of
-
     return [last for _, last in runs_of(removed)]
 
 
@@ -102,13 +105,12 @@ def block_inputs(model: Any, ids: Any, wanted: Sequence[int], batch_size: int) -
 
 def _train_slot(model: Any, layers: Any, slot: int, x: Any, y: Any, ids: Any, opts: StreamlineOptions,
                 template: Any) -> tuple[float, float]:
-    """Train ``layers[slot]`` to map ``x`` (the run's input) to ``y`` (its output); return the mean per-token
-    normalised squared error ``||out - y||^2 / ||y||^2`` before and after."""
+    """Train ``layers[slot]`` to map ``x`` (the run's input) to ``y`` (its output); return the relative error
+    before and after (:func:`block_replace`: per token for ``token``, per batch for ``mse``)."""
     import torch
 
     from shortllm.scoring.capture import bypass
     from shortllm.training.loop import adamw
-    from shortllm.training.losses import hidden_sum
 
     block = layers[slot]
     flags = {id(p): p.requires_grad for p in model.parameters()}
@@ -138,9 +140,11 @@ def _train_slot(model: Any, layers: Any, slot: int, x: Any, y: Any, ids: Any, op
             model(ids[rows].to(device), use_cache=False)
         except _Stop:
             pass
-        out, target = fed.pop("out"), y[rows].to(device)
-        return hidden_sum([out.reshape(-1, out.shape[-1])], [target.reshape(-1, target.shape[-1])]) / (
-            target.numel() // target.shape[-1])
+        out, target = fed.pop("out").float(), y[rows].to(device).float()
+        out, target = out.reshape(-1, out.shape[-1]), target.reshape(-1, target.shape[-1])
+        w = token_weights(target, opts.objective)
+        # token: the mean over tokens of ||out - y||^2 / ||y||^2; mse: ||out - y||^2 / ||y||^2 over the batch
+        return (w * (out - target) ** 2).sum() / (w * target ** 2).sum()
 
     def mean_error() -> float:
         with torch.no_grad():
@@ -180,15 +184,16 @@ def block_replace(ctx: Any, opts: StreamlineOptions | None = None) -> dict[str, 
         opts: the training options (default :class:`StreamlineOptions`).
 
     Returns:
-        ``{"method", "kept_back", "tokens", "runs": [{"blocks", "replaced_by", "init", "error_before",
-        "error_after"}]}``; the errors are the slot's per-token squared error against the run's output relative
-        to that token's squared norm, averaged over tokens, before and after training.
+        ``{"method", "objective", "kept_back", "tokens", "runs": [{"blocks", "replaced_by", "init",
+        "error_before", "error_after"}]}``; the errors are the slot's squared error against the run's output,
+        before and after training, relative as the objective measures it: ``token``: each token's relative to
+        that token's squared norm, averaged over tokens; ``mse``: each batch's relative to the batch's squared
+        norm, averaged over rows.
 
     Raises:
         BlockSelectionError: ``init`` unknown, or ``previous`` for a run at block 0.
     """
     from shortllm.models.arch import blocks_of
-    from shortllm.pruning.replace import runs_of
     from shortllm.scoring.capture import block_template
 
     opts = opts or StreamlineOptions()
@@ -213,11 +218,12 @@ def block_replace(ctx: Any, opts: StreamlineOptions | None = None) -> dict[str, 
         record.append({"blocks": [first, last], "replaced_by": f"block {last}", "init": f"block {source}",
                        "folded_into": f"block {last} (trained, from block {source})",
                        "error_before": round(before, 6), "error_after": round(after, 6)})
-        log.info("replacement block for %d-%d (in slot %d, from block %d): per-token relative error %.4g -> %.4g",
-                 first, last, last, source, before, after)
+        log.info("replacement block for %d-%d (in slot %d, from block %d): relative error (%s) %.4g -> %.4g",
+                 first, last, last, source, opts.objective, before, after)
         ctx.progress(r + 1, len(runs))
     if any(not math.isfinite(r["error_after"]) for r in record):
         raise BlockSelectionError("--replace block: training diverged (the error is not finite)",
                                   "prune without --replace, or use --replace linear")
-    return {"method": "block", "kept_back": replacement_slots(ctx.removed), "tokens": int(ids.numel()),
+    return {"method": "block", "objective": opts.objective, "kept_back": replacement_slots(ctx.removed),
+            "tokens": int(ids.numel()),
             "epochs": opts.epochs, "lr": opts.lr, "runs": record}
