@@ -175,7 +175,8 @@ def run_method(job: dict) -> dict:
 
 
 def _hf_trainer(job: dict, model_dir: str, steps: int) -> dict:
-    """transformers.Trainer, CPT on the same packed rows, batch and sequence length (AdamW, same lr, cosine)."""
+    """transformers.Trainer, CPT on the same packed rows, batch and sequence length (AdamW, same lr, cosine), with
+the same held-out rows evaluated as often as shortllm's runs evaluate them (their time is in both tokens/s)."""
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
@@ -187,6 +188,8 @@ def _hf_trainer(job: dict, model_dir: str, steps: int) -> dict:
     data = load_train_data(loaded.tokenizer, DataOptions(data=job["train_data"], data_dir=job["data_dir"],
                                                          max_eval_rows=job["eval_rows"]), job["seq_len"])
     rows = [{"input_ids": r, "labels": r} for r in data.train.input_ids]
+    held_out = [{"input_ids": r, "labels": r} for r in data.eval.input_ids]
+
     class Budget(TrainerCallback):
         def on_step_end(self, _args, state, control, **_):
             if steps is None and time.perf_counter() - t > job["budget_s"]:
@@ -198,8 +201,11 @@ def _hf_trainer(job: dict, model_dir: str, steps: int) -> dict:
                              max_steps=steps or 10**6, learning_rate=job["lr"],
                              lr_scheduler_type="cosine" if steps else "constant", warmup_steps=0.05 if steps else 0,
                              weight_decay=0.1, adam_beta2=0.95, logging_steps=max(1, (steps or 10) // 10), save_strategy="no",
-                             report_to=[], use_cpu=True, dataloader_num_workers=0, seed=1234)
-    trainer = Trainer(model=loaded.model, args=args, train_dataset=rows,
+                             report_to=[], use_cpu=True, dataloader_num_workers=0, seed=1234,
+                             # the same held-out evaluation as shortllm's rows: its rows, every eval_every steps
+                             eval_strategy="steps", eval_steps=job["eval_every"],
+                             per_device_eval_batch_size=job["batch_size"])
+    trainer = Trainer(model=loaded.model, args=args, train_dataset=rows, eval_dataset=held_out,
                       data_collator=lambda b: {k: torch.stack([x[k] for x in b]) for k in b[0]}, callbacks=[Budget()])
     t = time.perf_counter()
     out = trainer.train()

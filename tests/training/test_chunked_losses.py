@@ -43,24 +43,49 @@ def test_chunked_ce_and_kl_equal_the_full_logits_computation(arch):
     assert math.isclose(kl.item(), kl_full.item(), rel_tol=1e-6)
 
 
-def test_chunked_gradients_equal_the_full_logits_gradients():
+@pytest.mark.parametrize("chunk,temperature", [(4, 1.5), (4, 1.0), (100, 1.0), (100, 1.5)])
+def test_chunked_gradients_equal_the_full_logits_gradients(chunk, temperature):
+    """Several checkpointed chunks and one plain chunk; at T = 1 the KL reuses the CE's log-softmax."""
     torch.manual_seed(0)
     head = torch.nn.Linear(8, 50, bias=False)
     t_head = torch.nn.Linear(8, 50, bias=False)
     h = torch.randn(23, 8, requires_grad=True)
     h_t = torch.randn(23, 8)
     y = torch.randint(0, 50, (23,))
-    ce, kl = chunked_token_sums(h, y, head, h_t, t_head, 1.5, chunk_tokens=4)
+    ce, kl = chunked_token_sums(h, y, head, h_t, t_head, temperature, chunk_tokens=chunk)
     (0.3 * ce + 0.7 * kl).backward()
     g_h, g_w = h.grad.clone(), head.weight.grad.clone()
     assert t_head.weight.grad is None  # the teacher's head runs without gradients
     h.grad, head.weight.grad = None, None
     logits = head(h)
     ce2 = F.cross_entropy(logits, y, reduction="sum")
-    kl2 = F.kl_div(F.log_softmax(logits / 1.5, -1), F.log_softmax(t_head(h_t) / 1.5, -1), log_target=True,
-                   reduction="sum") * 1.5**2
+    kl2 = F.kl_div(F.log_softmax(logits / temperature, -1), F.log_softmax(t_head(h_t) / temperature, -1),
+                   log_target=True, reduction="sum") * temperature**2
+    assert math.isclose(ce.item(), ce2.item(), rel_tol=1e-6) and math.isclose(kl.item(), kl2.item(), rel_tol=1e-5)
     (0.3 * ce2 + 0.7 * kl2).backward()
     assert torch.allclose(g_h, h.grad, atol=1e-6) and torch.allclose(g_w, head.weight.grad, atol=1e-6)
+
+
+class _CountingHead(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner, self.calls = torch.nn.Linear(8, 50, bias=False), 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("chunk,forward_calls", [(100, 1), (4, 2 * 6)])
+def test_only_several_chunks_are_recomputed_in_the_backward(chunk, forward_calls):
+    """One chunk is not checkpointed (a recomputation would be a fourth pass over the [n, V] logits for no
+    memory saved); with 6 chunks each runs twice, once in the forward and once in the backward."""
+    torch.manual_seed(0)
+    head = _CountingHead()
+    h = torch.randn(23, 8, requires_grad=True)
+    ce, _ = chunked_token_sums(h, torch.randint(0, 50, (23,)), head, chunk_tokens=chunk)
+    ce.backward()
+    assert head.calls == forward_calls
 
 
 def test_chunked_sums_of_no_position_are_zero_and_differentiable():

@@ -6,8 +6,9 @@ into micro-batches and processes.
 
 Two ways to the same numbers: :func:`ce_sum` / :func:`kd_sum` take full ``[B, T, V]`` logits (any model);
 :func:`chunked_token_sums` takes the final hidden states of the predicted positions and applies the output
-head a chunk of tokens at a time, each chunk under activation checkpointing, so neither the forward nor the
-backward ever holds more than one chunk's float32 ``[chunk, V]`` logits (of student and teacher). With a 49k
+head a chunk of tokens at a time, each chunk under activation checkpointing when there are several, so neither
+the forward nor the backward ever holds more than one chunk's float32 ``[chunk, V]`` logits (of student and
+teacher). With a 49k
 vocabulary that is what dominated a CPU run's memory (Liger-Kernel's fused linear cross-entropy and
 torchtune's chunked output are the same idea).
 """
@@ -20,7 +21,10 @@ import torch
 import torch.nn.functional as F
 
 IGNORE = -100
-CHUNK_ELEMENTS = 1 << 23  # logits per chunk: 8M float32 = 32 MiB (170 tokens of a 49k vocabulary)
+# Logits per chunk: 32M float32 = 128 MiB (682 tokens of a 49k vocabulary, 262 of a 128k one). Smaller chunks
+# cost speed for no memory: a batch of 4 x 128 tokens in 170-token chunks ran cpt at 99 tokens/s against 116 in
+# one chunk, which also peaked lower (2,866 against 3,182 MiB; benchmarks/train_speed.py, docs/retrain.md).
+CHUNK_ELEMENTS = 1 << 25
 HIDDEN_LOSSES = ("nmse", "cosine")
 
 
@@ -66,23 +70,42 @@ def kd_sum(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: t
     return _kl(s[keep], t[keep], temperature)
 
 
+def _teacher_side(teacher: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(q, sum_v q log q)`` of ``[n, V]`` teacher logits, without gradients: ``q = softmax(teacher / T)``
+    (``[n, V]`` float32) and each row's negative entropy (``[n]``)."""
+    with torch.no_grad():
+        log_q = F.log_softmax(teacher.float() / temperature if temperature != 1 else teacher.float(), dim=-1)
+        q = log_q.exp()
+        return q, torch.einsum("nv,nv->n", q, log_q)
+
+
+def _kl_from(log_s: torch.Tensor, q: torch.Tensor, neg_entropy: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T^2 * sum_n sum_v q (log q - log_s)`` from the student's ``[n, V]`` log-probabilities at temperature T.
+
+    Row dot products (``einsum``) instead of ``F.kl_div``'s elementwise form: the same sum with three fewer
+    ``[n, V]`` temporaries, each a pass over memory that costs as much as the vocabulary-wide matmul on a CPU.
+    """
+    return (neg_entropy - torch.einsum("nv,nv->n", q, log_s)).sum() * temperature**2
+
+
 def _kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    log_s = F.log_softmax(student.float() / temperature, dim=-1)
-    log_t = F.log_softmax(teacher.float() / temperature, dim=-1)
-    return F.kl_div(log_s, log_t, log_target=True, reduction="sum") * temperature**2
+    log_s = F.log_softmax(student.float() / temperature if temperature != 1 else student.float(), dim=-1)
+    return _kl_from(log_s, *_teacher_side(teacher, temperature), temperature)
 
 
 def _chunk(student_h: torch.Tensor, targets: torch.Tensor, teacher_h: torch.Tensor | None,
            head: Callable[[torch.Tensor], torch.Tensor], teacher_head: Callable[[torch.Tensor], torch.Tensor] | None,
            temperature: float) -> torch.Tensor:
-    """``[2]``: (CE sum, KL sum or 0) of one chunk of positions."""
+    """``[2]``: (CE sum, KL sum or 0) of one chunk of positions; at T = 1 the CE's log-softmax serves the KL."""
     logits = head(student_h).float()
-    ce = F.cross_entropy(logits, targets, reduction="sum")
+    log_p = F.log_softmax(logits, dim=-1)
+    ce = F.nll_loss(log_p, targets, reduction="sum")
     if teacher_h is None:
         return torch.stack([ce, torch.zeros_like(ce)])
     with torch.no_grad():
-        teacher_logits = teacher_head(teacher_h)
-    return torch.stack([ce, _kl(logits, teacher_logits, temperature)])
+        teacher = _teacher_side(teacher_head(teacher_h), temperature)
+    log_s = log_p if temperature == 1 else F.log_softmax(logits / temperature, dim=-1)
+    return torch.stack([ce, _kl_from(log_s, *teacher, temperature)])
 
 
 def chunked_token_sums(student_h: torch.Tensor, targets: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor],
@@ -92,8 +115,9 @@ def chunked_token_sums(student_h: torch.Tensor, targets: torch.Tensor, head: Cal
     """(CE sum, KL sum) from final hidden states, the output head applied chunk by chunk.
 
     Equal to :func:`ce_sum` and :func:`kd_sum` on ``head(hidden)`` (up to float summation order): same
-    float32 softmax, same T^2 factor. Under autograd each chunk is recomputed in the backward
-    (``torch.utils.checkpoint``), so only the current chunk's logits are ever alive.
+    float32 softmax, same T^2 factor. Under autograd, when there is more than one chunk, each chunk is
+    recomputed in the backward (``torch.utils.checkpoint``), so only the current chunk's logits are ever alive;
+    a single chunk is not checkpointed (its backward would hold the same tensors, after a fourth pass).
 
     Args:
         student_h: ``[N, H]`` the student's final hidden states at the predicted positions.
@@ -114,7 +138,9 @@ def chunked_token_sums(student_h: torch.Tensor, targets: torch.Tensor, head: Cal
     if chunk_tokens is None:
         vocab = getattr(head, "vocab_size", None) or 1
         chunk_tokens = max(16, CHUNK_ELEMENTS // vocab)
-    grad = torch.is_grad_enabled() and student_h.requires_grad
+    # One chunk holds everything: checkpointing it would only recompute the head (a fourth pass over the
+    # [n, V] logits) and keep the same tensors alive during its backward.
+    grad = torch.is_grad_enabled() and student_h.requires_grad and n > chunk_tokens
     parts = []
     for start in range(0, n, chunk_tokens):
         piece = slice(start, start + chunk_tokens)
