@@ -1,11 +1,13 @@
 """Training speed side by side: shortllm's loop (cpt, kd) against a plain transformers ``Trainer`` doing cpt on
-the same model, data, batch, sequence length and optimizer (fused AdamW, constant lr, clipping at 1.0).
+the same model, data, batch, sequence length and optimizer (fused AdamW, clipping at 1.0); ``-small-chunks``
+runs apply the output head in the 32 MiB checkpointed chunks used before 2026-12-01 (170 tokens of a 49k
+vocabulary), against one 128 MiB chunk now.
 
 Each run is a fresh process (its peak resident memory is its own), and the runs alternate ``--rounds`` times so
 drift in the machine's speed falls on all of them alike. Seconds per step are the median over steps 2 to N-1 of
 each run: step 1 warms the allocator, and shortllm's last step also runs the held-out evaluation.
 
-    python benchmarks/train_speed.py --data-dir ../shared/data --steps 10 --rounds 2 \\
+    python benchmarks/train_speed.py --data-dir ../shared/data --steps 8 --rounds 1 \\
         --out benchmarks/results/train_speed.json
     python benchmarks/train_speed.py --data-dir ../shared/data --steps 4 --rounds 1 --runs cpt   # smoke
 
@@ -28,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import emit, machine  # noqa: E402
 
-RUNS = ("cpt", "kd", "trainer")
+RUNS = ("cpt", "kd", "trainer", "cpt-small-chunks", "kd-small-chunks")
+SMALL_CHUNKS = 1 << 23  # logits per chunk before 2026-12-01: 170-token chunks of a 49k vocabulary, checkpointed
 
 
 def _per_step(stamps: list[float]) -> float:
@@ -41,9 +44,13 @@ def run_ours(job: dict) -> float:
     from shortllm.training import TrainConfig, retrain
     from shortllm.training.config import DataOptions
 
+    if job["run"].endswith("-small-chunks"):
+        from shortllm.training import losses
+
+        losses.CHUNK_ELEMENTS = SMALL_CHUNKS
     stamps: list[float] = []
     work = Path(job["work"])
-    cfg = TrainConfig(method=job["run"], model=job["model"], out=work / "out", checkpoint_dir=work / "ckpt",
+    cfg = TrainConfig(method=job["run"].split("-")[0], model=job["model"], out=work / "out", checkpoint_dir=work / "ckpt",
                       data=DataOptions(data="c4", data_dir=job["data_dir"], max_eval_rows=8), seq_len=job["seq_len"],
                       batch_size=job["batch_size"], lr=1e-4,
                       eval_every=0, save_every=0, max_steps=job["steps"], overwrite=True,

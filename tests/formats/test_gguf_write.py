@@ -184,7 +184,7 @@ def test_ratio_and_count_choose_on_the_dequantized_scores_and_keep_the_pattern(t
     """--num-blocks on a GGUF: the criterion's ranking (here a fixed report standing in for scores computed on the
     dequantized model) is refused when it moves gemma3's global blocks, and --keep-attention-pattern turns it
     into the best-ranked removal that keeps them; --blocks-free runs are checked the same way."""
-    import shortllm.pruning.run as prune_run  # select_blocks, shared by HF and GGUF prune
+    import shortllm.pruning.select as prune_run  # select_blocks, shared by HF and GGUF prune
 
     order = [0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 5, 11]  # least important first: the criterion's own 6 move block 5
 

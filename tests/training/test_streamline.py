@@ -9,8 +9,8 @@ import torch
 
 from shortllm.models.surgery import ParamCount
 from shortllm.pruning.plan import fit_within_ratio
-from shortllm.pruning.replace import ReplaceContext
-from shortllm.training.streamline import StreamlineOptions, block_inputs, block_replace, replacement_slots
+from shortllm.pruning.replace import ReplaceContext, ReplaceOptions
+from shortllm.training.streamline import block_inputs, block_replace, replacement_slots
 from tests.conftest import run_cli
 from tests.tiny_models import tiny_inputs, tiny_model
 
@@ -40,8 +40,8 @@ def test_trained_block_maps_the_run_input_to_its_output(one_thread):
     acts = block_inputs(model, ids, [2, 5], batch_size=4)  # run 2-4: input of block 2, input of block 5
     original = {k: v.clone() for k, v in model.model.layers[4].state_dict().items()}
     untouched = model.model.layers[1].self_attn.q_proj.weight.clone()
-    record = block_replace(ReplaceContext(model, ids, [2, 3, 4], batch_size=4),
-                           StreamlineOptions(init="first", epochs=30, lr=3e-3))
+    record = block_replace(ReplaceContext(model, ids, [2, 3, 4], ReplaceOptions(init="first", epochs=30, lr=3e-3),
+                                          batch_size=4))
     run = record["runs"][0]
     assert record["kept_back"] == [4] and run["init"] == "block 2" and run["replaced_by"] == "block 4"
     assert run["error_after"] < 0.5 * run["error_before"]

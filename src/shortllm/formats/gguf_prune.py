@@ -119,11 +119,12 @@ def prune_gguf(req: Any, progress: Any) -> Any:
     """
     from shortllm.models.loading import fingerprint as model_fingerprint
     from shortllm.models.loading import load_config, resolve_source
-    from shortllm.pruning.run import PruneResult, _brief, _mode_check, select_blocks
+    from shortllm.pruning.run import PruneResult
+    from shortllm.pruning.select import brief_report, check_mode, select_blocks
     from shortllm.scoring.base import get_criterion
 
     t0 = time.perf_counter()
-    _mode_check(req)
+    check_mode(req)
     # the embedded model ships as a Q4_1 GGUF: its GGUF output starts from that file
     spec = find_demo_gguf() if req.model in (None, DEMO_ALIAS) else Path(req.model).expanduser()
     if spec.suffix.lower() != ".gguf" or not spec.is_file():
@@ -158,7 +159,7 @@ def prune_gguf(req: Any, progress: Any) -> Any:
     metadata_changes(source.arch, source.metadata, plan.kept, n)  # refuses an unstatable cut, also on --dry-run
     result = PruneResult(
         model=str(spec.resolve()), fingerprint=fingerprint, plan=plan, removed_original=plan.removed,
-        kept_original=plan.kept, how=how, requested_ratio=req.ratio, scores=_brief(report),
+        kept_original=plan.kept, how=how, requested_ratio=req.ratio, scores=brief_report(report),
         patterns=pattern_record(plan.removed, n, rules, guarded=True, output="gguf"), out_format="gguf",
         surgery="GGUF byte-copy",
     )

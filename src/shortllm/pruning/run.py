@@ -7,7 +7,6 @@ import copy
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,18 +15,17 @@ from shortllm.errors import BlockSelectionError, OutputError
 from shortllm.models.checkpoint import DEFAULT_MAX_SHARD_SIZE, parse_size
 from shortllm.models.loading import (Loaded, LoadSettings, check_settings, fingerprint, load_config, load_model,
                                      load_skeleton, resolve_source)
-from shortllm.models.surgery import ParamCount, count_params, drop_blocks, original_indices, rewrite_config
+from shortllm.models.surgery import count_params, drop_blocks, original_indices, rewrite_config
 from shortllm.pruning.export import (atomic_dir, check_output_dir, data_inputs, model_card, model_inputs,
                                      prune_options, save_model, verify_reload, write_manifest)
 from shortllm.pruning import out_of_core
-from shortllm.pruning.pattern import (PatternRule, check_pattern, moved_blocks, pattern_allows, pattern_choice,
-                                      pattern_note, pattern_record, rules_for_hf)
-from shortllm.pruning.plan import Plan, blocks_requested, fit_within_ratio, plan_from_blocks
+from shortllm.pruning.pattern import PatternRule, check_pattern, moved_blocks, pattern_note, pattern_record, rules_for_hf
+from shortllm.pruning.plan import Plan, plan_from_blocks
 from shortllm.pruning.replace import ReplaceOptions, get_replacement
 from shortllm.pruning.replace import check_options as check_replace_options
+from shortllm.pruning.select import brief_report, check_mode, select_blocks
 from shortllm.scoring.base import Progress, get_criterion
-from shortllm.scoring.run import (ScoreOptions, load_for_scoring, read_score_report, removal_from_report,
-                                  score_loaded)
+from shortllm.scoring.run import ScoreOptions
 
 log = logging.getLogger(__name__)
 
@@ -106,27 +104,6 @@ class PruneResult:
         }
 
 
-def blocks_to_remove(req: PruneRequest, counts: ParamCount) -> int:
-    """How many blocks ``--ratio`` or ``--num-blocks`` asks for (checked against the model).
-
-    Raises:
-        BlockSelectionError: bad ratio, a ratio too small for one block, removing every block.
-    """
-    return blocks_requested(counts, req.ratio, req.num_blocks)  # the arithmetic lives in pruning/plan.py
-
-
-def _mode_check(req: PruneRequest) -> None:
-    given = [name for name, v in (("--blocks", req.blocks), ("--ratio", req.ratio), ("--num-blocks", req.num_blocks))
-             if v is not None]
-    if len(given) != 1:
-        raise BlockSelectionError(
-            "give exactly one of --blocks, --ratio, --num-blocks" + (f" (got {', '.join(given)})" if given else ""),
-            "e.g. --ratio 0.2",
-        )
-    if req.blocks is not None and req.scores_dir is not None:
-        raise BlockSelectionError("--scores only applies with --ratio or --num-blocks")
-
-
 def prune(req: PruneRequest, progress: Progress = lambda d, t: None) -> PruneResult:
     """Run the prune job. ``dry_run`` computes the plan (scoring if needed) and writes nothing.
 
@@ -138,7 +115,7 @@ def prune(req: PruneRequest, progress: Progress = lambda d, t: None) -> PruneRes
 
         return prune_gguf(req, progress)
     t0 = time.perf_counter()
-    _mode_check(req)
+    check_mode(req)
     if req.blocks is None and req.scores_dir is None:
         get_criterion(req.scoring.criterion)
     check_settings(req.settings)
@@ -175,7 +152,7 @@ def prune(req: PruneRequest, progress: Progress = lambda d, t: None) -> PruneRes
     result = PruneResult(
         model=source.spec, fingerprint=loaded.fingerprint if loaded else None, plan=plan,
         removed_original=[origin[i] for i in plan.removed], kept_original=[origin[i] for i in plan.kept],
-        how=how, requested_ratio=req.ratio, scores=_brief(report),
+        how=how, requested_ratio=req.ratio, scores=brief_report(report),
         params_outside_language_model=counts.outside_language_model or None,
         patterns=pattern_record(plan.removed, n, rules, guarded=req.keep_attention_pattern, output="hf")
         if rules else None,
@@ -290,66 +267,6 @@ def gguf_output(req: PruneRequest) -> bool:
     return req.out_format == "gguf" or (req.out_format is None and named)
 
 
-def select_blocks(req: PruneRequest, counts: ParamCount, rules: list[PatternRule], progress: Progress,
-                  fingerprint_of: Callable[[], str], scored: str = "") -> tuple[list[int], str, Any, Loaded | None]:
-    """The cut a request asks for: ``--blocks`` as given, or ``--ratio``/``--num-blocks`` from a ``--scores``
-    report or from scoring now (HF prune and GGUF prune both come here).
-
-    Args:
-        fingerprint_of: the source's fingerprint, computed only when a ``--scores`` report must match it.
-        scored: words after the criterion in the "how" line (GGUF: " (the dequantized model)").
-
-    Returns:
-        (the removal set, sorted; with ``--replace block`` it includes the blocks that stay as trained stand-ins;
-        the "how" line for the manifest and card; the score report or None; the model scoring loaded in memory,
-        for surgery to reuse, or None when nothing was loaded or it was scored layer by layer).
-
-    Raises:
-        BlockSelectionError: a bad size, or no set of the criterion that fits ``--ratio``.
-    """
-    if req.blocks is not None:
-        return sorted(req.blocks), "blocks chosen by hand (--blocks)", None, None
-    n = len(counts.per_block)
-    k = blocks_to_remove(req, counts)
-    loaded = None
-    if req.scores_dir is not None:
-        report = read_score_report(req.scores_dir, fingerprint_of())
-        how = f"criterion {report['criterion']} from {req.scores_dir}"
-    else:
-        t1 = time.perf_counter()
-        loaded, runner = load_for_scoring(req.model, req.settings, req.scoring.offload, req.scoring.criterion)
-        load_s = time.perf_counter() - t1
-        keeps = (lambda r: pattern_allows(r, n, rules)) if req.keep_attention_pattern and rules else None
-        report = score_loaded(loaded, req.scoring, k, progress, ratio=req.ratio, runner=runner, pattern_check=keeps)
-        report["timings_s"]["load"] = round(load_s, 3)
-        if runner is not None:  # scored layer by layer: only a skeleton is loaded, surgery reads the files
-            loaded = None
-        cal = report["calibration"]
-        how = f"criterion {report['criterion']}{scored}" + (
-            f" on {cal['samples']} x {cal['seq_len']} tokens of {cal['data']}" if cal else "")
-        if "winner" in report["extras"]:  # auto: which candidate won, and why
-            win = report["extras"]["winner"]
-            how += f" (chose the set of {win['source']}: {win['why']})"
-    choose = choose_removal(req, report, n, rules)
-    if req.ratio is None:
-        removed = choose(k)
-    else:  # blocks of unequal size (MoE and dense mixed...): never remove more parameters than asked
-        kept_back = get_replacement(req.replace).kept_back if req.replace else None
-        removed = fit_within_ratio(counts, req.ratio, choose, k if kept_back is None else n - 1,
-                                   f"criterion {report['criterion']}", kept_back=kept_back)
-    how += f", --ratio {req.ratio:g}" if req.ratio is not None else f", --num-blocks {k}"
-    if req.keep_attention_pattern and rules:
-        how += ", --keep-attention-pattern"
-    return sorted(removed), how, report, loaded
-
-
-def choose_removal(req: PruneRequest, report: dict[str, Any], n: int, rules: list[PatternRule]) -> Any:
-    """``k -> removal set`` from a score report; with ``--keep-attention-pattern`` only sets that keep every kept
-    block's llama.cpp role (:func:`pattern_choice`)."""
-    own = lambda m: removal_from_report(report, m)  # noqa: E731
-    return pattern_choice(own, report["order"], n, rules) if req.keep_attention_pattern else own
-
-
 def guard_pattern(req: PruneRequest, plan: Plan, rules: list[PatternRule], origin: list[int], n: int) -> None:
     """HF outputs: with ``--keep-attention-pattern`` refuse a cut that moves llama.cpp's roles (e.g. --blocks);
     without it, warn (transformers reads ``layer_types``, but a llama.cpp conversion would not)."""
@@ -359,17 +276,6 @@ def guard_pattern(req: PruneRequest, plan: Plan, rules: list[PatternRule], origi
         log.warning("this cut keeps transformers' layer_types, but llama.cpp derives %s from block indices: a GGUF "
                     "converted from the output would move it (pass --keep-attention-pattern to avoid that)",
                     rules[0].describe())
-
-
-def _brief(report: dict[str, Any] | None) -> dict[str, Any] | None:
-    if report is None:
-        return None
-    keep = ("criterion", "mode", "scores", "order", "protected", "calibration", "timings_s")
-    brief = {k: report.get(k) for k in keep}
-    extras = report.get("extras") or {}
-    if "winner" in extras:  # --criterion auto: every candidate, the refinement and the winner with its reason
-        brief["search"] = {k: extras.get(k) for k in ("winner", "candidates", "refine_steps", "baseline_heldout_ppl")}
-    return brief
 
 
 __all__ = ["PruneRequest", "PruneResult", "prune", "resolve_source"]

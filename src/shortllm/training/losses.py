@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 IGNORE = -100
 # Logits per chunk: 32M float32 = 128 MiB (682 tokens of a 49k vocabulary, 262 of a 128k one). Smaller chunks
-# cost speed for no memory: a batch of 4 x 128 tokens in 170-token chunks ran cpt at 99 tokens/s against 116 in
-# one chunk, which also peaked lower (2,866 against 3,182 MiB; benchmarks/train_speed.py, docs/retrain.md).
+# cost speed for no memory: 170-token chunks (1 << 23) made cpt 26% slower than transformers' Trainer; one chunk
+# per 4 x 128 batch runs level with it (benchmarks/heal.py run of 2026-12-01, benchmarks/train_speed.py).
 CHUNK_ELEMENTS = 1 << 25
 HIDDEN_LOSSES = ("nmse", "cosine")
 

@@ -8,7 +8,7 @@ plain checkpoint that stock transformers loads (one block more than the pure cut
 * it sits in the slot of the run's **last** block, so the provenance ``prune`` records (``kept_blocks``) maps
   it to the original block whose output it learns to produce -- ``retrain --kd-hidden`` then matches it to
   exactly that teacher block;
-* it starts from a chosen block's weights (:data:`INITS`: the run's last block, its first, or the kept block
+* it starts from a chosen block's weights (:data:`shortllm.pruning.replace.INITS`: the run's last block, its first, or the kept block
   before the run) and is trained alone (every other parameter frozen) with AdamW on
   the mean over tokens of ``||block(X_s) - X_{e+1}||^2 / ||X_{e+1}||^2``, ``X_i`` the input of block ``i``
   in the original model on the calibration windows. A run that ends at the last block learns that block's
@@ -26,29 +26,15 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from shortllm.errors import BlockSelectionError
-from shortllm.pruning.replace import INITS, runs_of, token_weights
+from shortllm.pruning.replace import ReplaceOptions, runs_of, token_weights
 
 log = logging.getLogger(__name__)
 
-@dataclass(frozen=True)
-class StreamlineOptions:
-    """Training of a replacement block (on the ``--replace-samples`` calibration windows)."""
-
-    init: str = "last"  # last | first removed block of the run, or previous: the kept block before it
-    objective: str = "token"  # token: per-token normalised squared error | mse: plain (the paper's)
-    epochs: int = 4
-    lr: float = 1e-3  # measured: 1e-4 -> WikiText-2 ppl 123.9, 1e-3 -> 104.0 (docs/retrain.md, replacement block)
-    batch_size: int = 4
-    seed: int = 1234
-
-
-def options_of(options: Any) -> StreamlineOptions:
-    """The block training options of a :class:`shortllm.pruning.replace.ReplaceOptions` (``--replace-*``)."""
-    return StreamlineOptions(init=options.init, epochs=options.epochs, lr=options.lr, objective=options.objective)
+TRAIN_BATCH = 4  # calibration windows per AdamW step of a replacement block
+SEED = 1234  # the order the windows are visited in
 
 
 class _Stop(Exception):
@@ -103,7 +89,7 @@ def block_inputs(model: Any, ids: Any, wanted: Sequence[int], batch_size: int) -
     return {i: torch.cat(v) for i, v in found.items()}
 
 
-def _train_slot(model: Any, layers: Any, slot: int, x: Any, y: Any, ids: Any, opts: StreamlineOptions,
+def _train_slot(model: Any, layers: Any, slot: int, x: Any, y: Any, ids: Any, opts: ReplaceOptions,
                 template: Any) -> tuple[float, float]:
     """Train ``layers[slot]`` to map ``x`` (the run's input) to ``y`` (its output); return the relative error
     before and after (:func:`block_replace`: per token for ``token``, per batch for ``mse``)."""
@@ -132,7 +118,7 @@ def _train_slot(model: Any, layers: Any, slot: int, x: Any, y: Any, ids: Any, op
     handles = [block.register_forward_pre_hook(feed, with_kwargs=True), block.register_forward_hook(stop)]
     device = next(block.parameters()).device
     optimizer = adamw(block.parameters(), lr=opts.lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(opts.seed)
+    gen = torch.Generator().manual_seed(SEED)
 
     def run(rows):
         fed["x"] = x[rows].to(device)
@@ -148,8 +134,8 @@ def _train_slot(model: Any, layers: Any, slot: int, x: Any, y: Any, ids: Any, op
 
     def mean_error() -> float:
         with torch.no_grad():
-            parts = [float(run(torch.arange(i, min(i + opts.batch_size, len(ids))))) * min(opts.batch_size,
-                     len(ids) - i) for i in range(0, len(ids), opts.batch_size)]
+            parts = [float(run(torch.arange(i, min(i + TRAIN_BATCH, len(ids))))) * min(TRAIN_BATCH,
+                     len(ids) - i) for i in range(0, len(ids), TRAIN_BATCH)]
         return sum(parts) / len(ids)
 
     was_training = model.training
@@ -159,8 +145,8 @@ def _train_slot(model: Any, layers: Any, slot: int, x: Any, y: Any, ids: Any, op
             model.train()
             for _ in range(opts.epochs):
                 order = torch.randperm(len(ids), generator=gen)
-                for i in range(0, len(ids), opts.batch_size):
-                    loss = run(order[i:i + opts.batch_size])
+                for i in range(0, len(ids), TRAIN_BATCH):
+                    loss = run(order[i:i + TRAIN_BATCH])
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -176,29 +162,28 @@ def _train_slot(model: Any, layers: Any, slot: int, x: Any, y: Any, ids: Any, op
     return before, after
 
 
-def block_replace(ctx: Any, opts: StreamlineOptions | None = None) -> dict[str, Any]:
+def block_replace(ctx: Any) -> dict[str, Any]:
     """LLM-Streamline per removed run (module docstring); the model is changed in place, the slots stay.
 
     Args:
-        ctx: a :class:`shortllm.pruning.replace.ReplaceContext` (model, calibration ``input_ids``, removed).
-        opts: the training options (default :class:`StreamlineOptions`).
+        ctx: a :class:`shortllm.pruning.replace.ReplaceContext` (model, calibration ``input_ids``, removed);
+            ``ctx.options`` (:class:`shortllm.pruning.replace.ReplaceOptions`, checked by ``check_options``)
+            gives the init, objective, epochs and learning rate; :data:`TRAIN_BATCH` windows per step.
 
     Returns:
-        ``{"method", "objective", "kept_back", "tokens", "runs": [{"blocks", "replaced_by", "init",
-        "error_before", "error_after"}]}``; the errors are the slot's squared error against the run's output,
-        before and after training, relative as the objective measures it: ``token``: each token's relative to
-        that token's squared norm, averaged over tokens; ``mse``: each batch's relative to the batch's squared
-        norm, averaged over rows.
+        ``{"method", "objective", "kept_back", "tokens", "epochs", "lr", "runs": [{"blocks", "replaced_by",
+        "init", "error_before", "error_after"}]}``; the errors are the slot's squared error against the run's
+        output, before and after training, relative as the objective measures it: ``token``: each token's
+        relative to that token's squared norm, averaged over tokens; ``mse``: each batch's relative to the
+        batch's squared norm, averaged over rows.
 
     Raises:
-        BlockSelectionError: ``init`` unknown, or ``previous`` for a run at block 0.
+        BlockSelectionError: ``previous`` for a run at block 0, or the training diverged.
     """
     from shortllm.models.arch import blocks_of
     from shortllm.scoring.capture import block_template
 
-    opts = opts or StreamlineOptions()
-    if opts.init not in INITS:
-        raise BlockSelectionError(f"unknown replacement init '{opts.init}'", f"use one of {', '.join(INITS)}")
+    opts = ctx.options
     check_block(ctx.model.config, ctx.removed)
     model, ids = ctx.model, ctx.input_ids
     layers = blocks_of(model).layers
