@@ -175,8 +175,8 @@ def run_method(job: dict) -> dict:
 
 
 def _hf_trainer(job: dict, model_dir: str, steps: int) -> dict:
-    """transformers.Trainer, CPT on the same packed rows, batch and sequence length (AdamW, same lr, cosine), with
-the same held-out rows evaluated as often as shortllm's runs evaluate them (their time is in both tokens/s)."""
+    """transformers.Trainer, CPT on the same packed rows, batch and sequence length (AdamW, same lr, cosine),
+    with the same held-out rows evaluated as often as shortllm's runs evaluate them (their time is in both tokens/s)."""
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 

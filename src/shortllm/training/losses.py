@@ -8,8 +8,7 @@ Two ways to the same numbers: :func:`ce_sum` / :func:`kd_sum` take full ``[B, T,
 :func:`chunked_token_sums` takes the final hidden states of the predicted positions and applies the output
 head a chunk of tokens at a time, each chunk under activation checkpointing when there are several, so neither
 the forward nor the backward ever holds more than one chunk's float32 ``[chunk, V]`` logits (of student and
-teacher). With a 49k
-vocabulary that is what dominated a CPU run's memory (Liger-Kernel's fused linear cross-entropy and
+teacher). With a 49k vocabulary that is what dominated a CPU run's memory (Liger-Kernel's fused linear cross-entropy and
 torchtune's chunked output are the same idea).
 """
 
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 IGNORE = -100
 # Logits per chunk: 32M float32 = 128 MiB (682 tokens of a 49k vocabulary, 262 of a 128k one). Smaller chunks
 # cost speed for no memory: 170-token chunks (1 << 23) made cpt 26% slower than transformers' Trainer; one chunk
-# per 4 x 128 batch runs level with it (benchmarks/heal.py run of 2026-12-01, benchmarks/train_speed.py).
+# per 4 x 128 batch runs level with it (benchmarks/heal.py: 91 against 123 tokens/s on 2026-11-30, 133 against 124 on 2026-12-01).
 CHUNK_ELEMENTS = 1 << 25
 HIDDEN_LOSSES = ("nmse", "cosine")
 
@@ -70,11 +69,17 @@ def kd_sum(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: t
     return _kl(s[keep], t[keep], temperature)
 
 
+def _log_softmax_at(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``log_softmax(logits / T)`` in float32 over the last dimension (no division at T = 1)."""
+    logits = logits.float()
+    return F.log_softmax(logits / temperature if temperature != 1 else logits, dim=-1)
+
+
 def _teacher_side(teacher: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``(q, sum_v q log q)`` of ``[n, V]`` teacher logits, without gradients: ``q = softmax(teacher / T)``
     (``[n, V]`` float32) and each row's negative entropy (``[n]``)."""
     with torch.no_grad():
-        log_q = F.log_softmax(teacher.float() / temperature if temperature != 1 else teacher.float(), dim=-1)
+        log_q = _log_softmax_at(teacher, temperature)
         q = log_q.exp()
         return q, torch.einsum("nv,nv->n", q, log_q)
 
@@ -89,8 +94,7 @@ def _kl_from(log_s: torch.Tensor, q: torch.Tensor, neg_entropy: torch.Tensor, te
 
 
 def _kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    log_s = F.log_softmax(student.float() / temperature if temperature != 1 else student.float(), dim=-1)
-    return _kl_from(log_s, *_teacher_side(teacher, temperature), temperature)
+    return _kl_from(_log_softmax_at(student, temperature), *_teacher_side(teacher, temperature), temperature)
 
 
 def _chunk(student_h: torch.Tensor, targets: torch.Tensor, teacher_h: torch.Tensor | None,
@@ -104,7 +108,7 @@ def _chunk(student_h: torch.Tensor, targets: torch.Tensor, teacher_h: torch.Tens
         return torch.stack([ce, torch.zeros_like(ce)])
     with torch.no_grad():
         teacher = _teacher_side(teacher_head(teacher_h), temperature)
-    log_s = log_p if temperature == 1 else F.log_softmax(logits / temperature, dim=-1)
+    log_s = log_p if temperature == 1 else _log_softmax_at(logits, temperature)
     return torch.stack([ce, _kl_from(log_s, *teacher, temperature)])
 
 
