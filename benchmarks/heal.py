@@ -10,11 +10,13 @@ Methods (``--methods``, comma-separated; ``+`` combines):
     cpt+last3, kd+last3           partial-layer training: --train-blocks last:3 --train-head
     kd+hidden+last3               both
     kd+warmup                     kd after --teacher-warmup-steps 4 (teacher correction)
+    lin+kd                        prune the same run with --replace linear (ReplaceMe's training-free map, fitted
+                                  on the same --replace-samples (256) x 128 healing tokens; its fit time counts), then kd
     block+kd, block+kd+hidden     prune with --replace block (LLM-Streamline), then kd. The cut has the same
                                   parameter count as the others: ``--block-blocks`` (12-19: a contiguous run of
                                   8 whose last slot holds the trained block, so 7 blocks go; the pure cut of
                                   12-18 is the best 7-block cut of any criterion, WikiText-2 ppl 132.5). The
-                                  block trains on 256 x 128 tokens of the healing corpus; that time counts in
+                                  block trains on --replace-samples (256) x 128 healing tokens; that time counts in
                                   the method's budget, and the perplexity right after it is reported.
     trainer                       transformers.Trainer, CPT (tokens/s reference; its ppl is reported too)
 
@@ -54,6 +56,7 @@ COMBOS = {
     "kd+hidden+last3": ("kd", {"kd_hidden": "nmse", "train_blocks": "last:3", "train_head": True}),
     "kd+warmup": ("kd", {"teacher_warmup_steps": 4}),
     "block+kd": ("kd", {"replace_block": True}),
+    "lin+kd": ("kd", {"replace": "linear"}),
     "block+kd+hidden": ("kd", {"replace_block": True, "kd_hidden": "nmse"}),
 }
 
@@ -130,7 +133,8 @@ def run_method(job: dict) -> dict:
     model = job["pruned"]
     t0 = time.perf_counter()
     record: dict = {}
-    if job["extra"].get("replace_block"):
+    replace = "block" if job["extra"].get("replace_block") else job["extra"].get("replace")
+    if replace:
         from shortllm.models.loading import LoadSettings
         from shortllm.pruning.run import PruneRequest, prune
 
@@ -138,10 +142,11 @@ def run_method(job: dict) -> dict:
         from shortllm.scoring.run import Calibration, ScoreOptions
 
         replaced = work / "replaced"
-        cut = {"blocks": job["block_blocks"],  # the block trains on the healing corpus (--replace-samples 256)
+        # the stand-in is fitted on the healing corpus (--replace-samples rows of --seq-len tokens)
+        cut = {"blocks": job["block_blocks" if replace == "block" else "lin_blocks"],
                "scoring": ScoreOptions(calibration=Calibration(data=job["train_data"], data_dir=job["data_dir"])),
-               "replace_options": ReplaceOptions(samples=256)}
-        res = prune(PruneRequest(model=job["source"], out=replaced, replace="block",
+               "replace_options": ReplaceOptions(samples=job["replace_samples"])}
+        res = prune(PruneRequest(model=job["source"], out=replaced, replace=replace,
                                  settings=LoadSettings(device="cpu"), overwrite=True, **cut))
         seconds = time.perf_counter() - t0
         record["replacement"] = {"runs": res.replacement["runs"], "seconds": round(seconds, 1),
@@ -234,6 +239,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--lr-for", default="", help="per-method learning rates overriding --lr, e.g. kd=1e-3")
     parser.add_argument("--eval-rows", type=int, default=8, help="held-out rows of each run's loss curve")
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--source", default="smollm2-135m", help="the unpruned model (a tiny one for smoke runs)")
@@ -241,6 +247,8 @@ def main() -> None:
     parser.add_argument("--blocks", default="4,5,12,13,14,17,25", help="blocks to prune (and to replace for block+)")
     parser.add_argument("--block-blocks", default="12-19",
                         help="the cut of block+ methods: each contiguous run's last block stays as its trained replacement")
+    parser.add_argument("--replace-samples", type=int, default=256, help="calibration rows of block+/lin+ fits")
+    parser.add_argument("--lin-blocks", default="12-18", help="the cut of lin+ methods (the map folds into block 11)")
     parser.add_argument("--threads", type=int, help="torch threads per method (1 is faster on a busy machine)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/heal.json"))
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -269,17 +277,21 @@ def main() -> None:
     print(f"original ppl {report['original_ppl']:.2f}; pruned (blocks {args.blocks}) {report['pruned_ppl']:.2f}",
           flush=True)
     gap = math.log(report["pruned_ppl"]) - math.log(report["original_ppl"])
-    minutes_for = {k: float(v) for k, v in (item.split("=") for item in args.minutes_for.split(",") if item)}
+    minutes_for, lr_for = per_method(args.minutes_for), per_method(args.lr_for)
     if minutes_for:
         report["budget"]["minutes_for"] = minutes_for
+    if lr_for:
+        report["lr_for"] = lr_for
     for name in args.methods.split(","):
         method, extra = COMBOS.get(name, (name, {}))
         job = {"method": method, "extra": extra, "pruned": str(pruned), "source": args.source, "blocks": blocks,
                "teacher": args.source, "train_data": args.train_data, "data_dir": args.data_dir,
-               "seq_len": args.seq_len, "batch_size": args.batch_size, "lr": args.lr, "eval_rows": args.eval_rows,
+               "seq_len": args.seq_len, "batch_size": args.batch_size, "lr": lr_for.get(name, args.lr), "eval_rows": args.eval_rows,
                "eval_every": args.eval_every, "tokens": args.tokens, "budget_s": minutes_for.get(name, args.minutes) * 60,
                "ppl_windows": args.ppl_windows, "threads": args.threads,
-               "block_blocks": parse_blocks(args.block_blocks), "work": str(work / name.replace("+", "_")),
+               "block_blocks": parse_blocks(args.block_blocks), "lin_blocks": parse_blocks(args.lin_blocks),
+               "replace_samples": args.replace_samples,
+               "work": str(work / name.replace("+", "_")),
                "result": str(work / f"{name.replace('+', '_')}.json")}
         Path(job["work"]).mkdir(parents=True, exist_ok=True)
         (work / "job.json").write_text(json.dumps(job))
@@ -304,6 +316,11 @@ def main() -> None:
         args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     _plot(report, args.out.with_suffix(".png"))
     print(json.dumps({k: v for k, v in report.items() if k != "methods"}, indent=2, default=str))
+
+
+def per_method(spec: str) -> dict[str, float]:
+    """``"trainer=2,kd=1e-3"`` -> ``{"trainer": 2.0, "kd": 0.001}`` (an override per method name)."""
+    return {k: float(v) for k, v in (item.split("=") for item in spec.split(",") if item)}
 
 
 def _plot(report: dict, path: Path) -> None:

@@ -19,7 +19,7 @@ PRUNED_FROM_HUB = {"verb": "prune", "source": {"spec": HUB, "hub_id": HUB},
 
 def _inputs(method: str):
     cfg = SimpleNamespace(method=method, out=Path("/runs/healed"), seq_len=32, command="shortllm retrain ...",
-                          lora=LoraOptions(), kd=KDOptions())
+                          lora=LoraOptions(), kd=KDOptions(), optimizer_in_backward=False)
     result = SimpleNamespace(teacher=HUB if method == "kd" else None, steps=3, global_batch=1, tokens_seen=96,
                              data={"spec": "c4", "format": "text", "train_rows": 1, "eval_rows": 1,
                                    "eval": {"held_out_from_train": True}},
@@ -50,12 +50,16 @@ def test_base_model_is_a_hub_id_or_absent(method, adapter, source_hub, manifest,
 def test_card_names_the_healing_options():
     # hidden-state distillation, teacher correction and partial-layer training are part of "how it was healed"
     cfg, result = _inputs("kd")
-    cfg.kd = KDOptions(hidden="nmse", hidden_weight=0.5, teacher_warmup_steps=4)
+    cfg.kd = KDOptions(hidden="nmse", hidden_weight=0.5, teacher_warmup_steps=4, teacher_dtype="bfloat16")
+    cfg.optimizer_in_backward = True
     result.partial = {"blocks": [20, 21, 22], "head": True, "trainable_params": 5, "frozen_params": 15}
     text = ModelCard(retrain_card(cfg, result, SimpleNamespace(hub_id=None, ref="/p"), None, adapter=False)).text
     assert "| hidden-state distillation | nmse at matched depths, weight 0.5 |" in text
     assert "| teacher correction | 4 steps of fine-tuning first |" in text
+    assert "| teacher weights | stored in bfloat16, computed in float32 |" in text
+    assert "| optimizer | AdamW applied in the backward pass, one parameter at a time (no gradient clipping) |" in text
     assert "| trained blocks | 20, 21, 22 and the head (the rest frozen) |" in text
     cfg, result = _inputs("cpt")  # none of them: no such rows
     plain = ModelCard(retrain_card(cfg, result, SimpleNamespace(hub_id=None, ref="/p"), None, adapter=False)).text
     assert "hidden-state" not in plain and "trained blocks" not in plain and "teacher correction" not in plain
+    assert "teacher weights" not in plain and "backward pass" not in plain

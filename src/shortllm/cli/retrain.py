@@ -106,6 +106,9 @@ def retrain(
     teacher_warmup_steps: Annotated[int, typer.Option(
         "--teacher-warmup-steps", help="kd: fine-tune the teacher on the healing data for N steps first "
         "(Minitron's teacher correction, for data unlike the teacher's own).")] = 0,
+    teacher_dtype: Annotated[str, typer.Option(
+        "--teacher-dtype", help="kd: keep the teacher's weights in float32 | bfloat16 | float16; 16 bits halve "
+        "its memory, each module is still computed in float32 (its weights rounded once).")] = "float32",
     train_blocks: Annotated[str | None, typer.Option(
         "--train-blocks", help="cpt/kd: train only these blocks, freeze the rest: last:N | first:N | "
         "around-cuts:N | 3,7,10-12 | all.", show_default=False)] = None,
@@ -126,6 +129,10 @@ def retrain(
         show_default=False)] = None,
     gradient_checkpointing: Annotated[bool, typer.Option(
         "--gradient-checkpointing", help="Recompute activations in backward (less memory, ~30% slower).")] = False,
+    optimizer_in_backward: Annotated[bool, typer.Option(
+        "--optimizer-in-backward", help="Update each parameter as soon as its gradient is complete and free it "
+        "(no gradients held: 4 bytes per trained parameter less); no gradient clipping, no --grad-accum, one "
+        "process.")] = False,
     mixed_precision: Annotated[str, typer.Option(
         "--mixed-precision", help="auto (bf16 autocast on CUDA, none on CPU) | no | bf16 | fp16.")] = "auto",
     seed: SeedOpt = 1234,
@@ -169,11 +176,13 @@ def retrain(
         lora=LoraOptions(r=lora_r, alpha=lora_alpha, dropout=lora_dropout, targets=targets,
                          save_adapter=save_adapter),
         kd=KDOptions(teacher=teacher, alpha=kd_alpha, temperature=kd_temperature, hidden=kd_hidden,
-                     hidden_weight=kd_hidden_weight, teacher_warmup_steps=teacher_warmup_steps),
+                     hidden_weight=kd_hidden_weight, teacher_warmup_steps=teacher_warmup_steps,
+                     teacher_dtype=teacher_dtype),
         train_blocks=train_blocks, train_head=train_head,
         eval_every=eval_every, save_every=save_every, keep_checkpoints=keep_checkpoints,
         checkpoint_dir=checkpoint_dir, resume=resume, stop_after=stop_after, keep_best=keep_best,
-        gradient_checkpointing=gradient_checkpointing, mixed_precision=mixed_precision, seed=seed,
+        gradient_checkpointing=gradient_checkpointing, optimizer_in_backward=optimizer_in_backward,
+        mixed_precision=mixed_precision, seed=seed,
         settings=load_settings(dtype, device, None, trust_remote_code, revision), overwrite=overwrite,
         command=shlex.join(["shortllm", *sys.argv[1:]]),
     )

@@ -42,13 +42,17 @@ def _method(cfg: Any, teacher: str | None, adapter: bool, partial: bool = False)
 
 
 def _extras(cfg: Any, result: Any) -> list[tuple[str, str]]:
-    """Card rows for the healing options beyond the method: hidden-state distillation, teacher correction,
-    partial-layer training."""
+    """Card rows for the healing options beyond the method: hidden-state distillation, teacher correction and
+    storage, the optimizer in the backward, partial-layer training."""
     rows = []
     if cfg.method == "kd" and cfg.kd.hidden:
         rows.append(("hidden-state distillation", f"{cfg.kd.hidden} at matched depths, weight {cfg.kd.hidden_weight:g}"))
     if cfg.method == "kd" and cfg.kd.teacher_warmup_steps:
         rows.append(("teacher correction", f"{plural(cfg.kd.teacher_warmup_steps, 'step')} of fine-tuning first"))
+    if cfg.method == "kd" and cfg.kd.teacher_dtype != "float32":
+        rows.append(("teacher weights", f"stored in {cfg.kd.teacher_dtype}, computed in float32"))
+    if cfg.optimizer_in_backward:
+        rows.append(("optimizer", "AdamW applied in the backward pass, one parameter at a time (no gradient clipping)"))
     partial = getattr(result, "partial", None)
     if partial:
         blocks = ", ".join(map(str, partial.get("blocks") or []))

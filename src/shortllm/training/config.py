@@ -16,6 +16,7 @@ METHODS = ("lora", "cpt", "kd")
 HIDDEN_LOSSES = ("nmse", "cosine")  # --kd-hidden (training/losses.py)
 FORMATS = ("auto", "text", "instruction")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+TEACHER_DTYPES = ("float32", "bfloat16", "float16")  # --teacher-dtype (training/teacher.py)
 LR_SCHEDULES = ("cosine", "linear")
 
 
@@ -45,6 +46,7 @@ class KDOptions:
     hidden: str | None = None  # nmse | cosine: also match kept blocks' outputs to their teacher counterparts'
     hidden_weight: float = 1.0  # weight of that term: alpha*KL + (1-alpha)*CE + hidden_weight*H
     teacher_warmup_steps: int = 0  # fine-tune the teacher on the healing data first (Minitron's correction)
+    teacher_dtype: str = "float32"  # storage of the teacher's weights (training/teacher.py: store_teacher)
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class TrainConfig:
     train_blocks: str | None = None  # cpt/kd: train only these blocks (training/freeze.py), the rest frozen
     train_head: bool = False  # with train_blocks (or alone): also train the output head and final norm
     gradient_checkpointing: bool = False
+    optimizer_in_backward: bool = False  # step each parameter as its gradient completes (training/loop.py)
     mixed_precision: str = "auto"  # auto: bf16 on CUDA when supported, else none
     seed: int = 1234
     settings: LoadSettings = field(default_factory=lambda: LoadSettings(dtype="float32"))
@@ -185,9 +188,18 @@ def validate(cfg: TrainConfig) -> None:
         raise _bad("--teacher only applies to --method kd")
     if cfg.kd.hidden is not None and cfg.kd.hidden not in HIDDEN_LOSSES:
         raise _bad(f"unknown --kd-hidden '{cfg.kd.hidden}'", f"use one of {', '.join(HIDDEN_LOSSES)}")
-    if cfg.method != "kd" and (cfg.kd.hidden is not None or cfg.kd.teacher_warmup_steps):
-        what = "--kd-hidden" if cfg.kd.hidden is not None else "--teacher-warmup-steps"
+    if cfg.kd.teacher_dtype not in TEACHER_DTYPES:
+        raise _bad(f"unknown --teacher-dtype '{cfg.kd.teacher_dtype}'", f"use one of {', '.join(TEACHER_DTYPES)}")
+    if cfg.method != "kd" and (cfg.kd.hidden is not None or cfg.kd.teacher_warmup_steps
+                               or cfg.kd.teacher_dtype != "float32"):
+        what = ("--kd-hidden" if cfg.kd.hidden is not None else
+                "--teacher-warmup-steps" if cfg.kd.teacher_warmup_steps else "--teacher-dtype")
         raise _bad(f"{what} only applies to --method kd")
+    if cfg.optimizer_in_backward and cfg.grad_accum > 1:
+        raise _bad("--optimizer-in-backward updates each parameter as soon as its gradient is complete; "
+                   "--grad-accum keeps every gradient until the last micro-batch", "use one or the other")
+    if cfg.optimizer_in_backward and cfg.mixed_precision == "fp16":
+        raise _bad("--optimizer-in-backward cannot be used with fp16's loss scaling", "use --mixed-precision bf16")
     if cfg.method == "lora" and (cfg.train_blocks is not None or cfg.train_head):
         raise _bad("--train-blocks/--train-head choose what full-parameter training updates; LoRA trains adapters",
                    "use them with --method cpt or kd")
@@ -225,6 +237,7 @@ def run_identity(cfg: TrainConfig, model_fingerprint: str, data_fingerprint: str
         "gradient_checkpointing": cfg.gradient_checkpointing,
         # only when set, so the checkpoints of runs without it keep their identity
         **({"keep_best": True} if cfg.keep_best else {}),
+        **({"optimizer_in_backward": True} if cfg.optimizer_in_backward else {}),  # no clipping: other trajectory
     }
 
 
@@ -235,6 +248,8 @@ def _kd_identity(cfg: TrainConfig) -> dict[str, Any]:
         kd.pop("hidden_weight")
     if not kd["teacher_warmup_steps"]:
         kd.pop("teacher_warmup_steps")
+    if kd["teacher_dtype"] == "float32":
+        kd.pop("teacher_dtype")
     return kd
 
 

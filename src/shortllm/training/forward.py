@@ -175,6 +175,7 @@ class LossSetup:
     pairs: list[tuple[int, int]] | None = None  # (student block, teacher block)
     student_tap: BlockTap | None = None
     teacher_tap: BlockTap | None = None
+    chunk_tokens: int | None = None  # positions per head chunk (None: losses.CHUNK_ELEMENTS / V)
 
     @property
     def chunked(self) -> bool:
@@ -182,9 +183,10 @@ class LossSetup:
 
 
 def loss_setup(accelerator: Any, model: Any, teacher: Any | None, temperature: float = 1.0,
-               hidden: str | None = None) -> LossSetup:
+               hidden: str | None = None, checkpointed: bool = False) -> LossSetup:
     """Decide the loss path of a run (chunked head where it reproduces the logits) and set up the taps of
-    ``--kd-hidden``.
+    ``--kd-hidden``. ``checkpointed`` (``--gradient-checkpointing``): the head runs in the smaller,
+    recomputed chunks of ``losses.CHECKPOINTED_CHUNK_ELEMENTS``.
 
     Raises:
         TrainingError: as :func:`matched_blocks`.
@@ -200,6 +202,10 @@ def loss_setup(accelerator: Any, model: Any, teacher: Any | None, temperature: f
         teacher_head = output_head(teacher) if teacher is not None else None
         if check_head(unwrapped, head, device) and (teacher is None or check_head(teacher, teacher_head, device)):
             setup.head, setup.teacher_head = head, teacher_head
+            if checkpointed:
+                from shortllm.training.losses import CHECKPOINTED_CHUNK_ELEMENTS
+
+                setup.chunk_tokens = max(16, CHECKPOINTED_CHUNK_ELEMENTS // head.vocab_size)
         else:
             log.info("the output head cannot be applied apart from the model: losses use full logits")
     if hidden and teacher is not None:
@@ -241,7 +247,8 @@ def micro_losses(model: Any, teacher: Any | None, setup: LossSetup, batch: dict[
         hs, targets = out.hidden_states[-1][:, :-1][keep], labels[:, 1:][keep]
         ht = t_out.hidden_states[-1][:, :-1][keep] if with_teacher and t_out is not None else None
         with autocast():
-            ce, kl = chunked_token_sums(hs, targets, setup.head, ht, setup.teacher_head, setup.temperature)
+            ce, kl = chunked_token_sums(hs, targets, setup.head, ht, setup.teacher_head, setup.temperature,
+                                        setup.chunk_tokens)
         count = keep.sum()
     else:
         ce, count = ce_sum(out.logits, labels)

@@ -70,6 +70,7 @@ class Trainer:
     identity_hash: str
     checkpointed_best: int | None = None  # --keep-best: the best step the newest step checkpoint names
     losses: LossSetup = field(default_factory=LossSetup)  # chunked head or full logits; --kd-hidden taps
+    in_backward: StepInBackward | None = None  # --optimizer-in-backward
 
 
 def resolve_mixed_precision(choice: str, device: str) -> str | None:
@@ -126,9 +127,48 @@ def adamw(params: Any, **kwargs: Any) -> torch.optim.AdamW:
         return torch.optim.AdamW(params, **kwargs)
 
 
+class StepInBackward:
+    """The optimizer step taken inside the backward pass, one parameter at a time (``--optimizer-in-backward``).
+
+    A post-accumulate-grad hook on every trained parameter steps the optimizer as soon as that parameter's
+    gradient is complete and frees the gradient, so at most one gradient exists at a time: the run holds no
+    gradients beside its weights and AdamW moments (4 bytes per trained float32 parameter less at the peak).
+    This is PyTorch's "fuse the optimizer step into the backward pass" recipe and torchtune's
+    ``optimizer_in_bwd``, with one difference: one optimizer (and so one scheduler and one checkpoint format)
+    for all parameters; at each hook only that parameter has a gradient, so ``optimizer.step()`` updates it
+    alone.
+
+    What it costs: no gradient clipping (the global norm is known only after every parameter is updated) and no
+    gradient accumulation (config.validate refuses ``--grad-accum``); one process only. The global gradient
+    norm is still measured, as the parameters go, for the curve and the NaN/inf guard; a non-finite gradient is
+    therefore found after the step has been applied, and the run stops as it does otherwise (nothing written to
+    ``--out``, checkpoints untouched).
+    """
+
+    def __init__(self, optimizer: Any, params: list[torch.nn.Parameter]):
+        self.optimizer = optimizer
+        self.sq = torch.zeros((), dtype=torch.float32)
+        self._handles = [p.register_post_accumulate_grad_hook(self._step) for p in params]
+
+    def _step(self, param: torch.nn.Parameter) -> None:
+        norm = torch.linalg.vector_norm(param.grad.detach(), dtype=torch.float32)
+        self.sq = self.sq.to(norm.device) + norm * norm
+        self.optimizer.step()
+        param.grad = None
+
+    def norm(self) -> torch.Tensor:
+        """The gradient norm of the step just taken (and reset for the next)."""
+        norm, self.sq = self.sq.sqrt(), torch.zeros_like(self.sq)
+        return norm
+
+
 def build_trainer(cfg: TrainConfig, accelerator: Any, model: Any, teacher: Any | None, data: TrainData,
                   total_steps: int, pad_id: int, identity: dict[str, Any], identity_hash: str) -> Trainer:
-    """Optimizer (AdamW), warmup + cosine schedule, accelerate preparation, teacher placement."""
+    """Optimizer (AdamW), warmup + cosine schedule, accelerate preparation, teacher placement and storage.
+
+    Raises:
+        TrainingError: ``--optimizer-in-backward`` with more than one process.
+    """
     from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
     if cfg.gradient_checkpointing:
@@ -158,10 +198,21 @@ def build_trainer(cfg: TrainConfig, accelerator: Any, model: Any, teacher: Any |
 
         warm_up_teacher(teacher, data, cfg.kd.teacher_warmup_steps, cfg.lr, cfg.batch_size, cfg.seed, pad_id,
                         accelerator.device, accelerator.autocast, cfg.max_grad_norm)
+    if teacher is not None:
+        from shortllm.training.teacher import store_teacher
+
+        store_teacher(teacher, cfg.kd.teacher_dtype)
+    in_backward = None
+    if cfg.optimizer_in_backward:
+        if accelerator.num_processes > 1:
+            raise TrainingError("--optimizer-in-backward runs in one process (its updates would go before the "
+                                "gradients are averaged over processes)", "drop it, or run one process")
+        inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper steps only at sync points
+        in_backward = StepInBackward(inner, [p for p in model.parameters() if p.requires_grad])
     batches = make_batches(data, cfg.seed, cfg.batch_size, cfg.grad_accum, accelerator.num_processes)
-    losses = loss_setup(accelerator, model, teacher, cfg.kd.temperature, cfg.kd.hidden)
+    losses = loss_setup(accelerator, model, teacher, cfg.kd.temperature, cfg.kd.hidden, cfg.gradient_checkpointing)
     return Trainer(cfg, accelerator, model, optimizer, scheduler, teacher, data, batches, total_steps, warmup,
-                   pad_id, cfg.checkpoints_path(), identity, identity_hash, losses=losses)
+                   pad_id, cfg.checkpoints_path(), identity, identity_hash, losses=losses, in_backward=in_backward)
 
 
 def _forward(tr: Trainer, batch: dict[str, Any], with_teacher: bool, with_hidden: bool = False
@@ -258,7 +309,8 @@ def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) ->
                 acc.backward(loss * scale)
                 sums += torch.stack([ce.detach().double(), kl.detach().double(), hid.detach().double()])
                 if acc.sync_gradients:
-                    grad_norm = acc.clip_grad_norm_(tr.model.parameters(), cfg.max_grad_norm)
+                    grad_norm = (tr.in_backward.norm() if tr.in_backward else
+                                 acc.clip_grad_norm_(tr.model.parameters(), cfg.max_grad_norm))
         sums = acc.reduce(sums, "sum")
         ce_mean, kl_mean, hid_mean = (float(x) / max(n_targets, 1) for x in sums)
         objective = kd_objective(ce_mean, kl_mean, alpha, hid_mean, hidden_w) if tr.teacher is not None else ce_mean
@@ -267,7 +319,8 @@ def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) ->
             tr.optimizer.zero_grad(set_to_none=True)
             what = f"the loss is {objective}" if not math.isfinite(objective) else f"the gradient norm is {norm}"
             raise _diverged(tr, step, what)
-        tr.optimizer.step()
+        if tr.in_backward is None:  # else every parameter was updated during the backward
+            tr.optimizer.step()
         tr.scheduler.step()
         tr.optimizer.zero_grad(set_to_none=True)
         state.step += 1

@@ -24,6 +24,9 @@ IGNORE = -100
 # cost speed for no memory: 170-token chunks (1 << 23) made cpt 26% slower than transformers' Trainer; one chunk
 # per 4 x 128 batch runs level with it (benchmarks/heal.py: 91 against 123 tokens/s on 2026-11-30, 133 against 124 on 2026-12-01).
 CHUNK_ELEMENTS = 1 << 25
+# With --gradient-checkpointing (memory before speed) the head follows suit: 32 MiB chunks, each recomputed in
+# the backward, so a kd step never holds the batch's [n, V] logits of student and teacher at once.
+CHECKPOINTED_CHUNK_ELEMENTS = 1 << 23
 HIDDEN_LOSSES = ("nmse", "cosine")
 
 

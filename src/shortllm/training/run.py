@@ -351,8 +351,9 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
 
         model = apply_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets)
     teacher = None
-    if teacher_source is not None:
-        teacher = load_model(teacher_source.ref, load_settings).model
+    if teacher_source is not None:  # loaded as stored (training/teacher.py); a teacher correction trains float32
+        dtype = "float32" if cfg.kd.teacher_warmup_steps else cfg.kd.teacher_dtype
+        teacher = load_model(teacher_source.ref, replace(load_settings, dtype=dtype)).model
     partial = None
     if cfg.train_blocks is not None or cfg.train_head:
         from shortllm.training.freeze import freeze_except

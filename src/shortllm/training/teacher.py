@@ -1,5 +1,5 @@
-"""Teacher correction (``--teacher-warmup-steps N``): fine-tune the teacher briefly on the healing data before
-it teaches.
+"""What is done to the teacher before it teaches: teacher correction (``--teacher-warmup-steps N``: fine-tune it
+briefly on the healing data) and compact storage (``--teacher-dtype``: its weights kept in 16 bits).
 
 Minitron (Sreenivas et al. 2024, arXiv 2408.11796) finds that a teacher distilling on data unlike its own
 training data gives a worse student, and "corrects" it first with a light fine-tune on the distillation data.
@@ -64,3 +64,55 @@ def warm_up_teacher(teacher: Any, data: Any, steps: int, lr: float, batch_size: 
     if losses:
         log.info("teacher correction: loss %.4f -> %.4f", losses[0], losses[-1])
     return losses
+
+
+def store_teacher(teacher: Any, dtype: str) -> int:
+    """Keep ``teacher``'s floating-point weights in ``dtype`` and run every module in float32 all the same.
+
+    Each module with weights of its own gets a forward pre-hook that swaps in float32 copies of them and a
+    forward hook that swaps the stored ones back, so at most one module's weights exist in float32 at a time.
+    Memory: 2 bytes per teacher parameter instead of 4 (the 135M-parameter embedded model: 257 MiB less), plus
+    one module's float32 copy while it runs. Numerics: the teacher's weights are rounded to ``dtype`` once; the
+    arithmetic stays float32 (or what ``accelerator.autocast`` makes of it), which matters on CPUs without
+    16-bit matrix units, where bfloat16 arithmetic runs 6.5x slower than float32
+    (``benchmarks/results/dtype_speed.json``). Buffers (RoPE frequencies) are not touched. The weights are
+    upcast with ``Tensor.to``: shared (tied) parameters are swapped by whichever module runs.
+
+    Args:
+        teacher: the frozen teacher (an ``nn.Module``; after any teacher correction), loaded in float32 or
+            already in ``dtype`` (``retrain`` loads it so when there is no teacher correction).
+        dtype: one of ``config.TEACHER_DTYPES``; ``float32`` leaves the teacher as it is.
+
+    Returns:
+        Bytes saved against float32 weights (0 for ``float32``).
+    """
+    if dtype == "float32":
+        return 0
+    target = getattr(torch, dtype)
+    saved = 0
+    seen: set[int] = set()
+    for module in teacher.modules():
+        own = [p for p in module.parameters(recurse=False) if p.is_floating_point()]
+        if not own:
+            continue
+        for p in own:
+            if id(p) not in seen:  # a tied parameter once
+                seen.add(id(p))
+                p.data = p.data.to(target)
+                saved += p.numel() * (4 - p.element_size())
+        stored: list[torch.Tensor] = []
+
+        def upcast(mod: Any, _args: Any, own: list = own, stored: list = stored) -> None:
+            stored[:] = [p.data for p in own]
+            for p in own:
+                p.data = p.data.float()
+
+        def restore(mod: Any, _args: Any, _out: Any, own: list = own, stored: list = stored) -> None:
+            for p, data in zip(own, stored):
+                p.data = data
+            stored.clear()
+
+        module.register_forward_pre_hook(upcast)
+        module.register_forward_hook(restore)
+    log.info("teacher weights stored in %s (%.0f MiB less); computed in float32", dtype, saved / 2**20)
+    return saved
