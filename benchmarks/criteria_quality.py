@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, machine  # noqa: E402
 
 from shortllm.data import load_documents  # noqa: E402
+from shortllm.errors import ShortLLMError  # noqa: E402
 from shortllm.evaluation.perplexity import perplexity  # noqa: E402
 from shortllm.models.loading import LoadSettings, load_model  # noqa: E402
 from shortllm.models.surgery import count_params, drop_blocks  # noqa: E402
@@ -91,8 +92,14 @@ def main() -> None:
                         fit_ids, _ = calibration_ids(loaded, Calibration(
                             data=args.replace_data, data_dir=args.data_dir, samples=args.replace_samples))
                     t = time.perf_counter()
-                    record = get_replacement(method).run(ReplaceContext(pruned, fit_ids, removed, ReplaceOptions(
-                        samples=args.replace_samples, objective=args.replace_objective)))
+                    try:
+                        record = get_replacement(method).run(ReplaceContext(pruned, fit_ids, removed, ReplaceOptions(
+                            samples=args.replace_samples, objective=args.replace_objective)))
+                    except ShortLLMError as err:  # e.g. a run at block 0 has no block before it to fold into
+                        row["refused"] = err.message
+                        result["rows"].append(row)
+                        print({"criterion": label, "replace": method, "refused": err.message}, file=sys.stderr)
+                        continue
                     row["replace_s"] = round(time.perf_counter() - t, 1)
                     row["replace_record"] = record["runs"]
                 drop_blocks(pruned, removed)

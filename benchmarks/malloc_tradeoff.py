@@ -16,10 +16,10 @@ default allocator unless named:
 * ``ckpt``: ``--gradient-checkpointing``;
 * ``bf16-teacher``: ``--teacher-dtype bfloat16``;
 * ``in-backward``: ``--optimizer-in-backward``;
-* ``low``: all three; ``low+1MiB``: all three with ``SHORTLLM_MMAP_THRESHOLD_MB=1``.
+* ``low``: all three; ``low+1MiB`` / ``low+8MiB``: all three with ``SHORTLLM_MMAP_THRESHOLD_MB=1`` / ``8``.
 
     python benchmarks/malloc_tradeoff.py --data-dir ../shared/data --steps 6
-    python benchmarks/malloc_tradeoff.py --data-dir ../shared/data --steps 6 --settings glibc,ckpt,low,low+1MiB \
+    python benchmarks/malloc_tradeoff.py --data-dir ../shared/data --steps 6 --settings glibc,ckpt,low,low+8MiB,low+1MiB \
         --out benchmarks/results/kd_memory.json
 """
 
@@ -43,6 +43,7 @@ SETTINGS = {  # name: (environment, retrain options)
     "1MiB": (ONE_MIB, []), "glibc": ({}, []), "8MiB": ({"SHORTLLM_MMAP_THRESHOLD_MB": "8"}, []),
     "ckpt": ({}, ["--gradient-checkpointing"]), "bf16-teacher": ({}, ["--teacher-dtype", "bfloat16"]),
     "in-backward": ({}, ["--optimizer-in-backward"]), "low": ({}, LOW), "low+1MiB": (ONE_MIB, LOW),
+    "low+8MiB": ({"SHORTLLM_MMAP_THRESHOLD_MB": "8"}, LOW),
 }
 
 
