@@ -26,6 +26,7 @@ default allocator unless named:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -69,8 +70,14 @@ def main() -> None:
              *options, "--out", str(out)], env={**{k: v for k, v in os.environ.items() if k != "SHORTLLM_MMAP_THRESHOLD_MB"}, **env}, capture_output=True, text=True)
         tok = re.search(r"\(([\d.]+) tokens/s\)", done.stdout + done.stderr)
         rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
-        rows[name] = {"env": env, "options": options, "rc": done.returncode, "tokens_per_s": float(tok.group(1)) if tok else None,
-                      "peak_rss_mib": round(int(rss.group(1)) / 1024, 1) if rss else None}
+        manifest = out / "shortllm.json"
+        curve = json.loads(manifest.read_text())["results"]["loss_curve"] if manifest.exists() else []
+        rows[name] = {"env": env, "options": options, "rc": done.returncode,
+                      "tokens_per_s": float(tok.group(1)) if tok else None,
+                      "peak_rss_mib": round(int(rss.group(1)) / 1024, 1) if rss else None,
+                      # step 1's KL is measured before any update: it differs only by the teacher's storage
+                      "first_step_kl": curve[0].get("kl") if curve else None,
+                      "last_step_loss": curve[-1].get("loss") if curve else None}
         print(f"{name}: {rows[name]['tokens_per_s']} tokens/s, peak {rows[name]['peak_rss_mib']} MiB", file=sys.stderr)
     emit({"benchmark": "malloc_tradeoff", "machine": machine(), "steps": args.steps, "rows": rows}, args.out)
 

@@ -56,7 +56,7 @@ def test_card_names_the_healing_options():
     text = ModelCard(retrain_card(cfg, result, SimpleNamespace(hub_id=None, ref="/p"), None, adapter=False)).text
     assert "| hidden-state distillation | nmse at matched depths, weight 0.5 |" in text
     assert "| teacher correction | 4 steps of fine-tuning first |" in text
-    assert "| teacher weights | stored in bfloat16, computed in float32 |" in text
+    assert "| teacher weights | stored in bfloat16, computed in the precision it was loaded in |" in text
     assert "| optimizer | AdamW applied in the backward pass, one parameter at a time (no gradient clipping) |" in text
     assert "| trained blocks | 20, 21, 22 and the head (the rest frozen) |" in text
     cfg, result = _inputs("cpt")  # none of them: no such rows

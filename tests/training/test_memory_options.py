@@ -21,17 +21,19 @@ from tests.training.test_heal_methods import _resumes_exactly
 NO_CLIP = 1e9  # the in-backward step cannot clip; the reference run must not clip either
 
 
-@pytest.mark.parametrize("method", ["cpt", "kd"])
-def test_step_in_backward_equals_the_step_after_backward(method, pruned_tiny, small_text, tmp_path):
+@pytest.mark.parametrize("method, extra", [("cpt", {}), ("kd", {}), ("cpt", {"gradient_checkpointing": True}),
+                                           ("lora", {})])
+def test_step_in_backward_equals_the_step_after_backward(method, extra, pruned_tiny, small_text, tmp_path):
     cfg = quick_config(method, pruned_tiny, small_text, tmp_path / "a", max_steps=4, lr=1e-2, max_grad_norm=NO_CLIP,
-                       max_eval_rows=4)
+                       max_eval_rows=4, **extra)
     after = retrain(cfg)
     inside = retrain(replace(cfg, out=tmp_path / "b", optimizer_in_backward=True))
     for a, b in zip(after.loss_curve, inside.loss_curve, strict=True):
         assert abs(a["loss"] - b["loss"]) < 1e-6 and abs(a["grad_norm"] - b["grad_norm"]) < 1e-5 * a["grad_norm"]
     wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     start = load_file(pruned_tiny / "model.safetensors")
-    assert all(not torch.equal(start[key], wb[key]) for key in wb)  # every tensor was updated
+    changed = [key for key in wb if not torch.equal(start[key], wb[key])]
+    assert len(changed) == (len(wb) if method != "lora" else sum(1 for k in wb if "proj" in k))  # LoRA: merged
     for key in wa:
         torch.testing.assert_close(wa[key], wb[key], atol=1e-6, rtol=1e-5)
 
@@ -84,7 +86,36 @@ def test_store_teacher_keeps_16_bit_weights_and_computes_in_float32():
     assert all(p.dtype == torch.bfloat16 for p in teacher.parameters())  # swapped back after the forward
     for k, v in teacher.named_buffers():
         assert v.dtype == buffers[k].dtype and torch.equal(v, buffers[k])
-    assert store_teacher(teacher, "float32") == 0
+    assert store_teacher(teacher, None) == 0 and store_teacher(tiny_model("llama", 2), "float32") == 0
+
+
+def test_stored_teacher_survives_a_failing_forward():
+    teacher = tiny_model("llama", 2, tie_word_embeddings=True).eval()
+    store_teacher(teacher, "bfloat16")
+    ids = torch.randint(0, teacher.config.vocab_size, (1, 6))
+    down = teacher.model.layers[1].mlp.down_proj
+    forward = down.forward
+
+    def failing(x):
+        assert down.weight.dtype == torch.float32  # widened for the call...
+        raise RuntimeError("out of memory")
+
+    with torch.no_grad():
+        before = teacher(input_ids=ids).logits
+        down.forward = failing
+        with pytest.raises(RuntimeError, match="out of memory"):
+            teacher(input_ids=ids)
+        down.forward = forward
+        assert all(p.dtype == torch.bfloat16 for p in teacher.parameters())  # ...and narrowed again
+        torch.testing.assert_close(teacher(input_ids=ids).logits, before, atol=0, rtol=0)
+
+
+def test_float16_teacher_out_of_range_is_refused():
+    teacher = tiny_model("llama", 2)
+    with torch.no_grad():
+        teacher.model.layers[0].mlp.down_proj.weight[0, 0] = 1e6
+    with pytest.raises(TrainingError, match="beyond float16's range"):
+        store_teacher(teacher, "float16")
 
 
 def test_16_bit_teacher_from_the_cli(pruned_tiny, small_text, tmp_path):
@@ -97,7 +128,7 @@ def test_16_bit_teacher_from_the_cli(pruned_tiny, small_text, tmp_path):
     bf16 = json.loads((tmp_path / "bf16" / "shortllm.json").read_text())
     assert bf16["options"]["kd"]["teacher_dtype"] == "bfloat16" and bf16["options"]["optimizer_in_backward"]
     card = (tmp_path / "bf16" / "README.md").read_text()
-    assert "stored in bfloat16, computed in float32" in card and "no gradient clipping" in card
+    assert "stored in bfloat16, computed in the precision it was loaded in" in card and "no gradient clipping" in card
     kl32, kl16 = f32["results"]["loss_curve"][0]["kl"], bf16["results"]["loss_curve"][0]["kl"]
     assert kl16 != kl32 and abs(kl16 - kl32) < 0.05 * kl32  # the same teacher, its weights rounded once
 

@@ -106,9 +106,10 @@ def retrain(
     teacher_warmup_steps: Annotated[int, typer.Option(
         "--teacher-warmup-steps", help="kd: fine-tune the teacher on the healing data for N steps first "
         "(Minitron's teacher correction, for data unlike the teacher's own).")] = 0,
-    teacher_dtype: Annotated[str, typer.Option(
-        "--teacher-dtype", help="kd: keep the teacher's weights in float32 | bfloat16 | float16; 16 bits halve "
-        "its memory, each module is still computed in float32 (its weights rounded once).")] = "float32",
+    teacher_dtype: Annotated[str | None, typer.Option(
+        "--teacher-dtype", help="kd: store the teacher's weights in bfloat16 | float16 | float32 (default: as "
+        "--dtype); 16 bits halve its memory, and each module still computes in the loaded precision (its "
+        "weights rounded once).", show_default=False)] = None,
     train_blocks: Annotated[str | None, typer.Option(
         "--train-blocks", help="cpt/kd: train only these blocks, freeze the rest: last:N | first:N | "
         "around-cuts:N | 3,7,10-12 | all.", show_default=False)] = None,
@@ -131,8 +132,8 @@ def retrain(
         "--gradient-checkpointing", help="Recompute activations in backward (less memory, ~30% slower).")] = False,
     optimizer_in_backward: Annotated[bool, typer.Option(
         "--optimizer-in-backward", help="Update each parameter as soon as its gradient is complete and free it "
-        "(no gradients held: 4 bytes per trained parameter less); no gradient clipping, no --grad-accum, one "
-        "process.")] = False,
+        "(no gradients held: 4 bytes per float32 trained parameter less); no gradient clipping (--max-grad-norm "
+        "is not applied), no --grad-accum, one process, no fp16.")] = False,
     mixed_precision: Annotated[str, typer.Option(
         "--mixed-precision", help="auto (bf16 autocast on CUDA, none on CPU) | no | bf16 | fp16.")] = "auto",
     seed: SeedOpt = 1234,

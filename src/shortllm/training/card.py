@@ -49,8 +49,8 @@ def _extras(cfg: Any, result: Any) -> list[tuple[str, str]]:
         rows.append(("hidden-state distillation", f"{cfg.kd.hidden} at matched depths, weight {cfg.kd.hidden_weight:g}"))
     if cfg.method == "kd" and cfg.kd.teacher_warmup_steps:
         rows.append(("teacher correction", f"{plural(cfg.kd.teacher_warmup_steps, 'step')} of fine-tuning first"))
-    if cfg.method == "kd" and cfg.kd.teacher_dtype != "float32":
-        rows.append(("teacher weights", f"stored in {cfg.kd.teacher_dtype}, computed in float32"))
+    if cfg.method == "kd" and cfg.kd.teacher_dtype:
+        rows.append(("teacher weights", f"stored in {cfg.kd.teacher_dtype}, computed in the precision it was loaded in"))
     if cfg.optimizer_in_backward:
         rows.append(("optimizer", "AdamW applied in the backward pass, one parameter at a time (no gradient clipping)"))
     partial = getattr(result, "partial", None)

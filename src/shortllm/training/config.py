@@ -46,7 +46,7 @@ class KDOptions:
     hidden: str | None = None  # nmse | cosine: also match kept blocks' outputs to their teacher counterparts'
     hidden_weight: float = 1.0  # weight of that term: alpha*KL + (1-alpha)*CE + hidden_weight*H
     teacher_warmup_steps: int = 0  # fine-tune the teacher on the healing data first (Minitron's correction)
-    teacher_dtype: str = "float32"  # storage of the teacher's weights (training/teacher.py: store_teacher)
+    teacher_dtype: str | None = None  # storage of the teacher's weights; None: as loaded (--dtype) (training/teacher.py)
 
 
 @dataclass(frozen=True)
@@ -188,10 +188,10 @@ def validate(cfg: TrainConfig) -> None:
         raise _bad("--teacher only applies to --method kd")
     if cfg.kd.hidden is not None and cfg.kd.hidden not in HIDDEN_LOSSES:
         raise _bad(f"unknown --kd-hidden '{cfg.kd.hidden}'", f"use one of {', '.join(HIDDEN_LOSSES)}")
-    if cfg.kd.teacher_dtype not in TEACHER_DTYPES:
+    if cfg.kd.teacher_dtype is not None and cfg.kd.teacher_dtype not in TEACHER_DTYPES:
         raise _bad(f"unknown --teacher-dtype '{cfg.kd.teacher_dtype}'", f"use one of {', '.join(TEACHER_DTYPES)}")
     if cfg.method != "kd" and (cfg.kd.hidden is not None or cfg.kd.teacher_warmup_steps
-                               or cfg.kd.teacher_dtype != "float32"):
+                               or cfg.kd.teacher_dtype is not None):
         what = ("--kd-hidden" if cfg.kd.hidden is not None else
                 "--teacher-warmup-steps" if cfg.kd.teacher_warmup_steps else "--teacher-dtype")
         raise _bad(f"{what} only applies to --method kd")
@@ -248,7 +248,7 @@ def _kd_identity(cfg: TrainConfig) -> dict[str, Any]:
         kd.pop("hidden_weight")
     if not kd["teacher_warmup_steps"]:
         kd.pop("teacher_warmup_steps")
-    if kd["teacher_dtype"] == "float32":
+    if kd["teacher_dtype"] is None:
         kd.pop("teacher_dtype")
     return kd
 

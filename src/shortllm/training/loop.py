@@ -162,15 +162,36 @@ class StepInBackward:
         return norm
 
 
+def check_step_in_backward(accelerator: Any) -> None:
+    """Refuse ``--optimizer-in-backward`` where a step inside the backward would be wrong: several processes or
+    a sharded model (the updates would come before the gradients are averaged or reduce-scattered) and fp16's
+    loss scaling (the gradients are still scaled, and an overflow would be applied instead of skipped),
+    whether asked for by options or by an ``accelerate launch`` configuration.
+
+    Raises:
+        TrainingError: any of these.
+    """
+    from accelerate.utils import DistributedType
+
+    if accelerator.num_processes > 1 or accelerator.distributed_type != DistributedType.NO:
+        raise TrainingError("--optimizer-in-backward runs in one process without sharding (its updates would come "
+                            "before the gradients are averaged over processes)", "drop it, or run one process")
+    if accelerator.mixed_precision == "fp16":
+        raise TrainingError("--optimizer-in-backward cannot be used with fp16's loss scaling",
+                            "use --mixed-precision bf16 or no")
+
+
 def build_trainer(cfg: TrainConfig, accelerator: Any, model: Any, teacher: Any | None, data: TrainData,
                   total_steps: int, pad_id: int, identity: dict[str, Any], identity_hash: str) -> Trainer:
     """Optimizer (AdamW), warmup + cosine schedule, accelerate preparation, teacher placement and storage.
 
     Raises:
-        TrainingError: ``--optimizer-in-backward`` with more than one process.
+        TrainingError: ``--optimizer-in-backward`` where it cannot run (:func:`check_step_in_backward`).
     """
     from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
+    if cfg.optimizer_in_backward:
+        check_step_in_backward(accelerator)
     if cfg.gradient_checkpointing:
         kwargs = {"use_reentrant": False}
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
@@ -204,9 +225,6 @@ def build_trainer(cfg: TrainConfig, accelerator: Any, model: Any, teacher: Any |
         store_teacher(teacher, cfg.kd.teacher_dtype)
     in_backward = None
     if cfg.optimizer_in_backward:
-        if accelerator.num_processes > 1:
-            raise TrainingError("--optimizer-in-backward runs in one process (its updates would go before the "
-                                "gradients are averaged over processes)", "drop it, or run one process")
         inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper steps only at sync points
         in_backward = StepInBackward(inner, [p for p in model.parameters() if p.requires_grad])
     batches = make_batches(data, cfg.seed, cfg.batch_size, cfg.grad_accum, accelerator.num_processes)
@@ -279,7 +297,8 @@ def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) ->
         True when the planned steps are done, False when the session stopped early (checkpoint written).
 
     Raises:
-        TrainingError: the loss or gradient norm became NaN/inf (nothing is stepped with it).
+        TrainingError: the loss or gradient norm became NaN/inf (nothing is stepped with it, except under
+            ``--optimizer-in-backward``, where the updates are made before the norm is known).
     """
     cfg, acc, data = tr.cfg, tr.accelerator, tr.data
     world, rank = acc.num_processes, acc.process_index

@@ -351,9 +351,8 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
 
         model = apply_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets)
     teacher = None
-    if teacher_source is not None:  # loaded as stored (training/teacher.py); a teacher correction trains float32
-        dtype = "float32" if cfg.kd.teacher_warmup_steps else cfg.kd.teacher_dtype
-        teacher = load_model(teacher_source.ref, replace(load_settings, dtype=dtype)).model
+    if teacher_source is not None:  # in --dtype; build_trainer narrows its storage for --teacher-dtype
+        teacher = load_model(teacher_source.ref, load_settings).model
     partial = None
     if cfg.train_blocks is not None or cfg.train_head:
         from shortllm.training.freeze import freeze_except

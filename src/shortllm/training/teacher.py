@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from shortllm.errors import TrainingError
+
 log = logging.getLogger(__name__)
 
 
@@ -66,53 +68,66 @@ def warm_up_teacher(teacher: Any, data: Any, steps: int, lr: float, batch_size: 
     return losses
 
 
-def store_teacher(teacher: Any, dtype: str) -> int:
-    """Keep ``teacher``'s floating-point weights in ``dtype`` and run every module in float32 all the same.
+def store_teacher(teacher: Any, dtype: str | None) -> int:
+    """Keep ``teacher``'s floating-point weights in ``dtype`` and run every module in the precision it was loaded
+    in (float32 unless ``--dtype`` says otherwise) all the same.
 
-    Each module with weights of its own gets a forward pre-hook that swaps in float32 copies of them and a
-    forward hook that swaps the stored ones back, so at most one module's weights exist in float32 at a time.
+    Each module with weights of its own gets a forward pre-hook that swaps in copies of them in the loaded
+    precision and a forward hook (run even when the forward raises) that swaps the stored ones back, so at most
+    one module's weights exist in the wider precision at a time. Embeddings look up rows of the stored table and
+    widen the rows (the same numbers, without a copy of the table); a call on an empty input swaps nothing.
     Memory: 2 bytes per teacher parameter instead of 4 (the 135M-parameter embedded model: 257 MiB less), plus
-    one module's float32 copy while it runs. Numerics: the teacher's weights are rounded to ``dtype`` once; the
-    arithmetic stays float32 (or what ``accelerator.autocast`` makes of it), which matters on CPUs without
-    16-bit matrix units, where bfloat16 arithmetic runs 6.5x slower than float32
-    (``benchmarks/results/dtype_speed.json``). Buffers (RoPE frequencies) are not touched. The weights are
-    upcast with ``Tensor.to``: shared (tied) parameters are swapped by whichever module runs.
+    one module's wide copy while it runs. Numerics: the weights are rounded to ``dtype`` once; the arithmetic
+    is what it was (under ``accelerator.autocast`` on a GPU, autocast's), which matters on CPUs without 16-bit
+    matrix units, where bfloat16 arithmetic runs 6.5x slower than float32 (``benchmarks/results/dtype_speed.json``).
+    Buffers (RoPE frequencies, embedding scales) are not touched. Tied parameters are swapped by whichever
+    module runs.
 
     Args:
-        teacher: the frozen teacher (an ``nn.Module``; after any teacher correction), loaded in float32 or
-            already in ``dtype`` (``retrain`` loads it so when there is no teacher correction).
-        dtype: one of ``config.TEACHER_DTYPES``; ``float32`` leaves the teacher as it is.
+        teacher: the frozen teacher (an ``nn.Module``; after any teacher correction), as loaded.
+        dtype: one of ``config.TEACHER_DTYPES``, or None (keep the loaded precision).
 
     Returns:
-        Bytes saved against float32 weights (0 for ``float32``).
+        Bytes saved (0 when ``dtype`` is None or the loaded precision).
+
+    Raises:
+        TrainingError: a weight outside ``dtype``'s range (float16 tops out at 65504).
     """
-    if dtype == "float32":
+    params = [p for p in teacher.parameters() if p.is_floating_point()]  # each tied parameter once
+    if dtype is None or not params or params[0].dtype == getattr(torch, dtype):
         return 0
-    target = getattr(torch, dtype)
+    target, wide = getattr(torch, dtype), params[0].dtype
     saved = 0
-    seen: set[int] = set()
+    for p in params:
+        narrow = p.data.to(target)
+        if not bool(torch.isfinite(narrow).all()):
+            raise TrainingError(f"the teacher has weights beyond {dtype}'s range", "use --teacher-dtype bfloat16")
+        saved += p.numel() * (p.element_size() - narrow.element_size())
+        p.data = narrow
     for module in teacher.modules():
         own = [p for p in module.parameters(recurse=False) if p.is_floating_point()]
         if not own:
             continue
-        for p in own:
-            if id(p) not in seen:  # a tied parameter once
-                seen.add(id(p))
-                p.data = p.data.to(target)
-                saved += p.numel() * (4 - p.element_size())
-        stored: list[torch.Tensor] = []
+        if type(module) is torch.nn.Embedding:  # subclasses (Gemma's scaled one) may compute with the weight
+            module.register_forward_hook(lambda _m, _a, out: out.to(wide) if out.is_floating_point() else out)
+            continue
+        stack: list[list[torch.Tensor] | None] = []  # one entry per call in progress (re-entrant forwards)
 
-        def upcast(mod: Any, _args: Any, own: list = own, stored: list = stored) -> None:
-            stored[:] = [p.data for p in own]
+        def widen(_module: Any, args: Any, own: list = own, stack: list = stack) -> None:
+            if args and isinstance(args[0], torch.Tensor) and args[0].numel() == 0:
+                stack.append(None)
+                return
+            stack.append([p.data for p in own])
             for p in own:
-                p.data = p.data.float()
+                p.data = p.data.to(wide)
 
-        def restore(mod: Any, _args: Any, _out: Any, own: list = own, stored: list = stored) -> None:
-            for p, data in zip(own, stored):
+        def restore(_module: Any, _args: Any, _out: Any, own: list = own, stack: list = stack) -> None:
+            stored = stack.pop() if stack else None
+            for p, data in zip(own, stored or []):
                 p.data = data
-            stored.clear()
 
-        module.register_forward_pre_hook(upcast)
-        module.register_forward_hook(restore)
-    log.info("teacher weights stored in %s (%.0f MiB less); computed in float32", dtype, saved / 2**20)
+        module.register_forward_pre_hook(widen)
+        module.register_forward_hook(restore, always_call=True)
+    log.info("teacher weights stored in %s (%.0f MiB less), computed in %s", dtype, saved / 2**20,
+             str(wide).replace("torch.", ""))
     return saved
