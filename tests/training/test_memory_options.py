@@ -61,7 +61,8 @@ def test_step_in_backward_resumes_exactly_with_a_16_bit_teacher(pruned_tiny, sma
     _resumes_exactly(cfg, tmp_path)
 
 
-def test_store_teacher_keeps_16_bit_weights_and_computes_in_float32():
+@pytest.mark.parametrize("loaded_narrow", [False, True])
+def test_store_teacher_keeps_16_bit_weights_and_computes_in_float32(loaded_narrow):
     torch.manual_seed(0)
     teacher = tiny_model("llama", 3, tie_word_embeddings=True)
     assert teacher.lm_head.weight is teacher.model.embed_tokens.weight
@@ -72,7 +73,10 @@ def test_store_teacher_keeps_16_bit_weights_and_computes_in_float32():
     buffers = {k: v.clone() for k, v in teacher.named_buffers()}
     unique = sum(p.numel() for p in teacher.parameters())
 
-    saved = store_teacher(teacher.eval(), "bfloat16")
+    if loaded_narrow:  # as retrain loads it: in bfloat16 already
+        for p in teacher.parameters():
+            p.data = p.data.to(torch.bfloat16)
+    saved = store_teacher(teacher.eval(), "bfloat16", torch.float32)
 
     assert saved == 2 * unique
     assert all(p.dtype == torch.bfloat16 for p in teacher.parameters())

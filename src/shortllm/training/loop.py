@@ -222,7 +222,7 @@ def build_trainer(cfg: TrainConfig, accelerator: Any, model: Any, teacher: Any |
     if teacher is not None:
         from shortllm.training.teacher import store_teacher
 
-        store_teacher(teacher, cfg.kd.teacher_dtype)
+        store_teacher(teacher, cfg.kd.teacher_dtype, next(model.parameters()).dtype)
     in_backward = None
     if cfg.optimizer_in_backward:
         inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper steps only at sync points

@@ -351,8 +351,10 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
 
         model = apply_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets)
     teacher = None
-    if teacher_source is not None:  # in --dtype; build_trainer narrows its storage for --teacher-dtype
-        teacher = load_model(teacher_source.ref, load_settings).model
+    if teacher_source is not None:  # in --teacher-dtype when given (build_trainer widens it per module), but a
+        # teacher correction trains in --dtype (and build_trainer narrows it afterwards)
+        dtype = cfg.kd.teacher_dtype if cfg.kd.teacher_dtype and not cfg.kd.teacher_warmup_steps else None
+        teacher = load_model(teacher_source.ref, replace(load_settings, dtype=dtype or load_settings.dtype)).model
     partial = None
     if cfg.train_blocks is not None or cfg.train_head:
         from shortllm.training.freeze import freeze_except

@@ -68,42 +68,47 @@ def warm_up_teacher(teacher: Any, data: Any, steps: int, lr: float, batch_size: 
     return losses
 
 
-def store_teacher(teacher: Any, dtype: str | None) -> int:
-    """Keep ``teacher``'s floating-point weights in ``dtype`` and run every module in the precision it was loaded
-    in (float32 unless ``--dtype`` says otherwise) all the same.
+def store_teacher(teacher: Any, dtype: str | None, compute: torch.dtype = torch.float32) -> int:
+    """Keep ``teacher``'s floating-point weights in ``dtype`` and run every module in ``compute`` (the student's
+    precision: float32 unless ``--dtype`` says otherwise) all the same.
 
-    Each module with weights of its own gets a forward pre-hook that swaps in copies of them in the loaded
-    precision and a forward hook (run even when the forward raises) that swaps the stored ones back, so at most
+    Each module with weights of its own gets a forward pre-hook that swaps in copies of them in ``compute``
+    and a forward hook (run even when the forward raises) that swaps the stored ones back, so at most
     one module's weights exist in the wider precision at a time. Embeddings look up rows of the stored table and
-    widen the rows (the same numbers, without a copy of the table); a call on an empty input swaps nothing.
+    widen the rows (the same numbers, without a copy of the table). (Skipping the swap for the empty call that
+    transformers makes on the head when no logits are kept raised the kd peak by 440 MiB, measured: kept.)
     Memory: 2 bytes per teacher parameter instead of 4 (the 135M-parameter embedded model: 257 MiB less), plus
     one module's wide copy while it runs. Numerics: the weights are rounded to ``dtype`` once; the arithmetic
     is what it was (under ``accelerator.autocast`` on a GPU, autocast's), which matters on CPUs without 16-bit
     matrix units, where bfloat16 arithmetic runs 6.5x slower than float32 (``benchmarks/results/dtype_speed.json``).
-    Buffers (RoPE frequencies, embedding scales) are not touched. Tied parameters are swapped by whichever
-    module runs.
+    Buffers (RoPE frequencies, embedding scales) stay as loaded. Tied parameters are swapped by whichever
+    module runs. ``retrain`` loads the teacher in ``dtype`` directly (no float32 copy to free), except before a
+    teacher correction, which trains it in the run's precision.
 
     Args:
-        teacher: the frozen teacher (an ``nn.Module``; after any teacher correction), as loaded.
-        dtype: one of ``config.TEACHER_DTYPES``, or None (keep the loaded precision).
+        teacher: the frozen teacher (an ``nn.Module``; after any teacher correction), loaded in ``dtype`` or in
+            a wider precision (narrowed here).
+        dtype: one of ``config.TEACHER_DTYPES``, or None (leave the teacher as it is).
+        compute: the precision each module runs in.
 
     Returns:
-        Bytes saved (0 when ``dtype`` is None or the loaded precision).
+        Bytes saved against weights stored in ``compute`` (0 when ``dtype`` is None or ``compute``).
 
     Raises:
         TrainingError: a weight outside ``dtype``'s range (float16 tops out at 65504).
     """
     params = [p for p in teacher.parameters() if p.is_floating_point()]  # each tied parameter once
-    if dtype is None or not params or params[0].dtype == getattr(torch, dtype):
+    if dtype is None or not params or getattr(torch, dtype) == compute:
         return 0
-    target, wide = getattr(torch, dtype), params[0].dtype
+    target, wide = getattr(torch, dtype), compute
     saved = 0
     for p in params:
-        narrow = p.data.to(target)
-        if not bool(torch.isfinite(narrow).all()):
-            raise TrainingError(f"the teacher has weights beyond {dtype}'s range", "use --teacher-dtype bfloat16")
-        saved += p.numel() * (p.element_size() - narrow.element_size())
-        p.data = narrow
+        if p.dtype != target:
+            narrow = p.data.to(target)
+            if not bool(torch.isfinite(narrow).all()):
+                raise TrainingError(f"the teacher has weights beyond {dtype}'s range", "use --teacher-dtype bfloat16")
+            p.data = narrow
+        saved += p.numel() * (torch.finfo(wide).bits - torch.finfo(target).bits) // 8
     for module in teacher.modules():
         own = [p for p in module.parameters(recurse=False) if p.is_floating_point()]
         if not own:
@@ -113,10 +118,7 @@ def store_teacher(teacher: Any, dtype: str | None) -> int:
             continue
         stack: list[list[torch.Tensor] | None] = []  # one entry per call in progress (re-entrant forwards)
 
-        def widen(_module: Any, args: Any, own: list = own, stack: list = stack) -> None:
-            if args and isinstance(args[0], torch.Tensor) and args[0].numel() == 0:
-                stack.append(None)
-                return
+        def widen(_module: Any, _args: Any, own: list = own, stack: list = stack) -> None:
             stack.append([p.data for p in own])
             for p in own:
                 p.data = p.data.to(wide)
