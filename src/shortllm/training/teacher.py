@@ -116,7 +116,7 @@ def store_teacher(teacher: Any, dtype: str | None, compute: torch.dtype = torch.
         if type(module) is torch.nn.Embedding:  # subclasses (Gemma's scaled one) may compute with the weight
             module.register_forward_hook(lambda _m, _a, out: out.to(wide) if out.is_floating_point() else out)
             continue
-        stack: list[list[torch.Tensor] | None] = []  # one entry per call in progress (re-entrant forwards)
+        stack: list[list[torch.Tensor]] = []  # one entry per call in progress (re-entrant forwards)
 
         def widen(_module: Any, _args: Any, own: list = own, stack: list = stack) -> None:
             stack.append([p.data for p in own])
