@@ -166,3 +166,25 @@ def test_prune_replace_refusal_writes_nothing(tmp_path):
     result = run_cli("prune", "-m", src, "--blocks", "0,1", "--replace", "linear", "--out", out)
     assert result.exit_code == 2
     assert "starts at block 0" in result.stderr and not out.exists()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_several_runs_equal_one_run_at_a_time(arch, one_thread):
+    # Each run is fitted on the model with the earlier runs already replaced: fitting the runs 1 and 3-4 in one
+    # call gives the weights of fitting run 1, cutting it, then fitting the run (now 2-3) on the cut model.
+    ids = tiny_inputs(tiny_config(arch, 6), batch=6, seq=16, seed=5)
+    together = tiny_model(arch, 6, seed=2)
+    record = linear_replace(ReplaceContext(together, ids, [1, 3, 4], ReplaceOptions(ridge=1e-6), batch_size=4))
+    drop_blocks(together, [1, 3, 4])
+    apart = tiny_model(arch, 6, seed=2)
+    linear_replace(ReplaceContext(apart, ids, [1], ReplaceOptions(ridge=1e-6), batch_size=4))
+    drop_blocks(apart, [1])
+    second = linear_replace(ReplaceContext(apart, ids, [2, 3], ReplaceOptions(ridge=1e-6), batch_size=4))
+    drop_blocks(apart, [2, 3])
+    assert [r["blocks"] for r in record["runs"]] == [[1, 1], [3, 4]]
+    assert record["runs"][1]["join_error_linear"] == pytest.approx(second["runs"][0]["join_error_linear"],
+                                                                   rel=1e-4)
+    for (name, a), b in zip(together.state_dict().items(), apart.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), name
+    with torch.no_grad():
+        assert torch.allclose(together(ids).logits, apart(ids).logits, atol=1e-4, rtol=0)

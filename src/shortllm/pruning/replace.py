@@ -23,8 +23,9 @@ unweighted form): the first token's massive activations would otherwise decide t
 ``P = x W^T + b`` for the projection ``(W, b)``, ``P T = x (W^T T) + b T``: the map folds into the weights,
 ``W <- T^T W`` and ``b <- b T`` (GPT-2's ``Conv1D`` stores ``W`` transposed: ``W <- W T``). The model keeps
 its architecture and loads in stock transformers. Several runs are fitted in order, each on the model with
-the earlier runs already replaced (their blocks bypassed). Where it is folded, per family, is data in
-``models/arch.py`` (``MLP_OUTPUTS``); families whose block normalises the MLP output before the residual
+the earlier runs already replaced (their blocks bypassed), in one block-by-block pass over the calibration
+windows (each block runs once, the block before each run once more after its fold). Where it is folded, per
+family, is data in ``models/arch.py`` (``MLP_OUTPUTS``); families whose block normalises the MLP output before the residual
 (Gemma 2/3, OLMo 2/3: ``post_feedforward_layernorm``) or have no single output projection (MoE), and runs
 starting at block 0, are refused by name.
 """
@@ -276,45 +277,68 @@ def linear_replace(ctx: ReplaceContext) -> dict[str, Any]:
     import torch
 
     from shortllm.models.arch import blocks_of
-    from shortllm.scoring.capture import full_pass
+    from shortllm.scoring.sweep import capture_calls, row_chunks, run_block
 
     check_linear(ctx.model.config, ctx.removed)
     spec, scale = _fold_spec(ctx.model.config)
     layers = blocks_of(ctx.model).layers
     runs = runs_of(ctx.removed)
-    ids, step = ctx.input_ids, max(1, ctx.batch_size)
-    done_blocks: list[int] = []
+    ids = ctx.input_ids
     record: list[dict[str, Any]] = []
-    chunks = list(range(0, ids.shape[0], step))
-    for r, (first, last) in enumerate(runs):
+    result = {"method": "linear", "ridge": ctx.options.ridge, "objective": ctx.options.objective,
+              "tokens": int(ids.numel()), "runs": record}
+    if not runs:
+        return result
+    # One pass, block by block, over all calibration windows (in row chunks): each block runs once, plus the
+    # block before each run once more after its fold, instead of one full forward per run.
+    with torch.no_grad():
+        entries = [capture_calls(ctx.model, ids[rows], runs[-1][1]) for rows in row_chunks(ids.shape[0],
+                                                                                            max(1, ctx.batch_size))]
+    calls = [c for _, c in entries]
+
+    def run(i: int, states: list[Any]) -> list[Any]:
+        with torch.no_grad():
+            return [run_block(layers[i], x, c[i]) for x, c in zip(states, calls)]
+
+    states, done = [hidden for hidden, _ in entries], 0  # states: the input of block `done`
+    total = runs[-1][1] + 1 + len(runs)
+    for first, last in runs:
+        for i in range(done, first - 1):
+            states = run(i, states)
+            ctx.progress(i + 1 + len(record), total)
         proj = _module(layers[first - 1], spec.path)
-        hidden = proj.weight.shape[1] if type(proj).__name__ == "Conv1D" else proj.weight.shape[0]
-        ptp = torch.zeros(hidden, hidden, dtype=torch.float64)
-        pty = torch.zeros_like(ptp)
-        stats = torch.zeros(3, dtype=torch.float64)  # ||Y - P||^2, ||Y||^2, ||target||^2 (scaled)
         captured: list[Any] = []
         handle = proj.register_forward_hook(lambda m, a, out: captured.append(out.detach()))
         try:
-            for c, start in enumerate(chunks):
-                captured.clear()
-                fp = full_pass(ctx.model, ids[start:start + step], skip=done_blocks, keep_logits=False)
-                p = captured[-1].reshape(-1, hidden).to("cpu", torch.float64)  # after full_pass's shape probe
-                h_s = fp.inputs[first].reshape(-1, hidden).to("cpu", torch.float64)
-                target = fp.inputs[last + 1].reshape(-1, hidden).to("cpu", torch.float64)
-                y = (target - h_s) / scale + p
-                w = token_weights(target, ctx.options.objective)
-                ptp += (p * w).T @ p
-                pty += (p * w).T @ y
-                stats += torch.stack([(w * (y - p) ** 2).sum(), (w * y ** 2).sum(),
-                                      (w * target ** 2).sum() / scale ** 2])
-                ctx.progress(r * len(chunks) + c + 1, len(runs) * len(chunks))
+            h_s = run(first - 1, states)  # the run's input
         finally:
             handle.remove()
+        targets = h_s
+        for j in range(first, last + 1):
+            targets = run(j, targets)  # the run's output
+        hidden = h_s[0].shape[-1]
+        ptp = torch.zeros(hidden, hidden, dtype=torch.float64)
+        pty = torch.zeros_like(ptp)
+        stats = torch.zeros(3, dtype=torch.float64)  # ||Y - P||^2, ||Y||^2, ||target||^2 (scaled)
+        for p, start, target in zip(captured, h_s, targets):
+            p = p.reshape(-1, hidden).to("cpu", torch.float64)
+            start = start.reshape(-1, hidden).to("cpu", torch.float64)
+            target = target.reshape(-1, hidden).to("cpu", torch.float64)
+            y = (target - start) / scale + p
+            w = token_weights(target, ctx.options.objective)
+            ptp += (p * w).T @ p
+            pty += (p * w).T @ y
+            stats += torch.stack([(w * (y - p) ** 2).sum(), (w * y ** 2).sum(),
+                                  (w * target ** 2).sum() / scale ** 2])
+        captured.clear()
+        h_s = targets = []  # free the run's activations before the next stream is made
         t = ridge_solve(ptp, pty, ctx.options.ridge)
         # ||P T - Y||^2 from the accumulators: tr(T^T A T) - 2 tr(T^T B) + ||Y||^2
         err = (t * (ptp @ t)).sum() - 2 * (t * pty).sum() + stats[1]
         fold_into(proj, t)
-        done_blocks.extend(range(first, last + 1))
+        states = run(first - 1, states)  # with the map folded in: the input of block last + 1 once the run goes
+        done = last + 1
+        ctx.progress(done + len(record) + 1, total)
         norm = stats[2].sqrt()
         record.append({"blocks": [first, last], "folded_into": f"block {first - 1} {spec.path}",
                        "join_error_removed": round(float(stats[0].sqrt() / norm), 6),
@@ -322,8 +346,7 @@ def linear_replace(ctx: ReplaceContext) -> dict[str, Any]:
         log.info("linear replacement of blocks %d-%d folded into block %d %s (join error %.4g -> %.4g)",
                  first, last, first - 1, spec.path, record[-1]["join_error_removed"],
                  record[-1]["join_error_linear"])
-    return {"method": "linear", "ridge": ctx.options.ridge, "objective": ctx.options.objective,
-            "tokens": int(ids.numel()), "runs": record}
+    return result
 
 
 register(Replacement("linear", linear_replace, check_linear,
