@@ -18,6 +18,8 @@ Methods (``--methods``, comma-separated; ``+`` combines):
                                   12-18 is the best 7-block cut of any criterion, WikiText-2 ppl 132.5). The
                                   block trains on --replace-samples (256) x 128 healing tokens; that time counts in
                                   the method's budget, and the perplexity right after it is reported.
+    kd+from-cut, block+kd+from-cut  partial-layer training from the first cut on (--train-blocks from-cut:0, head
+                                  frozen): the teacher takes the frozen leading blocks' output from the student
     trainer                       transformers.Trainer, CPT (tokens/s reference; its ppl is reported too)
 
 Budgets: ``--minutes M`` gives every method M minutes of training (each first runs 3 uncounted probe steps to
@@ -58,6 +60,8 @@ COMBOS = {
     "block+kd": ("kd", {"replace_block": True}),
     "lin+kd": ("kd", {"replace": "linear"}),
     "block+kd+hidden": ("kd", {"replace_block": True, "kd_hidden": "nmse"}),
+    "block+kd+from-cut": ("kd", {"replace_block": True, "train_blocks": "from-cut:0"}),
+    "kd+from-cut": ("kd", {"train_blocks": "from-cut:0"}),
 }
 
 
@@ -171,6 +175,7 @@ def run_method(job: dict) -> dict:
                       tokens_per_s=result.tokens_seen / result.wall_time_s, final_train_loss=result.final_loss,
                       held_out_loss=[result.initial_eval_loss, result.final_eval_loss], eval_curve=result.eval_curve,
                       trainable_params=result.trainable_params, loss_path=result.loss_path,
+                      teacher_shared_blocks=result.teacher_shared_blocks,
                       time_to_first_step_s=round(result.timings.get("load", 0), 1))
     import resource
 

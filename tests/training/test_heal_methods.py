@@ -30,14 +30,20 @@ def test_train_blocks_specs():
     assert resolve_blocks("last:2", model.config, 6) == [4, 5]
     assert resolve_blocks("first:1", model.config, 6) == [0]
     assert resolve_blocks("around-cuts:1", model.config, 6) == [1, 2, 4, 5]
+    assert resolve_blocks("from-cut:0", model.config, 6) == [2, 3, 4, 5]
+    assert resolve_blocks("from-cut:1", model.config, 6) == [1, 2, 3, 4, 5]
     assert resolve_blocks("0,2-3", model.config, 6) == [0, 2, 3]
     assert resolve_blocks("all", model.config, 6) == list(range(6))
-    for bad in ("last:0", "middle:2", "3-9"):
+    for bad in ("last:0", "middle:2", "3-9", "from-cut:-1"):
         with pytest.raises(TrainingError, match="train-blocks"):
             resolve_blocks(bad, model.config, 6)
+    model.config.shortllm = {"kept_blocks": list(range(6)), "original_num_blocks": 6}
+    with pytest.raises(TrainingError, match="records no removed block"):
+        resolve_blocks("from-cut:0", model.config, 6)
     del model.config.shortllm
-    with pytest.raises(TrainingError, match="no pruning provenance"):
-        resolve_blocks("around-cuts:1", model.config, 6)
+    for spec in ("around-cuts:1", "from-cut:0"):
+        with pytest.raises(TrainingError, match="no pruning provenance"):
+            resolve_blocks(spec, model.config, 6)
 
 
 def test_frozen_parameters_are_not_in_the_optimizer():

@@ -112,7 +112,8 @@ def retrain(
         "weights rounded once).", show_default=False)] = None,
     train_blocks: Annotated[str | None, typer.Option(
         "--train-blocks", help="cpt/kd: train only these blocks, freeze the rest: last:N | first:N | "
-        "around-cuts:N | 3,7,10-12 | all.", show_default=False)] = None,
+        "around-cuts:N | from-cut:N | 3,7,10-12 | all. kd without --train-head: the teacher skips the "
+        "frozen leading blocks (takes their output from the student).", show_default=False)] = None,
     train_head: Annotated[bool, typer.Option(
         "--train-head", help="cpt/kd: also train the output head and final norm (alone: only them).")] = False,
     eval_every: Annotated[int, typer.Option("--eval-every", help="Held-out loss every N steps (0: at the end).")] = 50,

@@ -176,6 +176,9 @@ class LossSetup:
     student_tap: BlockTap | None = None
     teacher_tap: BlockTap | None = None
     chunk_tokens: int | None = None  # positions per head chunk (None: losses.CHUNK_ELEMENTS / V)
+    shared: int = 0  # leading blocks the teacher takes from the student (:func:`shared_prefix`)
+    shared_tap: BlockTap | None = None  # the student's output of block ``shared - 1``
+    teacher_template: Any = None  # the teacher's block output format, for ``bypass``
 
     @property
     def chunked(self) -> bool:
@@ -208,6 +211,15 @@ def loss_setup(accelerator: Any, model: Any, teacher: Any | None, temperature: f
                 setup.chunk_tokens = max(16, CHECKPOINTED_CHUNK_ELEMENTS // head.vocab_size)
         else:
             log.info("the output head cannot be applied apart from the model: losses use full logits")
+    if teacher is not None and not sharded and not hidden:
+        from shortllm.scoring.capture import block_template
+
+        setup.shared = shared_prefix(unwrapped, teacher)
+        if setup.shared:
+            setup.shared_tap = BlockTap(unwrapped, [setup.shared - 1])
+            setup.teacher_template = block_template(teacher)
+            log.info("the first %d blocks are frozen and equal in the student and the teacher: the teacher "
+                     "continues from the student's hidden state after them", setup.shared)
     if hidden and teacher is not None:
         setup.pairs = matched_blocks(unwrapped.config, teacher.config)
         setup.student_tap = BlockTap(unwrapped, [i for i, _ in setup.pairs])
@@ -234,13 +246,13 @@ def micro_losses(model: Any, teacher: Any | None, setup: LossSetup, batch: dict[
     extra = {"output_hidden_states": True, "logits_to_keep": no_logits(labels.device)} if setup.chunked else {}
     keep = labels[:, 1:] != IGNORE
     use_teacher = teacher is not None and (with_teacher or with_hidden)
-    s_tap = setup.student_tap if with_hidden else None
+    s_tap = setup.student_tap if with_hidden else setup.shared_tap if use_teacher else None
     with s_tap.capture() if s_tap else _nothing():
         out = model(**inputs, **extra)
     t_out = None
     if use_teacher:
         t_tap = setup.teacher_tap if with_hidden else None
-        with torch.no_grad(), autocast(), t_tap.capture() if t_tap else _nothing():
+        with torch.no_grad(), autocast(), t_tap.capture() if t_tap else _nothing(), _from_student(teacher, setup):
             t_out = teacher(**inputs, **extra)
     zero = torch.zeros((), device=labels.device)
     if setup.chunked:
@@ -267,3 +279,85 @@ def micro_losses(model: Any, teacher: Any | None, setup: LossSetup, batch: dict[
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield None
+
+
+def _from_student(teacher: Any, setup: LossSetup):
+    """Context: the teacher's blocks ``0..shared-1`` are bypassed, the last of them returning the student's
+    output of the same block (captured by ``setup.shared_tap`` in this micro-batch's student forward)."""
+    if not setup.shared or setup.shared_tap is None or not setup.shared_tap.outputs:
+        return _nothing()
+    from shortllm.scoring.capture import bypass
+
+    hidden = setup.shared_tap.outputs[setup.shared - 1].detach()
+    return bypass(teacher, inject=(setup.shared - 1, hidden), template=setup.teacher_template)
+
+
+_DROPOUT_KEYS = ("dropout", "pdrop")
+
+
+def _active_dropout(model: Any, modules: list[Any]) -> bool:
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    for key, value in vars(config).items():
+        if any(k in key for k in _DROPOUT_KEYS) and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and value > 0:
+            return True
+    return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for mod in modules for m in mod.modules())
+
+
+def _same_weights(a: Any, b: Any) -> bool:
+    pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
+    ba, bb = dict(a.named_buffers()), dict(b.named_buffers())
+    if pa.keys() != pb.keys() or ba.keys() != bb.keys():
+        return False
+    return all(_equal(pa[k], pb[k]) for k in pa) and all(_equal(ba[k], bb[k]) for k in ba)
+
+
+def _equal(x: torch.Tensor, y: torch.Tensor) -> bool:
+    return x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y.to(x.device))
+
+
+def shared_prefix(model: Any, teacher: Any) -> int:
+    """How many leading blocks the kd teacher can take from the student instead of computing them: ``k`` such
+    that the student's blocks ``0..k-1`` descend from the teacher's blocks ``0..k-1`` (pruning provenance),
+    hold bit-identical weights (same dtype: a 16-bit ``--teacher-dtype`` shares nothing), and are frozen,
+    and every trainable parameter lies in a later block (so the embeddings and, when tied, the head are
+    frozen too: ``--train-blocks`` without ``--train-head``). Then the teacher's hidden state after block
+    ``k-1`` equals the student's, and the teacher runs only its blocks from ``k`` on. 0 when any condition
+    fails, or when dropout is configured anywhere (the student trains in train mode, the teacher runs in eval).
+
+    Args:
+        model: the unwrapped student; ``teacher``: the frozen teacher (after any warm-up, as it is stored).
+
+    Returns:
+        ``k >= 0`` (0: the teacher runs whole).
+    """
+    from shortllm.models.arch import blocks_of
+    from shortllm.models.surgery import original_indices
+
+    try:
+        s_layers, t_layers = blocks_of(model).layers, blocks_of(teacher).layers
+        s_orig = original_indices(model.config, len(s_layers))
+        t_orig = original_indices(teacher.config, len(t_layers))
+    except Exception as err:  # an architecture the block table does not know: no sharing, nothing else changes
+        log.debug("no shared teacher prefix: %s", err)
+        return 0
+    k = 0
+    while k < min(len(s_layers), len(t_layers)) and s_orig[k] == t_orig[k] == k:
+        k += 1
+    k = min(k, next((i for i, layer in enumerate(s_layers) if any(p.requires_grad for p in layer.parameters())),
+                    len(s_layers)))
+    later = {id(p) for layer in s_layers[k:] for p in layer.parameters()}
+    if k == 0 or any(p.requires_grad and id(p) not in later for p in model.parameters()):
+        return 0
+    # everything outside the blocks (embeddings, positions, final norm, head) as the teacher's, by name
+    in_blocks = {id(t) for t in [*s_layers.parameters(), *s_layers.buffers()]}
+    t_named = {**dict(teacher.named_parameters()), **dict(teacher.named_buffers())}
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        other = t_named.get(name)
+        if id(tensor) not in in_blocks and (other is None or not _equal(tensor, other)):
+            return 0
+    if _active_dropout(model, [model.get_input_embeddings(), *s_layers[:k]]):
+        return 0
+    # the longest prefix of identical blocks (a warmed-up or 16-bit teacher differs everywhere: 0)
+    return next((i for i in range(k) if not _same_weights(s_layers[i], t_layers[i])), k)
+

@@ -9,6 +9,10 @@ SPEC (indices are the pruned model's own, 0-based):
 * ``last:N`` / ``first:N`` -- the last / first N blocks;
 * ``around-cuts:N`` -- the N kept blocks on each side of every place blocks were removed (from the provenance
   ``prune`` records in ``config.shortllm``);
+* ``from-cut:N`` -- every block from the first place blocks were removed on, and the N kept blocks before it
+  (N >= 0). Without ``--train-head``, kd's teacher then takes the frozen blocks' output from the student
+  instead of computing them (``training/forward.py: shared_prefix``): each step skips their backward pass
+  and the teacher's forward through them;
 * ``3,7,10-12`` -- these blocks; ``all`` -- every block.
 
 ``--train-head``: the output head and every other parameter outside the blocks that is not an input
@@ -23,9 +27,9 @@ from typing import Any
 
 from shortllm.errors import TrainingError
 
-_NAMED = re.compile(r"^(last|first|around-cuts):(\d+)$")
+_NAMED = re.compile(r"^(last|first|around-cuts|from-cut):(\d+)$")
 _LIST = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
-HINT = "write e.g. --train-blocks last:3, first:2, around-cuts:1, 3,7,10-12 or all"
+HINT = "write e.g. --train-blocks last:3, first:2, around-cuts:1, from-cut:0, 3,7,10-12 or all"
 
 
 def check_spec(spec: str) -> None:
@@ -37,7 +41,7 @@ def check_spec(spec: str) -> None:
     s = spec.replace(" ", "")
     m = _NAMED.match(s)
     if m:
-        if int(m.group(2)) < 1:
+        if int(m.group(2)) < (0 if m.group(1) == "from-cut" else 1):
             raise TrainingError(f"--train-blocks {spec}: the count must be at least 1", HINT)
         return
     if s == "all" or _LIST.match(s):
@@ -85,8 +89,14 @@ def resolve_blocks(spec: str, config: Any, num_blocks: int) -> list[int]:
             raise TrainingError(f"--train-blocks {spec} needs to know where blocks were removed, and this model "
                                 "records no pruning provenance (config.shortllm)",
                                 "use a folder written by shortllm prune, or name the blocks (last:3, 3,7)")
+        cuts = cuts_of(list(meta["kept_blocks"]), int(meta.get("original_num_blocks", num_blocks)))
+        if kind == "from-cut":
+            if not cuts:
+                raise TrainingError(f"--train-blocks {spec}: this model's provenance records no removed block",
+                                    "name the blocks instead (last:3, 3,7)")
+            return list(range(max(0, cuts[0] - n), num_blocks))
         chosen: set[int] = set()
-        for cut in cuts_of(list(meta["kept_blocks"]), int(meta.get("original_num_blocks", num_blocks))):
+        for cut in cuts:
             chosen.update(i for i in range(cut - n, cut + n) if 0 <= i < num_blocks)
         return sorted(chosen)
     chosen = set()

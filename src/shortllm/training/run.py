@@ -73,6 +73,7 @@ class RetrainResult:
     best: dict[str, Any] | None = None  # --keep-best: {"step", "eval_loss"} of the weights in --out
     partial: dict[str, Any] | None = None  # --train-blocks/--train-head: what trained (training/freeze.py)
     loss_path: str | None = None  # "chunked head" | "full logits" (training/forward.py)
+    teacher_shared_blocks: int = 0  # kd: leading blocks the teacher took from the student (forward.shared_prefix)
     peak_rss_mb: float | None = None  # this process's peak resident memory so far
     is_main: bool = True
     loss_curve: list[dict[str, float]] = field(default_factory=list)
@@ -411,6 +412,7 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
         world_size=world, global_batch=global_batch, warmup_steps=tr.warmup_steps, data=data.info,
         resumed_from=str(checkpoint[0]) if checkpoint else None, is_main=accelerator.is_main_process,
         best=state.best, partial=partial, loss_path="chunked head" if tr.losses.chunked else "full logits",
+        teacher_shared_blocks=tr.losses.shared,
         peak_rss_mb=_peak_rss_mb(),
         loss_curve=state.curve, eval_curve=state.eval_curve, timings=timings,
     )
