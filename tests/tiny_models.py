@@ -39,6 +39,10 @@ POSITION_ARCHS: list[str] = [
     "modernbert-decoder", "smollm3", "gpt_neo",
 ]
 
+# Further families with one MLP output projection per block (``models/arch.py: MLP_OUTPUTS``), for the checks
+# of ``--replace linear``'s fold (tests/pruning/test_replace.py).
+FOLD_ARCHS: list[str] = ["olmo", "cohere", "stablelm", "starcoder2", "phi", "gptj", "bloom", "falcon"]
+
 # Families whose cache or masks differ per block (linear attention, SSM, sliding or chunked windows, NoPE):
 # generating with the cache must still work after their per-block config was rewritten.
 CACHE_ARCHS = ["qwen3_next", "minimax", "gpt_oss", "llama4_text", "afmoe", "lfm2", "lfm2_moe", "jamba",
@@ -102,7 +106,30 @@ def _arch_kwargs(arch: str, num_layers: int) -> dict:
         )
     if arch in POSITION_ARCHS:
         return _position_arch_kwargs(arch, num_layers, llama_like)
-    raise ValueError(f"unknown tiny arch {arch!r}; expected one of {ARCHS + POSITION_ARCHS}")
+    if arch in FOLD_ARCHS:
+        return _fold_arch_kwargs(arch, num_layers, llama_like)
+    raise ValueError(f"unknown tiny arch {arch!r}; expected one of {ARCHS + POSITION_ARCHS + FOLD_ARCHS}")
+
+
+def _fold_arch_kwargs(arch: str, num_layers: int, llama_like: dict) -> dict:
+    """Config keyword arguments for the families of ``FOLD_ARCHS``."""
+    if arch in ("olmo", "cohere"):
+        return llama_like
+    if arch == "stablelm":
+        return llama_like | dict(hidden_dropout=0.0)
+    if arch == "starcoder2":
+        return llama_like | dict(residual_dropout=0.0, embedding_dropout=0.0)
+    if arch == "phi":
+        return llama_like | dict(resid_pdrop=0.0, embd_pdrop=0.0)
+    if arch == "gptj":
+        return dict(n_embd=HIDDEN, n_layer=num_layers, n_head=HEADS, n_inner=INTERMEDIATE, rotary_dim=8,
+                    resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    if arch == "bloom":
+        return dict(hidden_size=HIDDEN, n_layer=num_layers, n_head=HEADS, hidden_dropout=0.0,
+                    attention_dropout=0.0)
+    # falcon: the 7B layout (parallel attention and MLP, one key/value head)
+    return dict(hidden_size=HIDDEN, num_hidden_layers=num_layers, num_attention_heads=HEADS, hidden_dropout=0.0,
+                attention_dropout=0.0)
 
 
 def _position_arch_kwargs(arch: str, num_layers: int, llama_like: dict) -> dict:

@@ -14,7 +14,7 @@ from shortllm.models.surgery import drop_blocks
 from shortllm.pruning.replace import ReplaceContext, ReplaceOptions, check_linear, linear_replace, runs_of
 from shortllm.scoring.capture import full_pass
 from tests.conftest import run_cli
-from tests.tiny_models import ARCHS, HIDDEN, tiny_config, tiny_inputs, tiny_model
+from tests.tiny_models import ARCHS, FOLD_ARCHS, HIDDEN, POSITION_ARCHS, tiny_config, tiny_inputs, tiny_model
 
 
 def test_runs_of():
@@ -64,7 +64,7 @@ def test_exact_on_a_linear_run(one_thread):
     assert record["runs"][0]["join_error_linear"] < 1e-5 < record["runs"][0]["join_error_removed"]
 
 
-FOLDABLE = [a for a in ARCHS if a in MLP_OUTPUTS]
+FOLDABLE = [a for a in ARCHS + POSITION_ARCHS + FOLD_ARCHS if a in MLP_OUTPUTS]
 
 
 def _join_errors(joined, target):

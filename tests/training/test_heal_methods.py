@@ -40,6 +40,11 @@ def test_train_blocks_specs():
     model.config.shortllm = {"kept_blocks": list(range(6)), "original_num_blocks": 6}
     with pytest.raises(TrainingError, match="records no removed block"):
         resolve_blocks("from-cut:0", model.config, 6)
+    model.config.shortllm = {"kept_blocks": list(range(6)), "original_num_blocks": 8}  # cut only at the end
+    assert cuts_of(list(range(6)), 8) == [6]
+    with pytest.raises(TrainingError, match="only after the last kept block"):
+        resolve_blocks("from-cut:0", model.config, 6)
+    assert resolve_blocks("from-cut:2", model.config, 6) == [4, 5]
     del model.config.shortllm
     for spec in ("around-cuts:1", "from-cut:0"):
         with pytest.raises(TrainingError, match="no pruning provenance"):

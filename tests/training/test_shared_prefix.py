@@ -48,6 +48,9 @@ def test_the_prefix_is_what_both_hold_frozen_and_equal():
     student, teacher = _pair()
     student.config.attention_dropout = 0.1
     assert shared_prefix(student, teacher) == 0
+    student, teacher = _pair()
+    student.config.router_jitter_noise = 0.01  # MoE routing jitter in train mode (Mixtral, PhiMoE)
+    assert shared_prefix(student, teacher) == 0
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
@@ -62,8 +65,14 @@ def test_losses_equal_the_full_teacher_and_the_prefix_is_not_run(arch):
     calls = []
     hooks = [teacher.model.layers[i].self_attn.register_forward_hook(lambda *a, i=i: calls.append(i))
              for i in range(5)]
+    first = micro_losses(student, teacher, shared, batch, accelerator.autocast, with_teacher=True)
+    assert sorted(set(calls)) == [0, 1, 2, 3, 4]  # the first forward checks the prefix on real data
+    assert shared.shared == 2 and shared.shared_checked
+    calls.clear()
     got = micro_losses(student, teacher, shared, batch, accelerator.autocast, with_teacher=True)
     assert sorted(set(calls)) == [2, 3, 4]
+    for a, b in zip(got, first):
+        assert torch.equal(a, b), (a, b)
     whole = replace(shared, shared=0, shared_tap=None)
     calls.clear()
     want = micro_losses(student, teacher, whole, batch, accelerator.autocast, with_teacher=True)
@@ -77,6 +86,28 @@ def test_losses_equal_the_full_teacher_and_the_prefix_is_not_run(arch):
     kl.backward()  # gradients reach the trained block only
     assert student.model.layers[2].mlp.down_proj.weight.grad is not None
     assert student.model.layers[0].mlp.down_proj.weight.grad is None
+
+
+def test_a_prefix_that_differs_in_training_turns_the_sharing_off():
+    # Something the weights do not show (here a train-mode-only perturbation, as MoE jitter or a hybrid
+    # block's training kernel would be) makes the student's prefix output differ: the first forward sees it
+    # and the teacher runs whole from then on, so the losses stay the full teacher's.
+    student, teacher = _pair()
+    accelerator = Accelerator(cpu=True)
+    ids = tiny_inputs(student.config, batch=2, seq=10, seed=3)
+    batch = {"input_ids": ids, "labels": ids.clone()}
+    student.model.layers[1].register_forward_hook(
+        lambda m, a, out: (out[0] + 1e-3, *out[1:]) if isinstance(out, tuple) and m.training else
+        out + 1e-3 if m.training else out)
+    setup = loss_setup(accelerator, student, teacher)
+    assert setup.shared == 2
+    whole = replace(setup, shared=0, shared_tap=None)
+    want = micro_losses(student, teacher, whole, batch, accelerator.autocast, with_teacher=True)
+    for _ in range(2):
+        got = micro_losses(student, teacher, setup, batch, accelerator.autocast, with_teacher=True)
+        assert setup.shared == 0 and setup.shared_tap is None
+        for a, b in zip(got, want):
+            assert torch.equal(a, b), (a, b)
 
 
 def test_retrain_shares_the_prefix_with_the_same_result(pruned_tiny, small_text, tmp_path, monkeypatch):

@@ -81,7 +81,8 @@ class ReplaceContext:
         input_ids: ``[N, T]`` calibration windows.
         removed: the blocks the plan removes (current indices, ascending).
         options: the method's options.
-        batch_size: calibration rows per forward.
+        batch_size: calibration rows per forward. ``linear`` keeps the hidden states of every calibration
+            window (``N x T x hidden`` in the model's dtype, a few copies at the peak) while it walks the blocks.
         progress: called as work advances.
     """
 
@@ -308,7 +309,8 @@ def linear_replace(ctx: ReplaceContext) -> dict[str, Any]:
             ctx.progress(i + 1 + len(record), total)
         proj = _module(layers[first - 1], spec.path)
         captured: list[Any] = []
-        handle = proj.register_forward_hook(lambda m, a, out: captured.append(out.detach()))
+        # a copy: some blocks add to the projection's output in place (Falcon: ``mlp_output += attention``)
+        handle = proj.register_forward_hook(lambda m, a, out: captured.append(out.detach().clone()))
         try:
             h_s = run(first - 1, states)  # the run's input
         finally:
@@ -320,7 +322,10 @@ def linear_replace(ctx: ReplaceContext) -> dict[str, Any]:
         ptp = torch.zeros(hidden, hidden, dtype=torch.float64)
         pty = torch.zeros_like(ptp)
         stats = torch.zeros(3, dtype=torch.float64)  # ||Y - P||^2, ||Y||^2, ||target||^2 (scaled)
-        for p, start, target in zip(captured, h_s, targets):
+        if len(captured) != len(h_s):
+            raise BlockSelectionError(f"--replace linear: {spec.path} of block {first - 1} ran {len(captured)} "
+                                      f"times for {len(h_s)} calibration chunks, so its output cannot be captured")
+        for p, start, target in zip(captured, h_s, targets, strict=True):
             p = p.reshape(-1, hidden).to("cpu", torch.float64)
             start = start.reshape(-1, hidden).to("cpu", torch.float64)
             target = target.reshape(-1, hidden).to("cpu", torch.float64)

@@ -135,11 +135,11 @@ def full_pass(model: Any, input_ids: torch.Tensor, skip: Sequence[int] = (), kee
 
     def pre_hook(index):
         def hook(module, args, kwargs):
-            chunks[index].append(_hidden_arg(args, kwargs).detach())
+            chunks[index].append(_hidden_arg(args, kwargs).detach().clone())  # copies: a block may write in place
         return hook
 
     def last_hook(module, args, kwargs, output):
-        chunks[n].append((output[0] if isinstance(output, tuple) else output).detach())
+        chunks[n].append((output[0] if isinstance(output, tuple) else output).detach().clone())
 
     handles = [layers[i].register_forward_pre_hook(pre_hook(i), with_kwargs=True) for i in range(n)]
     handles.append(layers[n - 1].register_forward_hook(last_hook, with_kwargs=True))

@@ -179,6 +179,7 @@ class LossSetup:
     shared: int = 0  # leading blocks the teacher takes from the student (:func:`shared_prefix`)
     shared_tap: BlockTap | None = None  # the student's output of block ``shared - 1``
     teacher_template: Any = None  # the teacher's block output format, for ``bypass``
+    shared_checked: bool = False  # the first teacher forward ran whole and matched the student's prefix
 
     @property
     def chunked(self) -> bool:
@@ -252,8 +253,12 @@ def micro_losses(model: Any, teacher: Any | None, setup: LossSetup, batch: dict[
     t_out = None
     if use_teacher:
         t_tap = setup.teacher_tap if with_hidden else None
-        with torch.no_grad(), autocast(), t_tap.capture() if t_tap else _nothing(), _from_student(teacher, setup):
-            t_out = teacher(**inputs, **extra)
+        if setup.shared and not setup.shared_checked:
+            t_out = _check_shared(teacher, setup, inputs, extra, autocast)
+        else:
+            with torch.no_grad(), autocast(), t_tap.capture() if t_tap else _nothing(), \
+                    _from_student(teacher, setup):
+                t_out = teacher(**inputs, **extra)
     zero = torch.zeros((), device=labels.device)
     if setup.chunked:
         hs, targets = out.hidden_states[-1][:, :-1][keep], labels[:, 1:][keep]
@@ -292,7 +297,32 @@ def _from_student(teacher: Any, setup: LossSetup):
     return bypass(teacher, inject=(setup.shared - 1, hidden), template=setup.teacher_template)
 
 
-_DROPOUT_KEYS = ("dropout", "pdrop")
+def _check_shared(teacher: Any, setup: LossSetup, inputs: dict[str, Any], extra: dict[str, Any],
+                  autocast: Any) -> Any:
+    """The first teacher forward of a run with a shared prefix runs the teacher whole and compares its output
+    of block ``shared - 1`` with the student's, bit for bit; where they differ (randomness or kernels that
+    depend on train mode: MoE routing jitter, hybrid SSM training kernels) sharing is switched off for the run.
+    Returns the teacher's output (correct either way)."""
+    setup.shared_checked = True
+    tap = BlockTap(teacher, [setup.shared - 1])
+    try:
+        with torch.no_grad(), autocast(), tap.capture():
+            t_out = teacher(**inputs, **extra)
+    finally:
+        tap.remove()
+    mine = setup.shared_tap.outputs.get(setup.shared - 1) if setup.shared_tap is not None else None
+    theirs = tap.outputs.get(setup.shared - 1)
+    if mine is None or theirs is None or not _equal(mine.detach(), theirs):
+        log.info("the student's first %d blocks do not reproduce the teacher's output bit for bit in training: "
+                 "the teacher runs whole", setup.shared)
+        setup.shared = 0
+        if setup.shared_tap is not None:
+            setup.shared_tap.remove()
+        setup.shared_tap = None
+    return t_out
+
+
+_DROPOUT_KEYS = ("dropout", "pdrop", "jitter", "noise")
 
 
 def _active_dropout(model: Any, modules: list[Any]) -> bool:
@@ -319,11 +349,13 @@ def _equal(x: torch.Tensor, y: torch.Tensor) -> bool:
 def shared_prefix(model: Any, teacher: Any) -> int:
     """How many leading blocks the kd teacher can take from the student instead of computing them: ``k`` such
     that the student's blocks ``0..k-1`` descend from the teacher's blocks ``0..k-1`` (pruning provenance),
-    hold bit-identical weights (same dtype: a 16-bit ``--teacher-dtype`` shares nothing), and are frozen,
-    and every trainable parameter lies in a later block (so the embeddings and, when tied, the head are
-    frozen too: ``--train-blocks`` without ``--train-head``). Then the teacher's hidden state after block
-    ``k-1`` equals the student's, and the teacher runs only its blocks from ``k`` on. 0 when any condition
-    fails, or when dropout is configured anywhere (the student trains in train mode, the teacher runs in eval).
+    hold bit-identical weights (same values and dtype: a teacher stored in 16 bits shares nothing unless the
+    student is in the same dtype), and are frozen, and every trainable parameter lies in a later block (so the
+    embeddings and, when tied, the head are frozen too: ``--train-blocks`` without ``--train-head``). Then the
+    teacher's hidden state after block ``k-1`` equals the student's, and the teacher runs only its blocks from
+    ``k`` on. 0 when any condition fails, or when dropout, router jitter or noise is configured anywhere (the
+    student trains in train mode, the teacher runs in eval). The first teacher forward of the run checks the
+    equality on real data and switches sharing off where it does not hold (:func:`_check_shared`).
 
     Args:
         model: the unwrapped student; ``teacher``: the frozen teacher (after any warm-up, as it is stored).

@@ -71,7 +71,8 @@ def resolve_blocks(spec: str, config: Any, num_blocks: int) -> list[int]:
     """The blocks a SPEC names in a model of ``num_blocks`` blocks (sorted, each once).
 
     Raises:
-        TrainingError: a bad SPEC, an index out of range, ``around-cuts`` on a model without pruning provenance.
+        TrainingError: a bad SPEC, an index out of range, ``around-cuts`` or ``from-cut`` on a model without
+            pruning provenance, ``from-cut:0`` on a model cut only at its end (it would name no block).
     """
     check_spec(spec)
     s = spec.replace(" ", "")
@@ -94,7 +95,11 @@ def resolve_blocks(spec: str, config: Any, num_blocks: int) -> list[int]:
             if not cuts:
                 raise TrainingError(f"--train-blocks {spec}: this model's provenance records no removed block",
                                     "name the blocks instead (last:3, 3,7)")
-            return list(range(max(0, cuts[0] - n), num_blocks))
+            chosen_blocks = list(range(max(0, cuts[0] - n), num_blocks))
+            if not chosen_blocks:
+                raise TrainingError(f"--train-blocks {spec}: blocks were removed only after the last kept block, so "
+                                    "nothing follows the first cut", "write from-cut:N with N >= 1, or last:N")
+            return chosen_blocks
         chosen: set[int] = set()
         for cut in cuts:
             chosen.update(i for i in range(cut - n, cut + n) if 0 <= i < num_blocks)

@@ -70,11 +70,11 @@ def block_inputs(model: Any, ids: Any, wanted: Sequence[int], batch_size: int) -
 
     def pre(i):
         def hook(_module, args, kwargs):
-            found[i].append((args[0] if args else kwargs["hidden_states"]).detach().cpu())
+            found[i].append((args[0] if args else kwargs["hidden_states"]).detach().to("cpu", copy=True))
         return hook
 
     def post(_module, _args, output):
-        found[n].append((output[0] if isinstance(output, (tuple, list)) else output).detach().cpu())
+        found[n].append((output[0] if isinstance(output, (tuple, list)) else output).detach().to("cpu", copy=True))
 
     handles = [layers[i].register_forward_pre_hook(pre(i), with_kwargs=True) for i in wanted if i < n]
     if n in found:
