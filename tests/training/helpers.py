@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 from shortllm.models.loading import LoadSettings
@@ -63,3 +67,15 @@ def quick_config(method: str, model: Path, data: Path, out: Path, **kw) -> Train
                 "settings": LoadSettings(dtype="float32", device="cpu")}
     return TrainConfig(method=method, model=str(model), out=out,
                        data=DataOptions(data=str(data), **{"max_eval_rows": 2, **data_kw}), **{**defaults, **kw})
+
+
+def torchrun(*args, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m torch.distributed.run --nproc_per_node 2 ARGS`` (one thread per process) on a free port, so
+    that tests running at the same time (pytest -n) do not meet on one rendezvous port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           *map(str, args)]
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=timeout)

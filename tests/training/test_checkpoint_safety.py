@@ -7,10 +7,7 @@ optimizer, scheduler and RNG files, so a crafted ``custom_checkpoint_0.pkl`` ran
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import textwrap
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +16,7 @@ import pytest
 
 from shortllm.training import retrain
 from tests.conftest import run_cli
-from tests.training.helpers import quick_config
+from tests.training.helpers import quick_config, torchrun
 
 NEW_LAYOUT = ["model.safetensors", "optimizer.safetensors", "rng-rank00000.safetensors", "trainer_state.json"]
 # Every file accelerate's save_state wrote (or could write) into a checkpoint folder.
@@ -187,26 +184,19 @@ def test_cpt_and_kd_resume_where_an_uninterrupted_run_ends(pruned_tiny, small_te
     assert abs(whole.final_eval_loss - resumed.final_eval_loss) < 1e-6
 
 
-def _torchrun(port: int, *args) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-           *map(str, args)]
-    return subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=300)
-
-
 @pytest.mark.slow
 def test_two_processes_resume_exactly_with_each_process_random_state(pruned_tiny, small_text, tmp_path):
     """LoRA dropout draws from each process's generator: both processes' RNG states must come back."""
     common = ["-m", "shortllm.cli.app", "-q", "retrain", "--method", "lora", "-m", pruned_tiny, "--data", small_text,
               "--seq-len", "32", "--batch-size", "2", "--max-steps", "4", "--max-eval-rows", "2", "--eval-every", "0",
               "--save-every", "0", "--device", "cpu", "--lr", "1e-3", "--json"]
-    whole = _torchrun(29531, *common, "--out", tmp_path / "a")
+    whole = torchrun(*common, "--out", tmp_path / "a")
     assert whole.returncode == 0, whole.stderr[-2000:]
-    first = _torchrun(29532, *common, "--out", tmp_path / "b", "--stop-after", "2")
+    first = torchrun(*common, "--out", tmp_path / "b", "--stop-after", "2")
     assert first.returncode == 0, first.stderr[-2000:]
     folder = tmp_path / "b.checkpoints" / "step-0000002"
     assert sorted(p.name for p in folder.iterdir()) == sorted([*NEW_LAYOUT, "rng-rank00001.safetensors"])
-    resumed = _torchrun(29533, *common, "--out", tmp_path / "b", "--resume")
+    resumed = torchrun(*common, "--out", tmp_path / "b", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a = json.loads((tmp_path / "a" / "shortllm.json").read_text())["results"]
     b = json.loads((tmp_path / "b" / "shortllm.json").read_text())["results"]
@@ -270,7 +260,7 @@ FSDP2_SCRIPT = textwrap.dedent('''
 def test_fsdp2_sharded_state_is_saved_per_process_and_resumes_exactly(tmp_path):
     script = tmp_path / "fsdp2.py"
     script.write_text(FSDP2_SCRIPT)
-    proc = _torchrun(29534, script, tmp_path / "ck")
+    proc = torchrun(script, tmp_path / "ck")
     assert proc.returncode == 0, proc.stderr[-3000:]
     reports = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("report-*.json"))]
     assert sorted(r["rank"] for r in reports) == [0, 1]

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from dataclasses import replace
 
 import pytest
@@ -20,7 +17,7 @@ from shortllm.training.config import KDOptions
 from shortllm.training.freeze import cuts_of, freeze_except, resolve_blocks
 from shortllm.training.loop import param_groups
 from tests.tiny_models import tiny_model
-from tests.training.helpers import quick_config
+from tests.training.helpers import quick_config, torchrun
 
 
 def test_train_blocks_specs():
@@ -128,10 +125,7 @@ def test_two_processes_follow_one_for_hidden_kd(pruned_tiny, small_text, tmp_pat
               "--device", "cpu", "--lr", "1e-3", "--kd-alpha", "0.5", "--kd-hidden", "cosine"]
     single = retrain(quick_config("kd", pruned_tiny, small_text, tmp_path / "one", max_steps=3, grad_accum=2,
                                   max_eval_rows=4, lr=1e-3, kd=KDOptions(alpha=0.5, hidden="cosine")))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29521",
-           "-m", "shortllm.cli.app", "-q", "retrain", *map(str, common), "--out", str(tmp_path / "two"), "--json"]
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=300)
+    proc = torchrun("-m", "shortllm.cli.app", "-q", "retrain", *common, "--out", tmp_path / "two", "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     two = json.loads((tmp_path / "two" / "shortllm.json").read_text())["results"]
     assert two["world_size"] == 2

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +14,7 @@ from transformers import AutoModelForCausalLM
 from shortllm.errors import DataError
 from shortllm.training import TrainingError, retrain
 from shortllm.training.checkpoint import list_checkpoints
-from tests.training.helpers import quick_config
+from tests.training.helpers import quick_config, torchrun
 
 
 def test_cpt_writes_a_plain_model_manifest_and_curve(pruned_tiny, small_text, tmp_path):
@@ -138,10 +135,7 @@ def test_two_processes_follow_the_one_process_trajectory(pruned_tiny, small_text
         common.append("--streaming")
         single_cfg = replace(single_cfg, data=replace(single_cfg.data, streaming=True))
     single = retrain(single_cfg)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "shortllm.cli.app", "-q", "retrain", *map(str, common), "--out", str(tmp_path / "two"), "--json"]
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=300)
+    proc = torchrun("-m", "shortllm.cli.app", "-q", "retrain", *common, "--out", tmp_path / "two", "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     two = json.loads((tmp_path / "two" / "shortllm.json").read_text())["results"]
     assert two["data"]["streaming"] is streaming
