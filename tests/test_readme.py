@@ -29,7 +29,7 @@ def test_set_up_is_two_commands():
     main = [c for c in _commands() if c.startswith("pip install -e . &&")]
     assert main == ["pip install -e . && shortllm prune --ratio 0.2 --out pruned/"]
     test = re.search(r"<!-- test-command -->\n```bash\n(.*?)```\n<!-- /test-command -->", README, flags=re.S)
-    assert test.group(1).strip() == 'pip install -e ".[dev]" && python -m pytest -q'
+    assert test.group(1).strip() == 'pip install -e ".[dev]" && python -m pytest -q -n 2'
 
 
 def test_gpu_machines_are_told_what_to_do():
