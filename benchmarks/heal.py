@@ -24,9 +24,10 @@ Methods (``--methods``, comma-separated; ``+`` combines):
 
 Budgets: ``--minutes M`` gives every method M minutes of training (each first runs 7 uncounted probe steps to
 measure its seconds per step, the median of steps 3-7; the step count is then budget / s-per-step, so the cosine
-schedule ends with the budget; ``budget_s`` is recorded beside ``wall_s``); ``--tokens N`` gives every method N training tokens instead. Each method runs in a fresh
-process, so its peak resident memory is its own. Perplexity: WikiText-2 test joined with "\\n\\n", cut into
-128-token windows, the first ``--ppl-windows`` (200) scored.
+schedule ends with the budget; ``budget_s`` is recorded beside ``wall_s``); ``--tokens N`` gives every method N
+training tokens instead. Each method runs in a fresh process, so its peak resident memory is its own.
+Perplexity: WikiText-2 test joined with "\\n\\n", cut into 128-token windows, the first ``--ppl-windows`` (200)
+scored.
 
     python benchmarks/heal.py --data-dir ../shared/data --minutes 10 --blocks 4,5,12,13,14,17,25 \\
         --methods lora,cpt,kd,kd+hidden,kd+hidden+last3,block+kd,trainer --minutes-for trainer=2 \\

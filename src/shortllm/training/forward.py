@@ -322,14 +322,14 @@ def _check_shared(teacher: Any, setup: LossSetup, inputs: dict[str, Any], extra:
     return t_out
 
 
-_DROPOUT_KEYS = ("dropout", "pdrop", "jitter", "noise")
+_TRAIN_NOISE_KEYS = ("dropout", "pdrop", "jitter", "noise")  # config keys of randomness only train mode applies
 
 
-def _active_dropout(model: Any, modules: list[Any]) -> bool:
+def _train_mode_noise(model: Any, modules: list[Any]) -> bool:
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     for key, value in vars(config).items():
-        if any(k in key for k in _DROPOUT_KEYS) and isinstance(value, (int, float)) and not isinstance(value, bool) \
-                and value > 0:
+        if any(k in key for k in _TRAIN_NOISE_KEYS) and isinstance(value, (int, float)) \
+                and not isinstance(value, bool) and value > 0:
             return True
     return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for mod in modules for m in mod.modules())
 
@@ -388,7 +388,7 @@ def shared_prefix(model: Any, teacher: Any) -> int:
         other = t_named.get(name)
         if id(tensor) not in in_blocks and (other is None or not _equal(tensor, other)):
             return 0
-    if _active_dropout(model, [model.get_input_embeddings(), *s_layers[:k]]):
+    if _train_mode_noise(model, [model.get_input_embeddings(), *s_layers[:k]]):
         return 0
     # the longest prefix of identical blocks (a warmed-up or 16-bit teacher differs everywhere: 0)
     return next((i for i in range(k) if not _same_weights(s_layers[i], t_layers[i])), k)
