@@ -112,3 +112,36 @@ def test_block_options_reach_the_training(tmp_path, one_thread):
     bad = run_cli("prune", "-m", src, "--blocks", "2,3,4", "--replace", "block", "--replace-objective", "l1",
                   "--out", tmp_path / "bad")
     assert bad.exit_code == 2 and "--replace-objective" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_block_inputs_equal_the_full_forward_and_stop_at_the_last_wanted_block(one_thread):
+    model = tiny_model("llama", 6, seed=0).eval()
+    ids = tiny_inputs(model.config, batch=6, seq=12, seed=2)
+    with torch.no_grad():
+        states = model(ids, output_hidden_states=True, use_cache=False).hidden_states  # states[i]: block i's input
+    ran: list[str] = []
+    hooks = [model.lm_head.register_forward_hook(lambda *_: ran.append("head")),
+             model.model.layers[4].register_forward_hook(lambda *_: ran.append("block 4"))]
+    acts = block_inputs(model, ids, [1, 4], batch_size=4)
+    for h in hooks:
+        h.remove()
+    assert torch.equal(acts[1], states[1]) and torch.equal(acts[4], states[4])
+    assert ran == []  # nothing after block 4's input ran: not block 4, not the head
+    last = block_inputs(model, ids, [6], batch_size=4)[6]  # the last block's output (before the final norm)
+    with torch.no_grad():
+        out = []
+        h = model.model.layers[5].register_forward_hook(lambda _m, _a, o: out.append(o[0] if isinstance(o, tuple) else o))
+        model(ids, use_cache=False)
+        h.remove()
+    assert torch.equal(last, out[0])
+
+
+def test_prune_cli_replace_defaults_are_the_core_defaults():
+    import inspect
+
+    from shortllm.cli.prune import prune as prune_command
+
+    params = inspect.signature(prune_command).parameters
+    core = ReplaceOptions()
+    for name in ("ridge", "objective", "epochs", "lr", "init"):
+        assert params[f"replace_{name}"].default == getattr(core, name), name

@@ -97,7 +97,7 @@ def prune(
     replace_ridge: ReplaceRidgeOpt = 1e-4,
     replace_objective: ReplaceObjectiveOpt = "token",
     replace_epochs: ReplaceEpochsOpt = 4,
-    replace_lr: ReplaceLrOpt = 1e-3,
+    replace_lr: ReplaceLrOpt = 5e-3,
     replace_init: ReplaceInitOpt = "last",
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "auto",
