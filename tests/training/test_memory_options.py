@@ -172,3 +172,33 @@ def test_gradient_checkpointing_also_chunks_the_head(pruned_tiny, small_text, tm
     assert max(sizes) == 16 and len(sizes) > 4  # 2 x 31 predicted positions a step: several 16-token chunks
     for a, b in zip(plain.loss_curve, ckpt.loss_curve, strict=True):
         assert abs(a["loss"] - b["loss"]) < 1e-5 and abs(a["kl"] - b["kl"]) < 1e-5
+
+
+def test_a_large_stored_linear_is_widened_in_slices_never_whole(monkeypatch):
+    import shortllm.training.teacher as teacher_module
+
+    torch.manual_seed(0)
+    teacher = tiny_model("llama", 2, tie_word_embeddings=True).eval()
+    rounded = tiny_model("llama", 2, tie_word_embeddings=True)
+    rounded.load_state_dict(teacher.state_dict())
+    for p in rounded.parameters():
+        p.data = p.data.to(torch.bfloat16).float()
+    head = teacher.lm_head.weight
+    monkeypatch.setattr(teacher_module, "WIDE_SLICE_ELEMENTS", head.shape[1] * 7)  # 7 rows a slice; only the head
+    store_teacher(teacher, "bfloat16", torch.float32)
+    seen: list[torch.dtype] = []
+    teacher.lm_head.register_forward_hook(lambda m, _a, _o: seen.append(m.weight.dtype))
+    ids = torch.randint(0, teacher.config.vocab_size, (2, 9))
+    with torch.no_grad():
+        logits = teacher(input_ids=ids).logits
+        expected = rounded.eval()(input_ids=ids).logits
+    assert seen == [torch.bfloat16] and logits.dtype == torch.float32  # the whole head was never widened
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+    # with a bias, and a vocabulary that is not a multiple of the slice
+    linear = torch.nn.Linear(16, 45)
+    reference = torch.nn.Linear(16, 45)
+    reference.load_state_dict({k: v.to(torch.bfloat16).float() for k, v in linear.state_dict().items()})
+    store_teacher(torch.nn.Sequential(linear), "bfloat16", torch.float32)
+    x = torch.randn(3, 16)
+    assert linear.weight.dtype == torch.bfloat16
+    torch.testing.assert_close(linear(x), reference(x), atol=1e-6, rtol=1e-6)
