@@ -20,6 +20,8 @@ Methods (``--methods``, comma-separated; ``+`` combines):
                                   the method's budget, and the perplexity right after it is reported.
     kd+from-cut, block+kd+from-cut  partial-layer training from the first cut on (--train-blocks from-cut:0, head
                                   frozen): the teacher takes the frozen leading blocks' output from the student
+    block+kd+blocks               every block trained, the embeddings, final norm and head frozen (--train-blocks
+                                  all without --train-head): no gradient or AdamW state for the 28M-row tied table
     trainer                       transformers.Trainer, CPT (tokens/s reference; its ppl is reported too)
 
 Budgets: ``--minutes M`` gives every method M minutes of training (each first runs 7 uncounted probe steps to
@@ -63,6 +65,7 @@ COMBOS = {
     "block+kd+hidden": ("kd", {"replace_block": True, "kd_hidden": "nmse"}),
     "block+kd+from-cut": ("kd", {"replace_block": True, "train_blocks": "from-cut:0"}),
     "kd+from-cut": ("kd", {"train_blocks": "from-cut:0"}),
+    "block+kd+blocks": ("kd", {"replace_block": True, "train_blocks": "all"}),
 }
 
 
