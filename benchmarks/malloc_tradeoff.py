@@ -17,6 +17,8 @@ default allocator unless named:
 * ``bf16-teacher``: ``--teacher-dtype bfloat16``;
 * ``in-backward``: ``--optimizer-in-backward``;
 * ``low``: all three; ``low+1MiB`` / ``low+8MiB``: all three with ``SHORTLLM_MMAP_THRESHOLD_MB=1`` / ``8``.
+* ``low+1MiB+blocks``: ``low+1MiB`` with ``--train-blocks all`` (every block trained; the embeddings, final
+  norm and head frozen: no gradient and no AdamW state for the tied 49k x 576 table).
 
     python benchmarks/malloc_tradeoff.py --data-dir ../shared/data --steps 6
     python benchmarks/malloc_tradeoff.py --data-dir ../shared/data --steps 6 --settings glibc,ckpt,low,low+8MiB,low+1MiB \
@@ -45,6 +47,7 @@ SETTINGS = {  # name: (environment, retrain options)
     "ckpt": ({}, ["--gradient-checkpointing"]), "bf16-teacher": ({}, ["--teacher-dtype", "bfloat16"]),
     "in-backward": ({}, ["--optimizer-in-backward"]), "low": ({}, LOW), "low+1MiB": (ONE_MIB, LOW),
     "low+8MiB": ({"SHORTLLM_MMAP_THRESHOLD_MB": "8"}, LOW),
+    "low+1MiB+blocks": (ONE_MIB, LOW + ["--train-blocks", "all"]),
 }
 
 

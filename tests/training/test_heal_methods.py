@@ -70,6 +70,18 @@ def test_partial_training_changes_only_the_chosen_blocks(pruned_tiny, small_text
     assert result.loss_path == "chunked head" and result.peak_rss_mb > 0
 
 
+def test_kd_on_every_block_leaves_embeddings_norm_and_head_as_they_were(pruned_tiny, small_text, tmp_path):
+    # the recommended recipe (block+kd+blocks): --train-blocks all without --train-head
+    out = tmp_path / "o"
+    result = retrain(quick_config("kd", pruned_tiny, small_text, out, max_steps=3, lr=1e-2, train_blocks="all"))
+    before, after = load_file(pruned_tiny / "model.safetensors"), load_file(out / "model.safetensors")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    blocks = {k for k in before if k.startswith("model.layers.")}
+    assert {k for k in blocks if k.endswith("proj.weight")} <= changed  # every block's projections trained
+    assert not changed - blocks  # embeddings, final norm (and a head, tied or not) byte-identical
+    assert result.trainable_params == sum(v.numel() for k, v in before.items() if k in blocks)
+
+
 def _resumes_exactly(cfg, tmp_path):
     whole = retrain(replace(cfg, out=tmp_path / "a"))
     first = retrain(replace(cfg, out=tmp_path / "b", stop_after=2))
