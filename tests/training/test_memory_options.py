@@ -194,11 +194,5 @@ def test_a_large_stored_linear_is_widened_in_slices_never_whole(monkeypatch):
         expected = rounded.eval()(input_ids=ids).logits
     assert seen == [torch.bfloat16] and logits.dtype == torch.float32  # the whole head was never widened
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
-    # with a bias, and a vocabulary that is not a multiple of the slice
-    linear = torch.nn.Linear(16, 45)
-    reference = torch.nn.Linear(16, 45)
-    reference.load_state_dict({k: v.to(torch.bfloat16).float() for k, v in linear.state_dict().items()})
-    store_teacher(torch.nn.Sequential(linear), "bfloat16", torch.float32)
-    x = torch.randn(3, 16)
-    assert linear.weight.dtype == torch.bfloat16
-    torch.testing.assert_close(linear(x), reference(x), atol=1e-6, rtol=1e-6)
+    assert teacher.vocab_size % 7 and head.shape[0] > 7  # several slices, the last one shorter
+    assert teacher.model.layers[0].mlp.up_proj.forward.__self__ is teacher.model.layers[0].mlp.up_proj  # head only

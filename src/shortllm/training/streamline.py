@@ -69,6 +69,8 @@ def block_inputs(model: Any, ids: Any, wanted: Sequence[int], batch_size: int) -
     layers = blocks_of(model).layers
     n = len(layers)
     found: dict[int, list] = {i: [] for i in wanted}
+    if not found:
+        return {}
     last = max(wanted)
 
     def pre(i):
