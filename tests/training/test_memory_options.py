@@ -174,7 +174,7 @@ def test_gradient_checkpointing_also_chunks_the_head(pruned_tiny, small_text, tm
         assert abs(a["loss"] - b["loss"]) < 1e-5 and abs(a["kl"] - b["kl"]) < 1e-5
 
 
-def test_a_large_stored_linear_is_widened_in_slices_never_whole(monkeypatch):
+def test_a_stored_teacher_head_is_widened_in_slices_never_whole(monkeypatch):
     import shortllm.training.teacher as teacher_module
 
     torch.manual_seed(0)

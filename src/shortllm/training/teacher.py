@@ -21,9 +21,9 @@ from shortllm.errors import TrainingError
 
 log = logging.getLogger(__name__)
 
-# A stored Linear larger than this (elements) is widened a slice of output rows at a time, never whole: the
-# 49k x 576 head of SmolLM2 would otherwise take a 108 MiB float32 copy at every teacher head call, and the kd
-# step with --gradient-checkpointing makes several (each chunk's forward and its recomputation).
+# A stored output head larger than this (elements) is widened a slice of output rows at a time, never whole:
+# the 49k x 576 head of SmolLM2 would otherwise take a 108 MiB float32 copy at every teacher head call, and the
+# kd step with --gradient-checkpointing makes several (each chunk's forward and its recomputation).
 WIDE_SLICE_ELEMENTS = 1 << 22  # 16 MiB of float32
 
 
@@ -80,9 +80,10 @@ def store_teacher(teacher: Any, dtype: str | None, compute: torch.dtype = torch.
     Each module with weights of its own gets a forward pre-hook that swaps in copies of them in ``compute``
     and a forward hook (run even when the forward raises) that swaps the stored ones back, so at most
     one module's weights exist in the wider precision at a time. Embeddings look up rows of the stored table and
-    widen the rows (the same numbers, without a copy of the table); the output head, when it is a plain ``Linear`` of more
-    than :data:`WIDE_SLICE_ELEMENTS` weights, is widened a slice of output rows at a time. (Skipping the swap for the empty call that
-    transformers makes on the head when no logits are kept raised the kd peak by 440 MiB, measured: kept.)
+    widen the rows (the same numbers, without a copy of the table); the output head, when it is a plain
+    ``Linear`` of more than :data:`WIDE_SLICE_ELEMENTS` weights, is widened a slice of output rows at a time.
+    (Skipping the swap for the empty call that transformers makes on the head when no logits are kept raised
+    the kd peak by 440 MiB, measured: kept.)
     Memory: 2 bytes per teacher parameter instead of 4 (the 135M-parameter embedded model: 257 MiB less), plus
     one module's wide copy while it runs. Numerics: the weights are rounded to ``dtype`` once; the arithmetic
     is what it was (under ``accelerator.autocast`` on a GPU, autocast's), which matters on CPUs without 16-bit
