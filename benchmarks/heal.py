@@ -24,10 +24,9 @@ Methods (``--methods``, comma-separated; ``+`` combines):
                                   all without --train-head): no gradient or AdamW state for the 28M-row tied table
     trainer                       transformers.Trainer, CPT (tokens/s reference; its ppl is reported too)
 
-Budgets: ``--minutes M`` gives every method M minutes of training (each first runs 7 uncounted probe steps to
-measure its seconds per step, the median of steps 3-7; the step count is then budget / s-per-step, so the cosine
-schedule ends with the budget; ``budget_s`` is recorded beside ``wall_s``); ``--tokens N`` gives every method N
-training tokens instead. Each method runs in a fresh process, so its peak resident memory is its own.
+Budgets: ``--minutes M`` gives every method M minutes of training (``retrain --max-time``: the cosine schedule
+follows the clock and ends with the budget, and the run stops before a step that would end past it; ``budget_s``
+is recorded beside ``wall_s``); ``--tokens N`` gives every method N training tokens instead. Each method runs in a fresh process, so its peak resident memory is its own.
 Perplexity: WikiText-2 test joined with "\\n\\n", cut into 128-token windows, the first ``--ppl-windows`` (200)
 scored.
 
@@ -117,25 +116,6 @@ def _config(job: dict, model: str, out: Path, **kw):
                        settings=LoadSettings(device="cpu", dtype="float32"), overwrite=True, **kw)
 
 
-PROBE_STEPS = 7
-
-
-def _probe(job: dict, model: str, work: Path) -> float:
-    """Seconds per step of this method: the median step of a 7-step probe after its first two (which run
-    slower while the allocator and kernels warm up: a 3-step probe overestimated kd's step by 27% and left a
-    quarter of the budget unused)."""
-    import statistics
-    from dataclasses import replace
-
-    from shortllm.training import retrain
-
-    stamps: list[float] = []
-    cfg = _config(job, model, work / "probe", max_steps=1000, stop_after=PROBE_STEPS,
-                  checkpoint_dir=work / "probe.ckpt")
-    retrain(replace(cfg, data=replace(cfg.data, max_eval_rows=1)), on_step=lambda *_: stamps.append(time.perf_counter()))
-    return statistics.median(b - a for a, b in zip(stamps[2:], stamps[3:]))
-
-
 def run_method(job: dict) -> dict:
     """Heal ``job['pruned']`` with one method for the job's budget (in this process); return its numbers."""
     import torch
@@ -170,19 +150,18 @@ def run_method(job: dict) -> dict:
         job = {**job, "budget_s": max(60.0, job["budget_s"] - seconds)}  # the replacement's training counts
         model = str(replaced)
     tokens_per_step = job["batch_size"] * job["seq_len"]
+    budget: dict = {}
     if job["tokens"]:
         steps = max(1, job["tokens"] // tokens_per_step)
     elif job["method"] == "trainer":
         steps = None  # runs until the budget is spent (a callback stops it)
-    else:
-        per_step = _probe(job, model, work)
-        steps = max(1, int(job["budget_s"] / per_step))
-        record["probe_s_per_step"] = round(per_step, 3)
+    else:  # retrain --max-time: the schedule follows the clock; the steps (one a second) are only an upper bound
+        steps, budget = max(1, int(job["budget_s"])), {"max_time": job["budget_s"]}
         record["budget_s"] = round(job["budget_s"], 1)
     if job["method"] == "trainer":
         record.update(_hf_trainer(job, model, steps))
     else:
-        result = retrain(_config(job, model, work / "out", max_steps=steps))
+        result = retrain(_config(job, model, work / "out", max_steps=steps, **budget))
         record.update(steps=result.steps, tokens=result.tokens_seen, wall_s=result.wall_time_s,
                       tokens_per_s=result.tokens_seen / result.wall_time_s, final_train_loss=result.final_loss,
                       held_out_loss=[result.initial_eval_loss, result.final_eval_loss], eval_curve=result.eval_curve,

@@ -19,7 +19,7 @@ PRUNED_FROM_HUB = {"verb": "prune", "source": {"spec": HUB, "hub_id": HUB},
 
 def _inputs(method: str):
     cfg = SimpleNamespace(method=method, out=Path("/runs/healed"), seq_len=32, command="shortllm retrain ...",
-                          lora=LoraOptions(), kd=KDOptions(), optimizer_in_backward=False)
+                          lora=LoraOptions(), kd=KDOptions(), optimizer_in_backward=False, max_time=None)
     result = SimpleNamespace(teacher=HUB if method == "kd" else None, steps=3, global_batch=1, tokens_seen=96,
                              data={"spec": "c4", "format": "text", "train_rows": 1, "eval_rows": 1,
                                    "eval": {"held_out_from_train": True}},

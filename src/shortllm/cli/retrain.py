@@ -71,6 +71,10 @@ def retrain(
         "--max-steps", help="Optimizer steps (default: one pass over the data).", show_default=False)] = None,
     max_tokens: Annotated[int | None, typer.Option(
         "--max-tokens", help="Or a budget in training tokens.", show_default=False)] = None,
+    max_time: Annotated[str | None, typer.Option(
+        "--max-time", help="Or a budget in training time: 600, 90s, 10m, 1.5h (loading and saving not counted). "
+        "The schedule follows the clock; --max-steps / --max-tokens / one pass over the data is then an upper "
+        "bound.", show_default=False)] = None,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 1e-4,
     adam_betas: Annotated[str, typer.Option(
         "--adam-betas", help="AdamW beta1,beta2 (HF Trainer's default, used by the LoRA reference: 0.9,0.999).")
@@ -160,6 +164,8 @@ def retrain(
           --data-dir ../shared/data --max-tokens 2000000 --out kd/
       shortllm retrain --method lora -m pruned/ --data alpaca/alpaca_data_1k.json --data-dir ../shared/data \\
           --seq-len 256 --out lora/
+      shortllm retrain --method kd -m pruned/ --data c4 --data-dir ../shared/data --seq-len 128 \\
+          --max-time 10m --out kd-10min/
       shortllm retrain --method cpt -m pruned/ --data ../shared/data/pretrain/ --streaming \\
           --max-tokens 50000000 --out big/
     """
@@ -173,6 +179,7 @@ def retrain(
                          eval_data=eval_data, eval_fraction=eval_fraction, max_eval_rows=max_eval_rows,
                          streaming=streaming, shuffle_window=shuffle_window),
         seq_len=seq_len, batch_size=batch_size, grad_accum=grad_accum, max_steps=max_steps, max_tokens=max_tokens,
+        max_time=_seconds(max_time, "--max-time") if max_time is not None else None,
         lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio,
         max_grad_norm=max_grad_norm, betas=_betas(adam_betas), lr_schedule=lr_schedule,
         lora=LoraOptions(r=lora_r, alpha=lora_alpha, dropout=lora_dropout, targets=targets,
@@ -209,6 +216,22 @@ def _betas(text: str) -> tuple[float, ...]:
         raise TrainingError(f"--adam-betas '{text}' is not two numbers", "e.g. --adam-betas 0.9,0.999") from None
 
 
+DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def _seconds(text: str, flag: str) -> float:
+    """``600`` / ``90s`` / ``10m`` / ``1.5h`` -> seconds; the core checks the value is positive."""
+    from shortllm.errors import TrainingError
+
+    number = text.strip().lower().rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text.strip().lower()[len(number):]
+    try:
+        return float(number) * DURATION_UNITS[unit]
+    except (KeyError, ValueError):
+        raise TrainingError(f"{flag} '{text}' is not a duration", f"e.g. {flag} 600, {flag} 10m or {flag} 1.5h"
+                            ) from None
+
+
 def _training_progress(description: str, quiet: bool = False):
     """The run's progress on stderr (cli/output.py: a bar on a terminal, plain lines otherwise) and, after the first
     steps, the estimated time of the whole run; yields the core's ``on_step`` callback (None when quiet)."""
@@ -232,6 +255,9 @@ def _training_progress(description: str, quiet: bool = False):
                 else:
                     per_step = spent / done if done else None
                 info = f"loss {s['loss']:.4f}, lr {s['lr']:.2e}, {s['tokens_per_s']:.0f} tok/s"
+                if "time_left_s" in s:  # --max-time: the steps that still fit at this pace, not the upper bound
+                    total = min(total, step + int(s["time_left_s"] / per_step)) if per_step else total
+                    info += f", {duration(s['time_left_s'])} left"
                 act.update(step, total, name="Training", unit="step", info=info, seconds_per_item=per_step)
                 if "eval_loss" in s:
                     act.note(f"step {step}/{total}: held-out loss {s['eval_loss']:.4f}")
@@ -265,8 +291,10 @@ def _render(result, cfg) -> None:
         held = f"; held-out loss {r['initial_eval_loss']:.4f} -> {r['final_eval_loss']:.4f}"
     if r.get("best") and result.finished:
         held += f"; kept the best weights: step {r['best']['step']}, held-out loss {r['best']['eval_loss']:.4f}"
+    steps = (f"{r['steps']} steps (the --max-time limit of {duration(r['max_time_s'])})" if r["time_up"] else
+             f"{r['steps']}/{r['total_steps']} steps")
     console.print(
-        f"{r['method']}: {r['steps']}/{r['total_steps']} steps, {r['tokens_seen']:,} tokens in "
+        f"{r['method']}: {steps}, {r['tokens_seen']:,} tokens in "
         f"{r['wall_time_s']:.1f} s ({r['tokens_per_s'] or 0:.0f} tokens/s); final train loss "
         f"{r['final_loss']:.4f}{held}"
     )

@@ -133,7 +133,8 @@ def retrain_card(cfg: Any, result: Any, source: Any, manifest: dict[str, Any] | 
           if getattr(result, "best", None) else []),
         ("final training loss", _loss(result.final_loss)),
         ("trainable parameters", f"{result.trainable_params:,} of {result.params:,}"),
-        ("training time", f"{result.wall_time_s:.1f} s on {plural(result.world_size, 'process', 'processes')}"),
+        ("training time", f"{result.wall_time_s:.1f} s on {plural(result.world_size, 'process', 'processes')}"
+                          + (f" (limit {cfg.max_time:g} s, --max-time)" if cfg.max_time is not None else "")),
     ]
     table = "| | |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
     body = "\n\n".join(paragraphs) + "\n\n" + table + "\n"

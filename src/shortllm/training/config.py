@@ -77,6 +77,7 @@ class TrainConfig:
     grad_accum: int = 1
     max_steps: int | None = None
     max_tokens: int | None = None  # None and no max_steps: one pass over the training rows
+    max_time: float | None = None  # seconds of training (loading excluded); the steps above become an upper bound
     lr: float = 1e-4
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
@@ -150,6 +151,8 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.grad_accum >= 1, f"--grad-accum {cfg.grad_accum} must be at least 1"),
         (cfg.max_steps is None or cfg.max_steps >= 1, f"--max-steps {cfg.max_steps} must be at least 1"),
         (cfg.max_tokens is None or cfg.max_tokens >= 1, f"--max-tokens {cfg.max_tokens} must be at least 1"),
+        (cfg.max_time is None or (cfg.max_time > 0 and math.isfinite(cfg.max_time)),
+         f"--max-time {cfg.max_time:g} must be a positive number of seconds" if cfg.max_time is not None else ""),
         (cfg.weight_decay >= 0, f"--weight-decay {cfg.weight_decay:g} must not be negative"),
         (cfg.warmup_steps is None or cfg.warmup_steps >= 0, f"--warmup-steps {cfg.warmup_steps} is negative"),
         (0 <= cfg.min_lr_ratio <= 1, f"--min-lr-ratio {cfg.min_lr_ratio:g} must be within 0..1"),
@@ -173,6 +176,9 @@ def validate(cfg: TrainConfig) -> None:
             raise _bad(message)
     if cfg.max_steps is not None and cfg.max_tokens is not None:
         raise _bad("give --max-steps or --max-tokens, not both")
+    if cfg.max_time is not None and cfg.warmup_steps is not None:
+        raise _bad("--warmup-steps counts steps, and a --max-time run does not know its steps in advance",
+                   "drop --warmup-steps: a --max-time run warms up over the first 5% of its time")
     if cfg.data.shuffle_window > 1 and not cfg.data.streaming:
         raise _bad("--shuffle-window applies to --streaming (in memory every epoch is fully shuffled)")
     if cfg.data.streaming:
@@ -181,7 +187,8 @@ def validate(cfg: TrainConfig) -> None:
                        "drop --streaming for Alpaca files (they are small), or use --format text")
         if cfg.max_steps is None and cfg.max_tokens is None:
             raise _bad("--streaming needs --max-steps or --max-tokens (the length of a stream is unknown until "
-                       "it is read)", "e.g. --max-tokens 50000000")
+                       "it is read)", "e.g. --max-tokens 50000000" + (" (an upper bound beside --max-time)"
+                                                                     if cfg.max_time is not None else ""))
     if cfg.method != "lora" and cfg.lora.save_adapter:
         raise _bad("--save-adapter only applies to --method lora")
     if cfg.method != "kd" and cfg.kd.teacher is not None:
@@ -232,6 +239,7 @@ def run_identity(cfg: TrainConfig, model_fingerprint: str, data_fingerprint: str
         # only when set, so the checkpoints of runs without them keep their identity
         **({"train_blocks": cfg.train_blocks} if cfg.train_blocks is not None else {}),
         **({"train_head": True} if cfg.train_head else {}),
+        **({"max_time": cfg.max_time} if cfg.max_time is not None else {}),  # its schedule follows the clock
         "seed": cfg.seed,
         "dtype": cfg.settings.dtype,
         "gradient_checkpointing": cfg.gradient_checkpointing,

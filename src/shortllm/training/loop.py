@@ -26,8 +26,11 @@ from shortllm.training.batches import MemoryBatches, StreamBatches, collate, mak
 from shortllm.training.data import IGNORE, Rows, TrainData
 from shortllm.training.forward import LossSetup, loss_setup, micro_losses
 from shortllm.training.losses import kd_objective
+from shortllm.training.schedule import WARMUP_SHARE, make_schedule, run_progress, time_is_up
 
 log = logging.getLogger(__name__)
+
+_clock = time.perf_counter  # the loop's clock (tests of --max-time replace it with a simulated one)
 
 # (step, total steps, stats): stats is the step's curve point (loss, ce, [kl], lr, tokens, grad_norm, [eval_loss])
 # plus tokens_per_s, and session_steps / session_s: steps done and seconds spent in this session so far.
@@ -62,8 +65,8 @@ class Trainer:
     teacher: Any | None
     data: TrainData
     batches: MemoryBatches | StreamBatches
-    total_steps: int
-    warmup_steps: int
+    total_steps: int  # planned; with --max-time an upper bound
+    warmup_steps: int | None  # None: --max-time (the warm-up is a share of the progress, not of the steps)
     pad_id: int
     checkpoint_root: Path
     identity: dict[str, Any]
@@ -188,8 +191,6 @@ def build_trainer(cfg: TrainConfig, accelerator: Any, model: Any, teacher: Any |
     Raises:
         TrainingError: ``--optimizer-in-backward`` where it cannot run (:func:`check_step_in_backward`).
     """
-    from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
-
     if cfg.optimizer_in_backward:
         check_step_in_backward(accelerator)
     if cfg.gradient_checkpointing:
@@ -200,15 +201,10 @@ def build_trainer(cfg: TrainConfig, accelerator: Any, model: Any, teacher: Any |
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     model.train()
     optimizer = adamw(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(0.05 * total_steps)
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(WARMUP_SHARE * total_steps)
     warmup = min(warmup, total_steps)
-    if cfg.lr_schedule == "linear":  # HF Trainer's default (the Shortened LLaMA / LLM-Pruner LoRA recipe): to 0
-        from transformers.optimization import get_linear_schedule_with_warmup
-
-        scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
-    else:
-        scheduler = get_cosine_with_min_lr_schedule_with_warmup(optimizer, warmup, total_steps,
-                                                                min_lr_rate=cfg.min_lr_ratio)
+    scheduler = make_schedule(optimizer, cfg.lr_schedule, total_steps, warmup, cfg.min_lr_ratio,
+                              by_time=cfg.max_time is not None)
     model, optimizer = accelerator.prepare(model, optimizer)
     # Not prepared: a prepared scheduler steps once per process per step, for dataloaders that shrink with
     # the number of processes; here the step count is already global. Checkpoints save it themselves.
@@ -229,6 +225,7 @@ def build_trainer(cfg: TrainConfig, accelerator: Any, model: Any, teacher: Any |
         in_backward = StepInBackward(inner, [p for p in model.parameters() if p.requires_grad])
     batches = make_batches(data, cfg.seed, cfg.batch_size, cfg.grad_accum, accelerator.num_processes)
     losses = loss_setup(accelerator, model, teacher, cfg.kd.temperature, cfg.kd.hidden, cfg.gradient_checkpointing)
+    warmup = None if cfg.max_time is not None else warmup  # a --max-time run warms up over 5% of its progress
     return Trainer(cfg, accelerator, model, optimizer, scheduler, teacher, data, batches, total_steps, warmup,
                    pad_id, cfg.checkpoints_path(), identity, identity_hash, losses=losses, in_backward=in_backward)
 
@@ -289,12 +286,17 @@ def _checkpoint(tr: Trainer, state: LoopState) -> None:
 def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) -> bool:
     """Run optimizer steps from ``state.step`` to the end (or to ``stop_after`` steps in this session).
 
+    The end is ``tr.total_steps``, or with ``--max-time`` the step after which the next one would end past the
+    time limit (:func:`~shortllm.training.schedule.time_is_up`), whichever comes first. Every process decides
+    by the main process's clock, which travels with the step's loss sums, so all stop at the same step.
+
     Each step's loss is the token mean over the whole global batch: micro-batch sums are scaled by
     ``grad_accum * processes / predicted tokens of the global batch``, which accelerate's accumulation
     scaling and DDP's gradient averaging turn back into exactly that mean.
 
     Returns:
-        True when the planned steps are done, False when the session stopped early (checkpoint written).
+        True when the run is done (its steps, or its time), False when the session stopped early (checkpoint
+        written).
 
     Raises:
         TrainingError: the loss or gradient norm became NaN/inf (nothing is stepped with it, except under
@@ -306,17 +308,19 @@ def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) ->
     with_teacher = tr.teacher is not None and cfg.kd.alpha > 0
     alpha = cfg.kd.alpha if tr.teacher is not None else 0.0
     hidden_w = cfg.kd.hidden_weight if tr.teacher is not None and cfg.kd.hidden else 0.0
-    session_tokens, t0 = 0, time.perf_counter()
+    session_tokens, t0 = 0, _clock()
     session_start = state.step
     wall_before = state.wall_s
+    limit = cfg.max_time
+    time_up, first_step_s = False, None  # --max-time: whether it ended the run; the session's first step's time
     tr.model.train()
     log.info("Training", extra={"phase": True})  # the CLI's progress display counts the steps in this phase
-    while state.step < stop_at:
+    while state.step < stop_at and not time_up:
         step = state.step
         rows = tr.batches.step(step)
         n_targets, n_inputs = sum(rows.targets), rows.num_tokens
         scale = cfg.grad_accum * world / max(n_targets, 1)
-        sums = torch.zeros(3, dtype=torch.float64, device=acc.device)
+        sums = torch.zeros(4, dtype=torch.float64, device=acc.device)  # ce, kl, hidden sums; main's clock
         grad_norm = None
         lr = tr.scheduler.get_last_lr()[0]
         for micro in range(cfg.grad_accum):
@@ -326,12 +330,14 @@ def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) ->
                 ce, kl, hid, _ = _forward(tr, batch, with_teacher, hidden_w > 0)
                 loss = kd_objective(ce, kl, alpha, hid, hidden_w) if tr.teacher is not None else ce
                 acc.backward(loss * scale)
-                sums += torch.stack([ce.detach().double(), kl.detach().double(), hid.detach().double()])
+                sums[:3] += torch.stack([ce.detach().double(), kl.detach().double(), hid.detach().double()])
                 if acc.sync_gradients:
                     grad_norm = (tr.in_backward.norm() if tr.in_backward else
                                  acc.clip_grad_norm_(tr.model.parameters(), cfg.max_grad_norm))
+        if acc.is_main_process:
+            sums[3] = _clock() - t0
         sums = acc.reduce(sums, "sum")
-        ce_mean, kl_mean, hid_mean = (float(x) / max(n_targets, 1) for x in sums)
+        ce_mean, kl_mean, hid_mean = (float(x) / max(n_targets, 1) for x in sums[:3])
         objective = kd_objective(ce_mean, kl_mean, alpha, hid_mean, hidden_w) if tr.teacher is not None else ce_mean
         norm = float(grad_norm) if grad_norm is not None else float("nan")
         if not math.isfinite(objective) or (grad_norm is not None and not math.isfinite(norm)):
@@ -340,12 +346,20 @@ def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) ->
             raise _diverged(tr, step, what)
         if tr.in_backward is None:  # else every parameter was updated during the backward
             tr.optimizer.step()
-        tr.scheduler.step()
-        tr.optimizer.zero_grad(set_to_none=True)
         state.step += 1
+        if limit is not None:
+            session_s = float(sums[3])  # the same number on every process
+            first_step_s = session_s if first_step_s is None else first_step_s
+            done = state.step - session_start  # the session's first step (warm-up) is left out of the pace
+            pace = (session_s - first_step_s) / (done - 1) if done > 1 else session_s
+            time_up = time_is_up(wall_before + session_s, pace, limit)
+            tr.scheduler.advance(run_progress(state.step, tr.total_steps, wall_before + session_s, limit))
+        else:
+            tr.scheduler.step()
+        tr.optimizer.zero_grad(set_to_none=True)
         state.tokens += n_inputs
         session_tokens += n_inputs
-        elapsed = time.perf_counter() - t0
+        elapsed = _clock() - t0
         state.wall_s = wall_before + elapsed
         point = {"step": state.step, "loss": objective, "ce": ce_mean, "lr": lr, "tokens": state.tokens,
                  "grad_norm": norm}
@@ -354,7 +368,7 @@ def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) ->
         if hidden_w:
             point["hidden"] = hid_mean
         state.curve.append(point)
-        last = state.step == tr.total_steps
+        last = state.step == tr.total_steps or time_up
         if (cfg.eval_every and state.step % cfg.eval_every == 0) or last:
             eval_loss = evaluate(tr, data.eval)
             if eval_loss is not None:
@@ -364,9 +378,12 @@ def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) ->
                     state.best = save_best(acc, tr.checkpoint_root, state.step, eval_loss, tr.model,
                                            tr.checkpointed_best)
         if on_step is not None and acc.is_main_process:
-            on_step(state.step, tr.total_steps, {**point, "tokens_per_s": session_tokens / max(elapsed, 1e-9),
-                                                 "session_steps": state.step - session_start, "session_s": elapsed})
+            stats = {**point, "tokens_per_s": session_tokens / max(elapsed, 1e-9),
+                     "session_steps": state.step - session_start, "session_s": elapsed}
+            if limit is not None:
+                stats["time_left_s"] = max(0.0, limit - state.wall_s)
+            on_step(state.step, tr.total_steps, stats)
         early_stop = state.step == stop_at and not last
         if not last and ((cfg.save_every and state.step % cfg.save_every == 0) or early_stop):
             _checkpoint(tr, state)
-    return state.step >= tr.total_steps
+    return state.step >= tr.total_steps or time_up

@@ -53,7 +53,7 @@ class RetrainResult:
     model: str
     finished: bool
     steps: int
-    total_steps: int
+    total_steps: int  # planned; with --max-time an upper bound
     tokens_seen: int
     wall_time_s: float
     final_loss: float | None
@@ -64,8 +64,10 @@ class RetrainResult:
     params: int
     world_size: int
     global_batch: int
-    warmup_steps: int
+    warmup_steps: int | None  # None: --max-time (warm-up over the first 5% of the time)
     data: dict[str, Any]
+    max_time_s: float | None = None  # --max-time
+    time_up: bool = False  # --max-time ended the run (before total_steps)
     saved: str | None = None  # "merged model" | "adapter" | "model"
     out: str | None = None
     checkpoint: str | None = None  # set when the session stopped early
@@ -410,6 +412,7 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
         final_eval_loss=state.eval_curve[-1]["loss"] if state.eval_curve else None,
         teacher=teacher_source.ref if teacher_source else None, trainable_params=trainable, params=params,
         world_size=world, global_batch=global_batch, warmup_steps=tr.warmup_steps, data=data.info,
+        max_time_s=cfg.max_time, time_up=finished and state.step < total_steps,
         resumed_from=str(checkpoint[0]) if checkpoint else None, is_main=accelerator.is_main_process,
         best=state.best, partial=partial, loss_path="chunked head" if tr.losses.chunked else "full logits",
         teacher_shared_blocks=tr.losses.shared,
