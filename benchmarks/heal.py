@@ -22,11 +22,14 @@ Methods (``--methods``, comma-separated; ``+`` combines):
                                   frozen): the teacher takes the frozen leading blocks' output from the student
     block+kd+blocks               every block trained, the embeddings, final norm and head frozen (--train-blocks
                                   all without --train-head): no gradient or AdamW state for the 28M-row tied table
+    kd+blocks                     kd with every block trained, the embeddings, final norm and head frozen (on
+                                  --blocks: no stand-in to fit)
     trainer                       transformers.Trainer, CPT (tokens/s reference; its ppl is reported too)
 
 Budgets: ``--minutes M`` gives every method M minutes of training (``retrain --max-time``: the cosine schedule
 follows the clock and ends with the budget, and the run stops before a step that would end past it; ``budget_s``
-is recorded beside ``wall_s``); ``--tokens N`` gives every method N training tokens instead. Each method runs in a fresh process, so its peak resident memory is its own.
+and ``time_up`` are recorded beside ``wall_s``); ``--tokens N`` gives every method N training tokens instead.
+Each method runs in a fresh process, so its peak resident memory is its own.
 Perplexity: WikiText-2 test joined with "\\n\\n", cut into 128-token windows, the first ``--ppl-windows`` (200)
 scored.
 
@@ -65,6 +68,7 @@ COMBOS = {
     "block+kd+from-cut": ("kd", {"replace_block": True, "train_blocks": "from-cut:0"}),
     "kd+from-cut": ("kd", {"train_blocks": "from-cut:0"}),
     "block+kd+blocks": ("kd", {"replace_block": True, "train_blocks": "all"}),
+    "kd+blocks": ("kd", {"train_blocks": "all"}),
 }
 
 
@@ -155,14 +159,14 @@ def run_method(job: dict) -> dict:
         steps = max(1, job["tokens"] // tokens_per_step)
     elif job["method"] == "trainer":
         steps = None  # runs until the budget is spent (a callback stops it)
-    else:  # retrain --max-time: the schedule follows the clock; the steps (one a second) are only an upper bound
-        steps, budget = max(1, int(job["budget_s"])), {"max_time": job["budget_s"]}
+    else:  # retrain --max-time: the schedule follows the clock; the step count is only an upper bound
+        steps, budget = 10**6, {"max_time": job["budget_s"]}
         record["budget_s"] = round(job["budget_s"], 1)
     if job["method"] == "trainer":
         record.update(_hf_trainer(job, model, steps))
     else:
         result = retrain(_config(job, model, work / "out", max_steps=steps, **budget))
-        record.update(steps=result.steps, tokens=result.tokens_seen, wall_s=result.wall_time_s,
+        record.update(steps=result.steps, tokens=result.tokens_seen, wall_s=result.wall_time_s, time_up=result.time_up,
                       tokens_per_s=result.tokens_seen / result.wall_time_s, final_train_loss=result.final_loss,
                       held_out_loss=[result.initial_eval_loss, result.final_eval_loss], eval_curve=result.eval_curve,
                       trainable_params=result.trainable_params, loss_path=result.loss_path,

@@ -19,4 +19,17 @@ def plural(count: int | float, noun: str, many: str | None = None, *, thousands:
     return f"{number} {noun if count == 1 else many or noun + 's'}"
 
 
-__all__ = ["plural"]
+__all__ = ["duration", "plural"]
+
+
+def duration(seconds: float) -> str:
+    """A duration for people: ``0.0421s``, ``4.27s``, ``42s``, ``7m40s``, ``2h33m``."""
+    if seconds < 9.995:
+        return f"{seconds:.3g}s"
+    if seconds < 59.5:
+        return f"{seconds:.0f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"

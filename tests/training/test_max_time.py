@@ -15,20 +15,34 @@ from shortllm.cli.app import app
 from shortllm.training import TrainingError, retrain
 from shortllm.training import loop
 from shortllm.training.schedule import BudgetSchedule, schedule_factor
+from shortllm.training.state import conform
 from tests.training.helpers import quick_config, torchrun
+
+
+class SimulatedClock:
+    """The loop's clock, advancing ``step_s / 2`` per reading: the loop reads it once when a session starts and
+    twice per step (for the stop decision, before the optimizer update, and for the wall time after it), so every
+    step takes ``step_s``. ``first_reading_s``: the first reading of each session comes that much later (a slow
+    first step)."""
+
+    def __init__(self, step_s: float = 10.0, first_reading_s: float | None = None):
+        self.now, self.half, self.first, self.readings = 1000.0, step_s / 2, first_reading_s, 0
+
+    def __call__(self) -> float:
+        self.readings += 1
+        slow = self.first is not None and self.readings == 2  # reading 1 is the session's start
+        self.now += self.first if slow else self.half
+        return self.now
+
+    def new_session(self) -> None:
+        self.readings = 0
 
 
 @pytest.fixture
 def simulated_clock(monkeypatch):
-    """The loop's clock advances 5 s per reading: it reads it once when a session starts and twice per step
-    (for the stop decision, then for the wall time), so every step takes 10 s."""
-    now = [1000.0]
-
-    def clock() -> float:
-        now[0] += 5.0
-        return now[0]
-
+    clock = SimulatedClock()
     monkeypatch.setattr(loop, "_clock", clock)
+    return clock
 
 
 @pytest.mark.parametrize("kind", ["cosine", "linear"])
@@ -52,25 +66,47 @@ def test_budget_schedule_sets_each_groups_lr_and_round_trips_its_state():
     sched = BudgetSchedule(opt, "cosine", 0.1)
     assert sched.get_last_lr() == [0.0, 0.0]  # warm-up starts at 0, as transformers' does
     opt.step()  # (no gradients: nothing changes) the order torch expects before a scheduler step
-    sched.advance(0.5)
+    sched.advance(0.5, 7)
     q = (0.5 - 0.05) / 0.95
     factor = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * q))  # by hand
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-3 * factor, 2e-3 * factor], rel=1e-12)
     again = BudgetSchedule(opt, "cosine", 0.1)
-    again.load_state_dict(json.loads(json.dumps(sched.state_dict())))  # checkpoints store it as JSON
+    saved = conform(json.loads(json.dumps(sched.state_dict())), again.state_dict(), "scheduler")  # as resume reads it
+    again.load_state_dict(saved)
     assert again.progress == 0.5 and again.get_last_lr() == sched.get_last_lr()
-    sched.advance(2.0)  # past the end: stays at the floor
+    sched.advance(2.0, 30)  # past the end: stays at the floor
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-4, rel=1e-12)
 
 
+def test_budget_schedule_warms_up_by_steps_when_given_them():
+    """--warmup-steps 2 --max-time: lr = step/2 of the peak for the first 2 steps (by steps, whatever the clock
+    says), then the decay from the progress reached then (0.2) to 1."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = BudgetSchedule(opt, "cosine", 0.1, warmup_steps=2)
+    lrs = [sched.get_last_lr()[0]]
+    for progress, steps in ((0.1, 1), (0.2, 2), (0.6, 3), (1.0, 4)):
+        opt.step()
+        sched.advance(progress, steps)
+        lrs.append(sched.get_last_lr()[0])
+    assert lrs == pytest.approx([0.0, 0.5, 1.0, 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)), 0.1], abs=1e-12)
+
+
+@pytest.mark.parametrize("limit, steps", [(60.0, 6), (65.0, 6), (69.9, 6), (70.0, 7)])
 def test_run_stops_before_the_step_that_would_end_past_the_limit(pruned_tiny, small_text, tmp_path,
-                                                                 simulated_clock):
-    # 10 s per step, limit 60 s: after step k the run has spent 10k - 5 s (the stop decision reads the clock
-    # before the wall time), so step 6 (at 55 s, next ending at 65 s) is the last.
+                                                                 simulated_clock, limit, steps):
+    """10 s per step: step k ends at 10k s, and the step after it would end at 10k + 10; the run takes it only
+    when that is within the limit (the decision is made at 10k - 5 s, before the optimizer update, and adds
+    the update's measured 5 s)."""
+    cfg = quick_config("cpt", pruned_tiny, small_text, tmp_path / "o", max_steps=100, max_time=limit)
+    result = retrain(cfg)
+    assert result.finished and result.time_up and result.steps == steps and result.total_steps == 100
+    assert result.wall_time_s == 10.0 * steps <= limit
+
+
+def test_time_limited_lr_follows_the_progress(pruned_tiny, small_text, tmp_path, simulated_clock):
     cfg = quick_config("cpt", pruned_tiny, small_text, tmp_path / "o", max_steps=100, max_time=60.0, lr=1e-3)
     result = retrain(cfg)
-    assert result.finished and result.time_up and result.steps == 6 and result.total_steps == 100
-    assert result.wall_time_s == 60.0 and result.warmup_steps is None
+    assert result.steps == 6 and result.warmup_steps is None
     assert (tmp_path / "o" / "model.safetensors").exists()
     lrs = [p["lr"] for p in result.loss_curve]
     assert lrs[0] == 0.0
@@ -103,6 +139,21 @@ def test_resumed_time_limited_run_ends_where_an_uninterrupted_one_does(pruned_ti
     assert abs(whole.final_eval_loss - resumed.final_eval_loss) < 1e-6
 
 
+def test_resumed_session_estimates_its_first_step_from_the_checkpoint(pruned_tiny, small_text, tmp_path,
+                                                                     simulated_clock):
+    """Every session's first step is slow here (its first reading 25 s after the start instead of 5). The
+    resumed session's first decision uses the pace saved in the checkpoint (10 s), not its own slow first step
+    (25 s), which would stop it two steps early."""
+    simulated_clock.first = 25.0
+    cfg = quick_config("cpt", pruned_tiny, small_text, tmp_path / "o", max_steps=100, max_time=100.0, save_every=1)
+    first = retrain(replace(cfg, stop_after=3))
+    assert first.wall_time_s == 30 + 10 + 10  # steps 1 (slow), 2, 3
+    simulated_clock.new_session()
+    resumed = retrain(replace(cfg, resume=True))
+    # step 4 is read at 50 + 25 = 75 s: 75 + 10 (pace) + 5 (update) <= 100; step 5 at 85 s; step 6 at 95 s stops
+    assert resumed.time_up and resumed.steps == 6 and resumed.wall_time_s == 100.0
+
+
 def test_resume_refuses_a_checkpoint_of_another_time_budget(pruned_tiny, small_text, tmp_path, simulated_clock):
     cfg = quick_config("cpt", pruned_tiny, small_text, tmp_path / "o", max_steps=100, max_time=60.0)
     retrain(replace(cfg, stop_after=1))
@@ -113,7 +164,8 @@ def test_resume_refuses_a_checkpoint_of_another_time_budget(pruned_tiny, small_t
 @pytest.mark.parametrize("args, message", [
     (["--max-time", "0"], "--max-time 0 must be a positive number of seconds"),
     (["--max-time", "ten minutes"], "--max-time 'ten minutes' is not a duration"),
-    (["--max-time", "10m", "--warmup-steps", "3"], "--warmup-steps counts steps"),
+    (["--max-time", "-5"], "--max-time -5 must be a positive number of seconds"),
+    (["--max-time", "inf"], "--max-time 'inf' is not a duration"),
 ])
 def test_bad_time_budgets_are_one_line_errors(pruned_tiny, small_text, tmp_path, args, message):
     out = tmp_path / "o"
@@ -141,14 +193,39 @@ def test_cli_time_budget_ends_the_run_and_says_so(pruned_tiny, small_text, tmp_p
     assert results["time_up"] and 1 <= results["steps"] < 100000 and results["wall_time_s"] < 3.0 + 1.0
 
 
+SKEWED_CLOCKS = """
+import os
+import sys
+
+from shortllm.training import loop
+
+now, half_step = [0.0], 5.0 if os.environ["RANK"] == "0" else 50.0  # rank 1's steps look ten times longer
+
+
+def clock():
+    now[0] += half_step
+    return now[0]
+
+
+loop._clock = clock
+from shortllm.cli.app import main
+
+sys.argv[0] = "shortllm"
+main()
+"""
+
+
 @pytest.mark.slow
-def test_two_processes_stop_at_the_same_step(pruned_tiny, small_text, tmp_path):
-    """Each rank's own clock would end the run at different steps and leave one waiting in an all-reduce
-    forever; both follow the main process's clock, so the run ends (within the timeout) on one step."""
-    proc = torchrun("-m", "shortllm.cli.app", "-q", "retrain", "--method", "cpt", "-m", pruned_tiny,
-                    "--data", small_text, "--seq-len", "32", "--batch-size", "2", "--max-steps", "100000",
-                    "--max-time", "4s", "--max-eval-rows", "4", "--eval-every", "3", "--save-every", "0",
-                    "--device", "cpu", "--out", tmp_path / "two", "--json", timeout=240)
+def test_two_processes_stop_at_the_step_the_main_process_chooses(pruned_tiny, small_text, tmp_path):
+    """Rank 0's clock says 10 s per step, rank 1's 100 s: by its own clock rank 1 would stop after one step and
+    leave rank 0 waiting in an all-reduce; both follow rank 0's clock and stop after 6 steps of a 60 s budget."""
+    script = tmp_path / "skewed.py"
+    script.write_text(SKEWED_CLOCKS)
+    proc = torchrun(script, "-q", "retrain", "--method", "cpt", "-m", pruned_tiny, "--data", small_text,
+                    "--seq-len", "32", "--batch-size", "2", "--max-steps", "100", "--max-time", "60",
+                    "--max-eval-rows", "4", "--eval-every", "0", "--save-every", "0", "--device", "cpu",
+                    "--out", tmp_path / "two", "--json", timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((tmp_path / "two" / "shortllm.json").read_text())["results"]
-    assert results["world_size"] == 2 and results["time_up"] and results["steps"] == len(results["loss_curve"])
+    assert results["world_size"] == 2 and results["time_up"] and results["steps"] == 6
+    assert results["wall_time_s"] == 60.0

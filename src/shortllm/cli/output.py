@@ -31,6 +31,8 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
+from shortllm.wording import duration
+
 console = Console(markup=False, emoji=False)
 err_console = Console(stderr=True, markup=False, emoji=False)
 state = {"quiet": False, "verbose": 0}
@@ -64,19 +66,6 @@ def human(n: int) -> str:
         if abs(n) >= div:
             return f"{n / div:.{2 if unit == 'B' else 1}f}{unit}"
     return str(n)
-
-
-def duration(seconds: float) -> str:
-    """A duration for people: ``0.0421s``, ``4.27s``, ``42s``, ``7m40s``, ``2h33m``."""
-    if seconds < 9.995:
-        return f"{seconds:.3g}s"
-    if seconds < 59.5:
-        return f"{seconds:.0f}s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
 
 
 def plain_column(template: str = "{task.description}"):

@@ -72,9 +72,9 @@ def retrain(
     max_tokens: Annotated[int | None, typer.Option(
         "--max-tokens", help="Or a budget in training tokens.", show_default=False)] = None,
     max_time: Annotated[str | None, typer.Option(
-        "--max-time", help="Or a budget in training time: 600, 90s, 10m, 1.5h (loading and saving not counted). "
-        "The schedule follows the clock; --max-steps / --max-tokens / one pass over the data is then an upper "
-        "bound.", show_default=False)] = None,
+        "--max-time", help="Or a budget in training time: 600, 90s, 10m, 1.5h (loading, teacher correction, the "
+        "first and last held-out loss and the save not counted). The schedule follows the clock; --max-steps / "
+        "--max-tokens / one pass over the data is then an upper bound.", show_default=False)] = None,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 1e-4,
     adam_betas: Annotated[str, typer.Option(
         "--adam-betas", help="AdamW beta1,beta2 (HF Trainer's default, used by the LoRA reference: 0.9,0.999).")
@@ -84,7 +84,8 @@ def retrain(
         "HF Trainer's default).")] = "cosine",
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay (matrices).")] = 0.1,
     warmup_steps: Annotated[int | None, typer.Option(
-        "--warmup-steps", help="Linear warmup steps (default: 5% of the steps), then cosine decay.",
+        "--warmup-steps", help="Linear warmup steps (default: 5% of the steps, or of a --max-time), then the "
+        "--lr-schedule decay.",
         show_default=False)] = None,
     min_lr_ratio: Annotated[float, typer.Option("--min-lr-ratio", help="Cosine ends at lr x this.")] = 0.1,
     max_grad_norm: Annotated[float, typer.Option("--max-grad-norm", help="Gradient clipping norm.")] = 1.0,
@@ -166,8 +167,6 @@ def retrain(
           --seq-len 256 --out lora/
       shortllm retrain --method kd -m pruned/ --data c4 --data-dir ../shared/data --seq-len 128 \\
           --max-time 10m --out kd-10min/
-      shortllm retrain --method cpt -m pruned/ --data ../shared/data/pretrain/ --streaming \\
-          --max-tokens 50000000 --out big/
     """
     from shortllm.training.config import DataOptions, KDOptions, LoraOptions, TrainConfig
     from shortllm.training.run import retrain as run_retrain

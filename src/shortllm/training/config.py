@@ -176,9 +176,6 @@ def validate(cfg: TrainConfig) -> None:
             raise _bad(message)
     if cfg.max_steps is not None and cfg.max_tokens is not None:
         raise _bad("give --max-steps or --max-tokens, not both")
-    if cfg.max_time is not None and cfg.warmup_steps is not None:
-        raise _bad("--warmup-steps counts steps, and a --max-time run does not know its steps in advance",
-                   "drop --warmup-steps: a --max-time run warms up over the first 5% of its time")
     if cfg.data.shuffle_window > 1 and not cfg.data.streaming:
         raise _bad("--shuffle-window applies to --streaming (in memory every epoch is fully shuffled)")
     if cfg.data.streaming:

@@ -26,14 +26,15 @@ from shortllm.training.batches import MemoryBatches, StreamBatches, collate, mak
 from shortllm.training.data import IGNORE, Rows, TrainData
 from shortllm.training.forward import LossSetup, loss_setup, micro_losses
 from shortllm.training.losses import kd_objective
-from shortllm.training.schedule import WARMUP_SHARE, make_schedule, run_progress, time_is_up
+from shortllm.training.schedule import WARMUP_SHARE, make_schedule, run_progress, step_pace, time_is_up
 
 log = logging.getLogger(__name__)
 
 _clock = time.perf_counter  # the loop's clock (tests of --max-time replace it with a simulated one)
 
 # (step, total steps, stats): stats is the step's curve point (loss, ce, [kl], lr, tokens, grad_norm, [eval_loss])
-# plus tokens_per_s, and session_steps / session_s: steps done and seconds spent in this session so far.
+# plus tokens_per_s, and session_steps / session_s: steps done and seconds spent in this session so far, and with
+# --max-time time_left_s: the training seconds left of the budget.
 StepCallback = Callable[[int, int, dict[str, Any]], None]
 
 
@@ -47,6 +48,8 @@ class LoopState:
     curve: list[dict[str, float]] = field(default_factory=list)
     eval_curve: list[dict[str, float]] = field(default_factory=list)
     sessions: int = 1
+    pace_s: float | None = None  # --max-time: seconds per step when last measured (resumes its estimate)
+    tail_s: float = 0.0  # --max-time: seconds from the step's clock reading to its end, when last measured
     best: dict[str, Any] | None = None  # --keep-best: {"step", "eval_loss"} of the weights kept (training/best.py)
 
     def as_dict(self) -> dict[str, Any]:
@@ -66,7 +69,7 @@ class Trainer:
     data: TrainData
     batches: MemoryBatches | StreamBatches
     total_steps: int  # planned; with --max-time an upper bound
-    warmup_steps: int | None  # None: --max-time (the warm-up is a share of the progress, not of the steps)
+    warmup_steps: int | None  # None: --max-time without --warmup-steps (the first 5% of the progress)
     pad_id: int
     checkpoint_root: Path
     identity: dict[str, Any]
@@ -201,8 +204,11 @@ def build_trainer(cfg: TrainConfig, accelerator: Any, model: Any, teacher: Any |
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     model.train()
     optimizer = adamw(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(WARMUP_SHARE * total_steps)
-    warmup = min(warmup, total_steps)
+    if cfg.max_time is not None:  # None: the warm-up is the first 5% of the progress
+        warmup = cfg.warmup_steps
+    else:
+        warmup = min(cfg.warmup_steps if cfg.warmup_steps is not None else round(WARMUP_SHARE * total_steps),
+                     total_steps)
     scheduler = make_schedule(optimizer, cfg.lr_schedule, total_steps, warmup, cfg.min_lr_ratio,
                               by_time=cfg.max_time is not None)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -225,7 +231,6 @@ def build_trainer(cfg: TrainConfig, accelerator: Any, model: Any, teacher: Any |
         in_backward = StepInBackward(inner, [p for p in model.parameters() if p.requires_grad])
     batches = make_batches(data, cfg.seed, cfg.batch_size, cfg.grad_accum, accelerator.num_processes)
     losses = loss_setup(accelerator, model, teacher, cfg.kd.temperature, cfg.kd.hidden, cfg.gradient_checkpointing)
-    warmup = None if cfg.max_time is not None else warmup  # a --max-time run warms up over 5% of its progress
     return Trainer(cfg, accelerator, model, optimizer, scheduler, teacher, data, batches, total_steps, warmup,
                    pad_id, cfg.checkpoints_path(), identity, identity_hash, losses=losses, in_backward=in_backward)
 
@@ -271,8 +276,9 @@ def _diverged(tr: Trainer, step: int, what: str) -> TrainingError:
     found = list_checkpoints(tr.checkpoint_root)
     kept = (f"the last good checkpoint is {found[-1][1]} (step {found[-1][0]}); continue from it with --resume"
             if found else "no checkpoint was written before it")
+    warmup = "raise --warmup-steps, " if tr.cfg.max_time is None else "give --warmup-steps, "
     return TrainingError(f"training stopped: {what} at step {step + 1}; {kept}",
-                         "lower --lr, raise --warmup-steps or use --mixed-precision no; nothing was written to --out")
+                         f"lower --lr, {warmup}or use --mixed-precision no; nothing was written to --out")
 
 
 def _checkpoint(tr: Trainer, state: LoopState) -> None:
@@ -283,7 +289,7 @@ def _checkpoint(tr: Trainer, state: LoopState) -> None:
     tr.checkpointed_best = state.best["step"] if state.best else None
 
 
-def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) -> bool:
+def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) -> str | None:
     """Run optimizer steps from ``state.step`` to the end (or to ``stop_after`` steps in this session).
 
     The end is ``tr.total_steps``, or with ``--max-time`` the step after which the next one would end past the
@@ -295,8 +301,8 @@ def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) ->
     scaling and DDP's gradient averaging turn back into exactly that mean.
 
     Returns:
-        True when the run is done (its steps, or its time), False when the session stopped early (checkpoint
-        written).
+        "steps" or "time" when the run is done (its steps, or its --max-time), None when the session stopped
+        early (checkpoint written).
 
     Raises:
         TrainingError: the loss or gradient norm became NaN/inf (nothing is stepped with it, except under
@@ -312,7 +318,8 @@ def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) ->
     session_start = state.step
     wall_before = state.wall_s
     limit = cfg.max_time
-    time_up, first_step_s = False, None  # --max-time: whether it ended the run; the session's first step's time
+    time_up, first_step_s = False, None  # --max-time: whether it ended the run; the session's first reading
+    cuda = acc.device.type == "cuda"
     tr.model.train()
     log.info("Training", extra={"phase": True})  # the CLI's progress display counts the steps in this phase
     while state.step < stop_at and not time_up:
@@ -320,7 +327,7 @@ def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) ->
         rows = tr.batches.step(step)
         n_targets, n_inputs = sum(rows.targets), rows.num_tokens
         scale = cfg.grad_accum * world / max(n_targets, 1)
-        sums = torch.zeros(4, dtype=torch.float64, device=acc.device)  # ce, kl, hidden sums; main's clock
+        sums = torch.zeros(5, dtype=torch.float64, device=acc.device)  # ce, kl, hidden sums; main's clock, tail
         grad_norm = None
         lr = tr.scheduler.get_last_lr()[0]
         for micro in range(cfg.grad_accum):
@@ -334,8 +341,11 @@ def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) ->
                 if acc.sync_gradients:
                     grad_norm = (tr.in_backward.norm() if tr.in_backward else
                                  acc.clip_grad_norm_(tr.model.parameters(), cfg.max_grad_norm))
-        if acc.is_main_process:
-            sums[3] = _clock() - t0
+        if acc.is_main_process and limit is not None:  # --max-time: every process decides by these two
+            if cuda:
+                torch.cuda.synchronize()  # the backward has run, not only been queued
+            sums[3] = reading = _clock() - t0
+            sums[4] = state.tail_s
         sums = acc.reduce(sums, "sum")
         ce_mean, kl_mean, hid_mean = (float(x) / max(n_targets, 1) for x in sums[:3])
         objective = kd_objective(ce_mean, kl_mean, alpha, hid_mean, hidden_w) if tr.teacher is not None else ce_mean
@@ -348,12 +358,11 @@ def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) ->
             tr.optimizer.step()
         state.step += 1
         if limit is not None:
-            session_s = float(sums[3])  # the same number on every process
+            session_s, tail = float(sums[3]), float(sums[4])  # the same numbers on every process
             first_step_s = session_s if first_step_s is None else first_step_s
-            done = state.step - session_start  # the session's first step (warm-up) is left out of the pace
-            pace = (session_s - first_step_s) / (done - 1) if done > 1 else session_s
-            time_up = time_is_up(wall_before + session_s, pace, limit)
-            tr.scheduler.advance(run_progress(state.step, tr.total_steps, wall_before + session_s, limit))
+            state.pace_s = step_pace(session_s, first_step_s, state.step - session_start, state.pace_s)
+            time_up = time_is_up(wall_before + session_s, state.pace_s, tail, limit)
+            tr.scheduler.advance(run_progress(state.step, tr.total_steps, wall_before + session_s, limit), state.step)
         else:
             tr.scheduler.step()
         tr.optimizer.zero_grad(set_to_none=True)
@@ -361,6 +370,8 @@ def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) ->
         session_tokens += n_inputs
         elapsed = _clock() - t0
         state.wall_s = wall_before + elapsed
+        if limit is not None:  # read on the main process only; the next step's sums carry it to the others
+            state.tail_s = elapsed - reading if acc.is_main_process else 0.0
         point = {"step": state.step, "loss": objective, "ce": ce_mean, "lr": lr, "tokens": state.tokens,
                  "grad_norm": norm}
         if tr.teacher is not None:
@@ -386,4 +397,6 @@ def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) ->
         early_stop = state.step == stop_at and not last
         if not last and ((cfg.save_every and state.step % cfg.save_every == 0) or early_stop):
             _checkpoint(tr, state)
-    return state.step >= tr.total_steps or time_up
+    if time_up:
+        return "time"
+    return "steps" if state.step >= tr.total_steps else None

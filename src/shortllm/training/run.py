@@ -40,7 +40,7 @@ from shortllm.training.config import TrainConfig, TrainingError, identity_hash, 
 from shortllm.training.batches import plan_steps
 from shortllm.training.data import load_train_data
 from shortllm.training.loop import LoopState, build_trainer, evaluate, make_accelerator, train
-from shortllm.wording import plural
+from shortllm.wording import duration, plural
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +242,14 @@ def resume_command(cfg: TrainConfig) -> str:
     return cfg.command if given else f"{cfg.command} --resume"
 
 
+def _step_of(cfg: TrainConfig, state: LoopState, total_steps: int) -> str:
+    """``12 of 100``, or for a ``--max-time`` run ``12 (at most 100000), 4m10s of the 10m00s spent``."""
+    if cfg.max_time is None:
+        return f"{state.step} of {total_steps}"
+    return (f"{state.step} (at most {total_steps}), {duration(state.wall_s)} of the {duration(cfg.max_time)} "
+            "--max-time spent")
+
+
 @dataclass
 class _Session:
     """What an interrupt message needs to know: may the checkpoints found be reported, and where training is."""
@@ -255,7 +263,7 @@ def _interrupted(cfg: TrainConfig, session: _Session) -> Interrupted:
     """The true one-line account of an interrupted run: the checkpoint kept and how to continue, or nothing."""
     at = ""
     if session.state is not None and session.total_steps is not None:
-        at = f"stopped at step {session.state.step} of {session.total_steps}; "
+        at = f"stopped at step {_step_of(cfg, session.state, session.total_steps)}; "
     found = list_checkpoints(cfg.checkpoints_path()) if session.checkpoints_ours else []
     if not found:
         return Interrupted(f"{at}nothing was written")
@@ -377,6 +385,7 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
         path, saved = checkpoint
         load_checkpoint(accelerator, path, saved, tr.model, tr.optimizer, tr.scheduler)
         fields = {k: saved[k] for k in ("step", "tokens", "wall_s", "curve", "eval_curve", "sessions")}
+        fields.update({k: saved[k] for k in ("pace_s", "tail_s") if k in saved})  # --max-time's estimate
         state = LoopState(**fields)
         state.sessions += 1
         if cfg.keep_best:  # the best so far survives the resume; bests written after the checkpoint are replayed
@@ -388,7 +397,7 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
         except (KeyError, TypeError, ValueError) as err:
             raise TrainingError(f"--resume: the checkpoint file {path / 'trainer_state.json'} has no valid "
                                 f"data_position ({err})", "start over without --resume (with --overwrite)") from err
-        log.info("resumed from %s (step %d of %d)", path, state.step, total_steps)
+        log.info("resumed from %s (step %s)", path, _step_of(cfg, state, total_steps))
     else:
         if cfg.overwrite and accelerator.is_main_process:
             clear_checkpoints(cfg.checkpoints_path())
@@ -401,7 +410,8 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
             state.eval_curve.append({"step": 0, "loss": initial, "tokens": 0})
     session.state, session.total_steps = state, total_steps
     t1 = time.perf_counter()
-    finished = train(tr, state, on_step)
+    ended = train(tr, state, on_step)  # "steps" | "time" | None (this session stopped early)
+    finished = ended is not None
     timings["train"] = time.perf_counter() - t1
 
     result = RetrainResult(
@@ -412,7 +422,7 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
         final_eval_loss=state.eval_curve[-1]["loss"] if state.eval_curve else None,
         teacher=teacher_source.ref if teacher_source else None, trainable_params=trainable, params=params,
         world_size=world, global_batch=global_batch, warmup_steps=tr.warmup_steps, data=data.info,
-        max_time_s=cfg.max_time, time_up=finished and state.step < total_steps,
+        max_time_s=cfg.max_time, time_up=ended == "time",
         resumed_from=str(checkpoint[0]) if checkpoint else None, is_main=accelerator.is_main_process,
         best=state.best, partial=partial, loss_path="chunked head" if tr.losses.chunked else "full logits",
         teacher_shared_blocks=tr.losses.shared,

@@ -36,35 +36,52 @@ def schedule_factor(progress: float, warmup_share: float, kind: str, min_lr_rati
 
 
 class BudgetSchedule(torch.optim.lr_scheduler.LRScheduler):
-    """The schedule of a ``--max-time`` run: each group's lr is its base lr x :func:`schedule_factor` of the
-    progress the loop reports after every step (:meth:`advance`). Its state (progress, base lrs) is saved in
-    checkpoints like any scheduler's, so a resumed run continues at the same learning rate."""
+    """The schedule of a ``--max-time`` run: each group's lr is its base lr x the schedule's factor at the
+    progress the loop reports after every step (:meth:`advance`).
 
-    def __init__(self, optimizer: Any, kind: str, min_lr_ratio: float, warmup_share: float = WARMUP_SHARE):
-        self.kind, self.min_lr_ratio, self.warmup_share = kind, min_lr_ratio, warmup_share
-        self.progress = 0.0
+    The warm-up is the first 5% of the progress, or with ``warmup_steps`` the first that many steps (linear from
+    0, as transformers' step schedules), after which the decay runs from the progress reached then to 1. Its
+    state (progress, steps, where the decay started, base lrs) is saved in checkpoints like any scheduler's, so
+    a resumed run continues at the same learning rate.
+    """
+
+    def __init__(self, optimizer: Any, kind: str, min_lr_ratio: float, warmup_steps: int | None = None):
+        self.kind, self.min_lr_ratio, self.warmup_steps = kind, min_lr_ratio, warmup_steps
+        self.progress, self.steps = 0.0, 0
+        # where the decay starts (a share of the progress); None while warming up by steps
+        self.decay_from = WARMUP_SHARE if warmup_steps is None else (0.0 if warmup_steps == 0 else None)
         super().__init__(optimizer)
 
     def get_lr(self) -> list[float]:
-        factor = schedule_factor(self.progress, self.warmup_share, self.kind, self.min_lr_ratio)
+        if self.decay_from is None:
+            factor = self.steps / self.warmup_steps
+        else:
+            factor = schedule_factor(self.progress, self.decay_from, self.kind, self.min_lr_ratio)
         return [base * factor for base in self.base_lrs]
 
-    def advance(self, progress: float) -> None:
-        """Set the learning rate for the next step from the run's progress (0..1, see the module docstring)."""
-        self.progress = progress
+    def advance(self, progress: float, steps: int) -> None:
+        """Set the learning rate for the next step from the run's progress (0..1, see the module docstring)
+        after ``steps`` steps."""
+        self.progress, self.steps = progress, steps
+        if self.decay_from is None and steps >= self.warmup_steps:
+            self.decay_from = progress
         self.step()
 
 
-def make_schedule(optimizer: Any, kind: str, total_steps: int, warmup_steps: int, min_lr_ratio: float,
+def make_schedule(optimizer: Any, kind: str, total_steps: int, warmup_steps: int | None, min_lr_ratio: float,
                   by_time: bool) -> Any:
-    """The run's learning-rate scheduler: :class:`BudgetSchedule` when ``by_time`` (a ``--max-time`` run), else
-    transformers' step schedule with ``warmup_steps`` of ``total_steps``.
+    """The run's learning-rate scheduler.
 
     Args:
         kind: "cosine" (down to ``lr x min_lr_ratio``) or "linear" (down to 0), after the warm-up.
+        warmup_steps: linear warm-up steps; None only with ``by_time`` (the first 5% of the progress).
+        by_time: a ``--max-time`` run, whose step count is not known in advance.
+
+    Returns:
+        :class:`BudgetSchedule` when ``by_time``, else transformers' step schedule over ``total_steps``.
     """
     if by_time:
-        return BudgetSchedule(optimizer, kind, min_lr_ratio)
+        return BudgetSchedule(optimizer, kind, min_lr_ratio, warmup_steps)
     if kind == "linear":  # HF Trainer's default (the Shortened LLaMA / LLM-Pruner LoRA recipe): to 0
         from transformers.optimization import get_linear_schedule_with_warmup
 
@@ -81,10 +98,27 @@ def run_progress(step: int, total_steps: int, run_s: float, max_time_s: float) -
     return max(step / total_steps, run_s / max_time_s)
 
 
-def time_is_up(run_s: float, seconds_per_step: float, max_time_s: float) -> bool:
-    """Whether a ``--max-time`` run ends now: the next step, at this run's pace, would end past the limit.
+def step_pace(session_s: float, first_step_s: float, done: int, earlier: float | None) -> float:
+    """Seconds per step of this session after ``done`` steps, ``session_s`` seconds into it.
+
+    The session's first step (``first_step_s``: allocations, lazy set-up, a cold cache) is left out once there
+    is a second; until then the pace of the earlier session (``earlier``, from the checkpoint) stands in, and
+    only a fresh run's first step measures itself.
+    """
+    if done > 1:
+        return (session_s - first_step_s) / (done - 1)
+    return earlier if earlier is not None else session_s
+
+
+def time_is_up(run_s: float, pace_s: float, tail_s: float, max_time_s: float) -> bool:
+    """Whether a ``--max-time`` run ends now: its next step, at this pace, would end past the limit.
+
+    Args:
+        run_s: training seconds at this step's clock reading (taken before the optimizer update).
+        pace_s: seconds from one reading to the next (:func:`step_pace`).
+        tail_s: seconds from a reading to the end of its step (the optimizer update), as last measured.
 
     The run never starts a step it expects to end late, so it overshoots by at most the error of that
-    estimate; the final evaluation and save come after the limit.
+    estimate; the final held-out loss and the save come after the limit.
     """
-    return run_s + seconds_per_step > max_time_s
+    return run_s + pace_s + tail_s > max_time_s
