@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -251,6 +252,7 @@ def main() -> None:
     parser.add_argument("--lin-blocks", default="12-18", help="the cut of lin+ methods (the map folds into block 11)")
     parser.add_argument("--threads", type=int, help="torch threads per method (1 is faster on a busy machine)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/heal.json"))
+    parser.add_argument("--keep-work", action="store_true", help="keep the temporary folder of models made")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:  # one method in its own process: its peak memory is its own
@@ -315,6 +317,10 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     _plot(report, args.out.with_suffix(".png"))
+    if args.keep_work:
+        print(f"work folder kept: {work}", flush=True)
+    else:  # the pruned, replaced and healed models of every method: 1-4 GB a run
+        shutil.rmtree(work, ignore_errors=True)
     print(json.dumps({k: v for k, v in report.items() if k != "methods"}, indent=2, default=str))
 
 
