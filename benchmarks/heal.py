@@ -26,10 +26,11 @@ Methods (``--methods``, comma-separated; ``+`` combines):
                                   --blocks: no stand-in to fit)
     trainer                       transformers.Trainer, CPT (tokens/s reference; its ppl is reported too)
 
-Budgets: ``--minutes M`` gives every method M minutes of training (``retrain --max-time``: the cosine schedule
-follows the clock and ends with the budget, and the run stops before a step that would end past it; ``budget_s``
-and ``time_up`` are recorded beside ``wall_s``); ``--tokens N`` gives every method N training tokens instead.
-Each method runs in a fresh process, so its peak resident memory is its own.
+Budgets: ``--minutes M`` gives every method M minutes of training (every one but ``trainer`` with ``retrain
+--max-time``: the cosine schedule follows the clock and ends with the budget, and the run stops before a step
+that would end past it; ``budget_s`` and ``time_up`` are recorded beside ``wall_s``); ``--tokens N`` gives
+every method N training tokens instead. Each method runs in a fresh process, so its peak resident memory is its
+own.
 Perplexity: WikiText-2 test joined with "\\n\\n", cut into 128-token windows, the first ``--ppl-windows`` (200)
 scored.
 
@@ -167,7 +168,8 @@ def run_method(job: dict) -> dict:
         record.update(_hf_trainer(job, model, steps))
     else:
         result = retrain(_config(job, model, work / "out", max_steps=steps, **budget))
-        record.update(steps=result.steps, tokens=result.tokens_seen, wall_s=result.wall_time_s, time_up=result.time_up,
+        record.update(steps=result.steps, tokens=result.tokens_seen, wall_s=result.wall_time_s,
+                      time_up=result.time_up,
                       tokens_per_s=result.tokens_seen / result.wall_time_s, final_train_loss=result.final_loss,
                       held_out_loss=[result.initial_eval_loss, result.final_eval_loss], eval_curve=result.eval_curve,
                       trainable_params=result.trainable_params, loss_path=result.loss_path,

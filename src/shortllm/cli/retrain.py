@@ -72,9 +72,9 @@ def retrain(
     max_tokens: Annotated[int | None, typer.Option(
         "--max-tokens", help="Or a budget in training tokens.", show_default=False)] = None,
     max_time: Annotated[str | None, typer.Option(
-        "--max-time", help="Or a budget in training time: 600, 90s, 10m, 1.5h (loading, teacher correction, the "
-        "first and last held-out loss and the save not counted). The schedule follows the clock; --max-steps / "
-        "--max-tokens / one pass over the data is then an upper bound.", show_default=False)] = None,
+        "--max-time", help="Or a budget in training time: 600, 90s, 10m, 1.5h (loading, teacher correction, "
+        "the first and last held-out loss and the save not counted). The schedule follows the clock; "
+        "--max-steps / --max-tokens / one pass over the data is then an upper bound.", show_default=False)] = None,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 1e-4,
     adam_betas: Annotated[str, typer.Option(
         "--adam-betas", help="AdamW beta1,beta2 (HF Trainer's default, used by the LoRA reference: 0.9,0.999).")
@@ -84,8 +84,8 @@ def retrain(
         "HF Trainer's default).")] = "cosine",
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay (matrices).")] = 0.1,
     warmup_steps: Annotated[int | None, typer.Option(
-        "--warmup-steps", help="Linear warmup steps (default: 5% of the steps, or of a --max-time), then the "
-        "--lr-schedule decay.",
+        "--warmup-steps", help="Linear warmup steps (default: 5% of the steps, or of the progress with "
+        "--max-time), then the --lr-schedule decay.",
         show_default=False)] = None,
     min_lr_ratio: Annotated[float, typer.Option("--min-lr-ratio", help="Cosine ends at lr x this.")] = 0.1,
     max_grad_norm: Annotated[float, typer.Option("--max-grad-norm", help="Gradient clipping norm.")] = 1.0,
@@ -227,8 +227,8 @@ def _seconds(text: str, flag: str) -> float:
     try:
         return float(number) * DURATION_UNITS[unit]
     except (KeyError, ValueError):
-        raise TrainingError(f"{flag} '{text}' is not a duration", f"e.g. {flag} 600, {flag} 10m or {flag} 1.5h"
-                            ) from None
+        raise TrainingError(f"{flag} '{text}' is not a duration",
+                            f"e.g. {flag} 600, {flag} 10m or {flag} 1.5h") from None
 
 
 def _training_progress(description: str, quiet: bool = False):
@@ -254,7 +254,7 @@ def _training_progress(description: str, quiet: bool = False):
                 else:
                     per_step = spent / done if done else None
                 info = f"loss {s['loss']:.4f}, lr {s['lr']:.2e}, {s['tokens_per_s']:.0f} tok/s"
-                if "time_left_s" in s:  # --max-time: the steps that still fit at this pace, not the upper bound
+                if "time_left_s" in s:  # --max-time: the steps that fit at this pace, not the upper bound
                     total = min(total, step + int(s["time_left_s"] / per_step)) if per_step else total
                     info += f", {duration(s['time_left_s'])} left"
                 act.update(step, total, name="Training", unit="step", info=info, seconds_per_item=per_step)

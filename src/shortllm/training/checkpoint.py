@@ -266,7 +266,8 @@ def read_state(path: Path) -> dict[str, Any]:
         raise damaged(file, "no valid 'data_position'")
     for key in ("pace_s", "tail_s"):  # --max-time's step-time estimate (absent in other runs' checkpoints)
         value = state.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if value is not None and not (number and value >= 0):
             raise damaged(file, f"no valid '{key}'")
     # Well-formed is not enough: values a run cannot have would resume at a wrong position or world size.
     for key, least in (("step", 0), ("tokens", 0), ("wall_s", 0), ("sessions", 1), ("world_size", 1)):

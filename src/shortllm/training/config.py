@@ -77,7 +77,7 @@ class TrainConfig:
     grad_accum: int = 1
     max_steps: int | None = None
     max_tokens: int | None = None  # None and no max_steps: one pass over the training rows
-    max_time: float | None = None  # seconds of training (loading excluded); the steps above become an upper bound
+    max_time: float | None = None  # seconds of training (loading excluded); the steps above are then a bound
     lr: float = 1e-4
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
@@ -152,7 +152,7 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.max_steps is None or cfg.max_steps >= 1, f"--max-steps {cfg.max_steps} must be at least 1"),
         (cfg.max_tokens is None or cfg.max_tokens >= 1, f"--max-tokens {cfg.max_tokens} must be at least 1"),
         (cfg.max_time is None or (cfg.max_time > 0 and math.isfinite(cfg.max_time)),
-         f"--max-time {cfg.max_time:g} must be a positive number of seconds" if cfg.max_time is not None else ""),
+         f"--max-time {cfg.max_time or 0:g} must be a positive number of seconds"),
         (cfg.weight_decay >= 0, f"--weight-decay {cfg.weight_decay:g} must not be negative"),
         (cfg.warmup_steps is None or cfg.warmup_steps >= 0, f"--warmup-steps {cfg.warmup_steps} is negative"),
         (0 <= cfg.min_lr_ratio <= 1, f"--min-lr-ratio {cfg.min_lr_ratio:g} must be within 0..1"),

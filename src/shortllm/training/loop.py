@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 _clock = time.perf_counter  # the loop's clock (tests of --max-time replace it with a simulated one)
 
 # (step, total steps, stats): stats is the step's curve point (loss, ce, [kl], lr, tokens, grad_norm, [eval_loss])
-# plus tokens_per_s, and session_steps / session_s: steps done and seconds spent in this session so far, and with
-# --max-time time_left_s: the training seconds left of the budget.
+# plus tokens_per_s, and session_steps / session_s: steps done and seconds spent in this session so far,
+# and with --max-time time_left_s: the training seconds left of the budget.
 StepCallback = Callable[[int, int, dict[str, Any]], None]
 
 
@@ -327,7 +327,8 @@ def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) ->
         rows = tr.batches.step(step)
         n_targets, n_inputs = sum(rows.targets), rows.num_tokens
         scale = cfg.grad_accum * world / max(n_targets, 1)
-        sums = torch.zeros(5, dtype=torch.float64, device=acc.device)  # ce, kl, hidden sums; main's clock, tail
+        # ce, kl and hidden sums; the main process's clock reading and last update time (--max-time)
+        sums = torch.zeros(5, dtype=torch.float64, device=acc.device)
         grad_norm = None
         lr = tr.scheduler.get_last_lr()[0]
         for micro in range(cfg.grad_accum):
@@ -362,7 +363,8 @@ def train(tr: Trainer, state: LoopState, on_step: StepCallback | None = None) ->
             first_step_s = session_s if first_step_s is None else first_step_s
             state.pace_s = step_pace(session_s, first_step_s, state.step - session_start, state.pace_s)
             time_up = time_is_up(wall_before + session_s, state.pace_s, tail, limit)
-            tr.scheduler.advance(run_progress(state.step, tr.total_steps, wall_before + session_s, limit), state.step)
+            progress = run_progress(state.step, tr.total_steps, wall_before + session_s, limit)
+            tr.scheduler.advance(progress, state.step)
         else:
             tr.scheduler.step()
         tr.optimizer.zero_grad(set_to_none=True)

@@ -5,8 +5,8 @@ A run with ``--max-time`` does not know its step count in advance: how many step
 the machine, the load and the method. Its schedule is the same shape (linear warm-up over the first 5%, then
 cosine down to ``lr x --min-lr-ratio``, or linear down to 0) over *progress* instead of steps: the larger of
 the share of the time spent and the share of the steps done (``--max-steps`` / ``--max-tokens`` / one pass
-over the data stays an upper bound). So the schedule ends when the budget does, and a run that reaches its step
-count first ends its schedule there, as a step-planned run would.
+over the data stays an upper bound). So the schedule ends when the budget does, and a run that reaches its
+step count first ends its schedule there, as a step-planned run would.
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ class BudgetSchedule(torch.optim.lr_scheduler.LRScheduler):
     """The schedule of a ``--max-time`` run: each group's lr is its base lr x the schedule's factor at the
     progress the loop reports after every step (:meth:`advance`).
 
-    The warm-up is the first 5% of the progress, or with ``warmup_steps`` the first that many steps (linear from
-    0, as transformers' step schedules), after which the decay runs from the progress reached then to 1. Its
-    state (progress, steps, where the decay started, base lrs) is saved in checkpoints like any scheduler's, so
-    a resumed run continues at the same learning rate.
+    The warm-up is the first 5% of the progress, or with ``warmup_steps`` the first that many steps (linear
+    from 0, as transformers' step schedules), after which the decay runs from the progress reached then to 1.
+    Its state (progress, steps, where the decay started, base lrs) is saved in checkpoints like any
+    scheduler's, so a resumed run continues at the same learning rate.
     """
 
     def __init__(self, optimizer: Any, kind: str, min_lr_ratio: float, warmup_steps: int | None = None):
@@ -93,8 +93,8 @@ def make_schedule(optimizer: Any, kind: str, total_steps: int, warmup_steps: int
 
 
 def run_progress(step: int, total_steps: int, run_s: float, max_time_s: float) -> float:
-    """Progress of a ``--max-time`` run after ``step`` steps and ``run_s`` seconds of training: the larger share
-    of its two budgets spent (steps of ``total_steps``, seconds of ``max_time_s``)."""
+    """Progress of a ``--max-time`` run after ``step`` steps and ``run_s`` seconds of training: the larger
+    share of its two budgets spent (steps of ``total_steps``, seconds of ``max_time_s``)."""
     return max(step / total_steps, run_s / max_time_s)
 
 
