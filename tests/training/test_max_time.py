@@ -119,6 +119,19 @@ def test_time_limited_lr_follows_the_progress(pruned_tiny, small_text, tmp_path,
     assert "60.0 s on 1 process (limit 60 s, --max-time)" in (tmp_path / "o" / "README.md").read_text()
 
 
+@pytest.mark.parametrize("options", [{"grad_accum": 2}, {"keep_best": True, "eval_every": 2},
+                                     {"optimizer_in_backward": True}], ids=["grad-accum", "keep-best", "in-backward"])
+def test_time_budget_ends_runs_with_the_loop_options(pruned_tiny, small_text, tmp_path, simulated_clock, options):
+    """The clock reading travels with the loss sums, which every option's step still reduces once: the run ends
+    after step 6 of a 60 s budget (10 s per step) with each of them, and --keep-best still evaluates that step."""
+    cfg = quick_config("cpt", pruned_tiny, small_text, tmp_path / "o", max_steps=100, max_time=60.0, **options)
+    result = retrain(cfg)
+    assert result.finished and result.time_up and result.steps == 6 and result.wall_time_s == 60.0
+    assert result.eval_curve[-1]["step"] == 6
+    if options.get("keep_best"):
+        assert result.best["step"] in (2, 4, 6)
+
+
 def test_step_budget_still_ends_a_time_limited_run_first(pruned_tiny, small_text, tmp_path, simulated_clock):
     result = retrain(quick_config("cpt", pruned_tiny, small_text, tmp_path / "o", max_steps=3, max_time=600.0))
     assert result.finished and not result.time_up and result.steps == 3
