@@ -64,10 +64,10 @@ class RetrainResult:
     params: int
     world_size: int
     global_batch: int
-    warmup_steps: int | None  # None: --max-time (warm-up over the first 5% of the time)
+    warmup_steps: int | None  # None: --max-time without --warmup-steps (the first 5% of the progress)
     data: dict[str, Any]
     max_time_s: float | None = None  # --max-time
-    time_up: bool = False  # --max-time ended the run (before total_steps)
+    time_up: bool = False  # --max-time ended the run (its clock decided, even on the last planned step)
     saved: str | None = None  # "merged model" | "adapter" | "model"
     out: str | None = None
     checkpoint: str | None = None  # set when the session stopped early
