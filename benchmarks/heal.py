@@ -24,6 +24,9 @@ Methods (``--methods``, comma-separated; ``+`` combines):
                                   all without --train-head): no gradient or AdamW state for the 28M-row tied table
     kd+blocks                     kd with every block trained, the embeddings, final norm and head frozen (on
                                   --blocks: no stand-in to fit)
+    block+kd+blocks+support,      the same with --kd-support 64 (64 draws beyond the top 64): the KL estimated
+    kd+blocks+support             from the student's logits at 128 tokens a position, so its output head is never
+                                  applied to the whole vocabulary
     trainer                       transformers.Trainer, CPT (tokens/s reference; its ppl is reported too)
 
 Budgets: ``--minutes M`` gives every method M minutes of training (every one but ``trainer`` with ``retrain
@@ -71,6 +74,8 @@ COMBOS = {
     "kd+from-cut": ("kd", {"train_blocks": "from-cut:0"}),
     "block+kd+blocks": ("kd", {"replace_block": True, "train_blocks": "all"}),
     "kd+blocks": ("kd", {"train_blocks": "all"}),
+    "block+kd+blocks+support": ("kd", {"replace_block": True, "train_blocks": "all", "kd_support": 64}),
+    "kd+blocks+support": ("kd", {"train_blocks": "all", "kd_support": 64}),
 }
 
 
@@ -112,7 +117,7 @@ def _config(job: dict, model: str, out: Path, **kw):
 
     extra = job["extra"]
     kd = KDOptions(hidden=extra.get("kd_hidden"), teacher_warmup_steps=extra.get("teacher_warmup_steps", 0),
-                   teacher=job.get("teacher"))
+                   teacher=job.get("teacher"), support=extra.get("kd_support"))
     return TrainConfig(method=job["method"], model=model, out=out,
                        data=DataOptions(data=job["train_data"], data_dir=job["data_dir"],
                                         max_eval_rows=job["eval_rows"]),

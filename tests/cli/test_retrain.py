@@ -160,6 +160,9 @@ BAD = [
      "fewer than the 2 held out"),
     ("streaming batch too big", lambda i, t: ["--method", "cpt", "--batch-size", "5000", "--streaming"],
      "fewer than 5000 blocks of 32 tokens"),
+    ("support with cpt", lambda i, t: ["--method", "cpt", "--kd-support", "64"], "--kd-support only applies"),
+    ("support at a temperature", lambda i, t: ["--method", "kd", "--kd-support", "64", "--kd-temperature", "2"],
+     "estimates the KL at temperature 1"),
 ]
 
 

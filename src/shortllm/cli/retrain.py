@@ -115,6 +115,15 @@ def retrain(
         "--teacher-dtype", help="kd: store the teacher's weights in bfloat16 | float16 | float32 (default: as "
         "--dtype); 16 bits halve its memory, and each module still computes in the loaded precision (its "
         "weights rounded once).", show_default=False)] = None,
+    kd_support: Annotated[int | None, typer.Option(
+        "--kd-support", help="kd: estimate the KL (and CE) at the teacher's K most probable tokens plus "
+        "--kd-tail-samples draws from the rest, instead of all of the vocabulary: the student's output head is "
+        "never applied in full (faster steps where the head is a large share of the model: docs/retrain.md); "
+        "temperature 1 only.",
+        show_default=False)] = None,
+    kd_tail_samples: Annotated[int, typer.Option(
+        "--kd-tail-samples", help="kd with --kd-support: draws from the teacher's distribution beyond its top "
+        "K, each carrying an equal share of the remaining mass (0: renormalise the top K, as top-k KD).")] = 64,
     train_blocks: Annotated[str | None, typer.Option(
         "--train-blocks", help="cpt/kd: train only these blocks, freeze the rest: last:N | first:N | "
         "around-cuts:N | from-cut:N | 3,7,10-12 | all. kd without --train-head: the teacher skips the "
@@ -166,7 +175,7 @@ def retrain(
       shortllm retrain --method lora -m pruned/ --data alpaca/alpaca_data_1k.json --data-dir ../shared/data \\
           --seq-len 256 --out lora/
       shortllm retrain --method kd -m pruned/ --data c4 --data-dir ../shared/data --seq-len 128 \\
-          --max-time 10m --out kd-10min/
+          --train-blocks all --kd-support 64 --max-time 10m --out kd-10min/
     """
     from shortllm.training.config import DataOptions, KDOptions, LoraOptions, TrainConfig
     from shortllm.training.run import retrain as run_retrain
@@ -185,7 +194,7 @@ def retrain(
                          save_adapter=save_adapter),
         kd=KDOptions(teacher=teacher, alpha=kd_alpha, temperature=kd_temperature, hidden=kd_hidden,
                      hidden_weight=kd_hidden_weight, teacher_warmup_steps=teacher_warmup_steps,
-                     teacher_dtype=teacher_dtype),
+                     teacher_dtype=teacher_dtype, support=kd_support, tail_samples=kd_tail_samples),
         train_blocks=train_blocks, train_head=train_head,
         eval_every=eval_every, save_every=save_every, keep_checkpoints=keep_checkpoints,
         checkpoint_dir=checkpoint_dir, resume=resume, stop_after=stop_after, keep_best=keep_best,

@@ -47,6 +47,8 @@ class KDOptions:
     hidden_weight: float = 1.0  # weight of that term: alpha*KL + (1-alpha)*CE + hidden_weight*H
     teacher_warmup_steps: int = 0  # fine-tune the teacher on the healing data first (Minitron's correction)
     teacher_dtype: str | None = None  # storage of the teacher's weights; None: as loaded (--dtype) (training/teacher.py)
+    support: int | None = None  # estimate KL and CE at the teacher's k most probable tokens... (losses.support_sums)
+    tail_samples: int = 64  # ...and this many draws from the rest of its distribution; None above: every token
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,8 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.kd.temperature > 0, f"--kd-temperature {cfg.kd.temperature:g} must be positive"),
         (cfg.kd.hidden_weight >= 0, f"--kd-hidden-weight {cfg.kd.hidden_weight:g} must not be negative"),
         (cfg.kd.teacher_warmup_steps >= 0, f"--teacher-warmup-steps {cfg.kd.teacher_warmup_steps} is negative"),
+        (cfg.kd.support is None or cfg.kd.support >= 1, f"--kd-support {cfg.kd.support} must be at least 1"),
+        (cfg.kd.tail_samples >= 0, f"--kd-tail-samples {cfg.kd.tail_samples} is negative"),
     ]
     for ok, message in checks:
         if not ok:
@@ -195,10 +199,14 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.kd.teacher_dtype is not None and cfg.kd.teacher_dtype not in TEACHER_DTYPES:
         raise _bad(f"unknown --teacher-dtype '{cfg.kd.teacher_dtype}'", f"use one of {', '.join(TEACHER_DTYPES)}")
     if cfg.method != "kd" and (cfg.kd.hidden is not None or cfg.kd.teacher_warmup_steps
-                               or cfg.kd.teacher_dtype is not None):
+                               or cfg.kd.teacher_dtype is not None or cfg.kd.support is not None):
         what = ("--kd-hidden" if cfg.kd.hidden is not None else
-                "--teacher-warmup-steps" if cfg.kd.teacher_warmup_steps else "--teacher-dtype")
+                "--teacher-warmup-steps" if cfg.kd.teacher_warmup_steps else
+                "--teacher-dtype" if cfg.kd.teacher_dtype is not None else "--kd-support")
         raise _bad(f"{what} only applies to --method kd")
+    if cfg.kd.support is not None and cfg.kd.temperature != 1:
+        raise _bad(f"--kd-support estimates the KL at temperature 1, not --kd-temperature {cfg.kd.temperature:g}",
+                   "drop one of the two")
     if cfg.optimizer_in_backward and cfg.grad_accum > 1:
         raise _bad("--optimizer-in-backward updates each parameter as soon as its gradient is complete; "
                    "--grad-accum keeps every gradient until the last micro-batch", "use one or the other")
@@ -255,6 +263,9 @@ def _kd_identity(cfg: TrainConfig) -> dict[str, Any]:
         kd.pop("teacher_warmup_steps")
     if kd["teacher_dtype"] is None:
         kd.pop("teacher_dtype")
+    if kd["support"] is None:
+        kd.pop("support")
+        kd.pop("tail_samples")
     return kd
 
 

@@ -42,7 +42,21 @@ class Head:
         return weight.shape[1] if type(self.module).__name__ == "Conv1D" else weight.shape[0]
 
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self.module(hidden)
+        return self._transform(self.module(hidden))
+
+    def at(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """``([n, H], [n, j] token ids) -> [n, j]``: the logits of each position at its own ids only, from the
+        gathered rows of the output weight (``[n, j, H]``, differentiable in both), so the cost is ``n * j *
+        H`` instead of ``n * V * H``. Equal to ``self(hidden).gather(1, ids)`` up to float summation order."""
+        weight = self.module.weight
+        rows = (weight.t() if type(self.module).__name__ == "Conv1D" else weight)[ids]
+        logits = torch.einsum("nh,njh->nj", hidden.to(rows.dtype), rows)
+        bias = getattr(self.module, "bias", None)
+        if bias is not None:
+            logits = logits + bias[ids]
+        return self._transform(logits)
+
+    def _transform(self, logits: torch.Tensor) -> torch.Tensor:
         if self.scale != 1.0:
             logits = logits * self.scale
         if self.softcap:
@@ -96,6 +110,22 @@ def check_head(model: Any, head: Head | None, device: Any) -> bool:
         return False
     finally:
         model.train(was_training)
+
+
+def check_head_at(head: Head, device: Any) -> bool:
+    """Whether :meth:`Head.at` gives ``head``'s own logits at chosen ids (a few random states, to 1e-4): false
+    for a head whose module computes something else than ``hidden @ weight.T + bias`` (an adapter on it)."""
+    with torch.no_grad():
+        weight = head.module.weight
+        hidden = torch.randn(3, head.module.weight.shape[0 if type(head.module).__name__ == "Conv1D" else 1],
+                             generator=torch.Generator().manual_seed(0)).to(device=device, dtype=weight.dtype)
+        ids = torch.arange(6, device=device).view(3, 2) % head.vocab_size
+        try:
+            return bool(torch.allclose(head.at(hidden, ids).float(), head(hidden).gather(1, ids).float(),
+                                       atol=1e-4, rtol=1e-3))
+        except (TypeError, ValueError, RuntimeError, AttributeError, IndexError) as err:
+            log.debug("head.at check failed: %s", err)
+            return False
 
 
 class BlockTap:
@@ -180,6 +210,7 @@ class LossSetup:
     shared_tap: BlockTap | None = None  # the student's output of block ``shared - 1``
     teacher_template: Any = None  # the teacher's block output format, for ``bypass``
     shared_checked: bool = False  # the first teacher forward ran whole and matched the student's prefix
+    support: tuple[int, int] | None = None  # --kd-support k, --kd-tail-samples m (losses.support_sums)
 
     @property
     def chunked(self) -> bool:
@@ -187,13 +218,18 @@ class LossSetup:
 
 
 def loss_setup(accelerator: Any, model: Any, teacher: Any | None, temperature: float = 1.0,
-               hidden: str | None = None, checkpointed: bool = False) -> LossSetup:
+               hidden: str | None = None, checkpointed: bool = False,
+               support: tuple[int, int] | None = None) -> LossSetup:
     """Decide the loss path of a run (chunked head where it reproduces the logits) and set up the taps of
     ``--kd-hidden``. ``checkpointed`` (``--gradient-checkpointing``): the head runs in the smaller,
-    recomputed chunks of ``losses.CHECKPOINTED_CHUNK_ELEMENTS``.
+    recomputed chunks of ``losses.CHECKPOINTED_CHUNK_ELEMENTS``. ``support`` ``(k, m)`` (``--kd-support``):
+    the KL and CE are estimated at the teacher's ``k`` most probable tokens and ``m`` draws
+    (:func:`shortllm.training.losses.support_sums`).
 
     Raises:
-        TrainingError: as :func:`matched_blocks`.
+        TrainingError: as :func:`matched_blocks`; ``support`` where the student's head cannot be applied to
+            chosen tokens apart from the model (FSDP/ZeRO-3 sharding, a head the chunked path does not
+            reproduce, an adapter on the head).
     """
     from accelerate.utils import DistributedType
 
@@ -212,6 +248,14 @@ def loss_setup(accelerator: Any, model: Any, teacher: Any | None, temperature: f
                 setup.chunk_tokens = max(16, CHECKPOINTED_CHUNK_ELEMENTS // head.vocab_size)
         else:
             log.info("the output head cannot be applied apart from the model: losses use full logits")
+    if support is not None and teacher is not None:
+        if setup.head is None or not check_head_at(setup.head, device):
+            from shortllm.errors import TrainingError
+
+            raise TrainingError("--kd-support needs the student's output head applied apart from the model, "
+                                "row by row; this run cannot (sharded weights, or a head with an adapter or "
+                                "an unknown transform)", "drop --kd-support: the KL then uses every token")
+        setup.support = support
     if teacher is not None and not sharded and not hidden:
         from shortllm.scoring.capture import block_template
 
@@ -265,7 +309,7 @@ def micro_losses(model: Any, teacher: Any | None, setup: LossSetup, batch: dict[
         ht = t_out.hidden_states[-1][:, :-1][keep] if with_teacher and t_out is not None else None
         with autocast():
             ce, kl = chunked_token_sums(hs, targets, setup.head, ht, setup.teacher_head, setup.temperature,
-                                        setup.chunk_tokens)
+                                        setup.chunk_tokens, setup.support)
         count = keep.sum()
     else:
         ce, count = ce_sum(out.logits, labels)

@@ -10,11 +10,17 @@ head a chunk of tokens at a time, each chunk under activation checkpointing when
 the forward nor the backward ever holds more than one chunk's float32 ``[chunk, V]`` logits (of student and
 teacher). With a 49k vocabulary that is what dominated a CPU run's memory (Liger-Kernel's fused linear cross-entropy and
 torchtune's chunked output are the same idea).
+
+One estimate instead of the exact numbers (``retrain --kd-support``): :func:`teacher_support` and
+:func:`support_sums` take the KL and CE from the student's logits at the teacher's most probable tokens plus
+draws from the rest of its distribution, so the student's head is applied to a few hundred rows of its
+weight per position instead of all of them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -100,6 +106,65 @@ def _kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> tor
     return _kl_from(_log_softmax_at(student, temperature), *_teacher_side(teacher, temperature), temperature)
 
 
+def teacher_support(teacher_logits: torch.Tensor, support: int, tail_samples: int
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The teacher's side of :func:`support_sums`, without gradients: ``(ids [n, k+m], weight [n, k+m],
+    teacher logits at ids [n, k+m], log Z_t [n])`` from ``[n, V]`` teacher logits at temperature 1.
+
+    ``ids`` are the ``k = support`` most probable tokens, then ``m = tail_samples`` draws (torch's global
+    generator, saved in checkpoints) from the teacher's distribution restricted to the other tokens; ``weight``
+    is each one's share of the teacher's mass: its probability for the support, ``(1 - support mass) / m`` for
+    each draw. With ``m = 0`` the support's probabilities are renormalised to sum to 1.
+    """
+    with torch.no_grad():
+        teacher = teacher_logits.float()
+        log_zt = torch.logsumexp(teacher, dim=-1)
+        k = min(support, teacher.shape[-1])
+        top_logit, top = teacher.topk(k, dim=-1)
+        top_q = (top_logit - log_zt[:, None]).exp()
+        if tail_samples and k < teacher.shape[-1]:
+            rest = (1 - top_q.sum(-1)).clamp_min(0)
+            tail = (teacher - log_zt[:, None]).exp_().scatter_(1, top, 0.0).clamp_min_(1e-30)
+            drawn = torch.multinomial(tail, tail_samples, replacement=True)
+            ids = torch.cat([top, drawn], dim=1)
+            weight = torch.cat([top_q, (rest / tail_samples)[:, None].expand(-1, tail_samples)], dim=1)
+        else:
+            ids, weight = top, top_q / top_q.sum(-1, keepdim=True)
+        return ids, weight, teacher.gather(1, ids), log_zt
+
+
+def support_sums(student_h: torch.Tensor, targets: torch.Tensor,
+                 head_at: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], ids: torch.Tensor,
+                 weight: torch.Tensor, teacher_at: torch.Tensor, log_zt: torch.Tensor) -> torch.Tensor:
+    """``[2]``: (CE sum, KL sum) estimated from the student's logits at a few hundred tokens per position
+    instead of the whole vocabulary (``--kd-support``): the student's output head is never applied in full.
+
+    With ``q`` the teacher's distribution, ``z_s``/``z_t`` the two models' logits and ``d = z_s - z_t``,
+    the forward KL is exactly ``KL(q || p_s) = log E_q[exp(d)] - E_q[d]`` (``Z_s / Z_t = E_q[exp(d)]``), and
+    the student's log-partition is ``log Z_t + log E_q[exp(d)]``. Both expectations over ``q`` are taken on
+    the tokens :func:`teacher_support` chose, with its weights: the teacher's most probable tokens with their
+    exact mass, and for the rest of the mass draws from the teacher (importance sampling that is efficient
+    while the student stays close to the teacher). The estimate is exact when the support is the whole
+    vocabulary; otherwise it is consistent in the number of draws (the log of an unbiased mean, so slightly
+    biased low). The CE is ``log Z_s - z_s[target]`` with that log-partition: an estimate too (a sampled
+    softmax). Top-k distillation of the sparse-KD literature is the case without draws.
+
+    Args:
+        student_h: ``[n, H]`` the student's final hidden states; ``targets``: ``[n]`` next-token ids.
+        head_at: ``([n, H], [n, j] ids) -> [n, j]`` the student's logits at chosen ids (:meth:`Head.at`).
+        ids, weight, teacher_at, log_zt: :func:`teacher_support`'s output for these positions.
+
+    Returns:
+        ``[2]`` float32, summed over the ``n`` positions.
+    """
+    s_all = head_at(student_h, torch.cat([ids, targets[:, None]], dim=1)).float()  # [n, j + 1]
+    d = s_all[:, :-1] - teacher_at
+    log_ratio = torch.logsumexp(weight.clamp_min(1e-30).log() + d, dim=-1)  # log Z_s / Z_t
+    kl = (log_ratio - (weight * d).sum(-1)).sum()
+    ce = (log_zt + log_ratio - s_all[:, -1]).sum()
+    return torch.stack([ce, kl])
+
+
 def _chunk(student_h: torch.Tensor, targets: torch.Tensor, teacher_h: torch.Tensor | None,
            head: Callable[[torch.Tensor], torch.Tensor], teacher_head: Callable[[torch.Tensor], torch.Tensor] | None,
            temperature: float) -> torch.Tensor:
@@ -118,7 +183,8 @@ def _chunk(student_h: torch.Tensor, targets: torch.Tensor, teacher_h: torch.Tens
 def chunked_token_sums(student_h: torch.Tensor, targets: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor],
                        teacher_h: torch.Tensor | None = None,
                        teacher_head: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                       temperature: float = 1.0, chunk_tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       temperature: float = 1.0, chunk_tokens: int | None = None,
+                       support: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(CE sum, KL sum) from final hidden states, the output head applied chunk by chunk.
 
     Equal to :func:`ce_sum` and :func:`kd_sum` on ``head(hidden)`` (up to float summation order): same
@@ -134,6 +200,9 @@ def chunked_token_sums(student_h: torch.Tensor, targets: torch.Tensor, head: Cal
         teacher_head: the teacher's output head (run without gradients).
         temperature: the KD temperature T.
         chunk_tokens: positions per chunk (default: :data:`CHUNK_ELEMENTS` / V, at least 16).
+        support: ``(k, m)``: with a teacher, estimate both sums from the student's logits at the teacher's
+            ``k`` most probable tokens and ``m`` draws from the rest (:func:`support_sums`; ``head`` needs
+            an ``at`` method); the student's head is then never applied to the whole vocabulary.
 
     Returns:
         Two float32 scalars (the KL one is 0 without a teacher).
@@ -142,25 +211,49 @@ def chunked_token_sums(student_h: torch.Tensor, targets: torch.Tensor, head: Cal
     totals = student_h.new_zeros(2, dtype=torch.float32)
     if n == 0:
         return totals[0] + 0 * student_h.sum(), totals[1]
+    vocab = getattr(head, "vocab_size", None) or 1
     if chunk_tokens is None:
-        vocab = getattr(head, "vocab_size", None) or 1
         chunk_tokens = max(16, CHUNK_ELEMENTS // vocab)
-    # One chunk holds everything: checkpointing it would only recompute the head (a fourth pass over the
-    # [n, V] logits) and keep the same tensors alive during its backward.
-    grad = torch.is_grad_enabled() and student_h.requires_grad and n > chunk_tokens
+    if support is not None and teacher_h is not None:
+        return _support_token_sums(student_h, targets, head, teacher_h, teacher_head, chunk_tokens, support)
+    return _chunked(_chunk, n, chunk_tokens, student_h.requires_grad, student_h, targets, teacher_h, head,
+                    teacher_head, temperature)
+
+
+def _chunked(fn: Callable[..., torch.Tensor], n: int, chunk_tokens: int, requires_grad: bool,
+             *args: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum ``fn``'s ``[2]`` over chunks of ``chunk_tokens`` positions: each tensor argument of ``n`` rows is
+    sliced, the others passed as they are. When there is more than one chunk and gradients are on, each chunk
+    is recomputed in the backward (``torch.utils.checkpoint``); one chunk holding everything is not (that
+    would only recompute it and keep the same tensors alive during its backward)."""
+    grad = torch.is_grad_enabled() and requires_grad and n > chunk_tokens
     parts = []
     for start in range(0, n, chunk_tokens):
         piece = slice(start, start + chunk_tokens)
-        args = (student_h[piece], targets[piece], None if teacher_h is None else teacher_h[piece], head,
-                teacher_head, temperature)
+        sliced = [a[piece] if isinstance(a, torch.Tensor) and a.dim() and a.shape[0] == n else a for a in args]
         if grad:
             from torch.utils.checkpoint import checkpoint
 
-            parts.append(checkpoint(_chunk, *args, use_reentrant=False))
+            parts.append(checkpoint(fn, *sliced, use_reentrant=False))
         else:
-            parts.append(_chunk(*args))
+            parts.append(fn(*sliced))
     totals = torch.stack(parts).sum(0)
     return totals[0], totals[1]
+
+
+def _support_token_sums(student_h: torch.Tensor, targets: torch.Tensor, head: Any, teacher_h: torch.Tensor,
+                        teacher_head: Callable[[torch.Tensor], torch.Tensor], chunk_tokens: int,
+                        support: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``--kd-support``: the teacher's full logits a chunk at a time, reduced at once to its support (no
+    gradient, nothing recomputed); then the student's logits at those ids, in chunks of at most
+    :data:`CHUNK_ELEMENTS` gathered head weights."""
+    with torch.no_grad():
+        parts = [teacher_support(teacher_head(teacher_h[i:i + chunk_tokens]), *support)
+                 for i in range(0, teacher_h.shape[0], chunk_tokens)]
+        ids, weight, teacher_at, log_zt = (torch.cat(p) for p in zip(*parts))
+    per_token = (ids.shape[1] + 1) * student_h.shape[1]
+    return _chunked(support_sums, student_h.shape[0], max(16, CHUNK_ELEMENTS // per_token), student_h.requires_grad,
+                    student_h, targets, head.at, ids, weight, teacher_at, log_zt)
 
 
 def hidden_sum(student: list[torch.Tensor], teacher: list[torch.Tensor], kind: str = "nmse") -> torch.Tensor:
