@@ -121,9 +121,10 @@ def retrain(
         "never applied in full (faster steps where the head is a large share of the model: docs/retrain.md); "
         "temperature 1 only.",
         show_default=False)] = None,
-    kd_tail_samples: Annotated[int, typer.Option(
+    kd_tail_samples: Annotated[int | None, typer.Option(
         "--kd-tail-samples", help="kd with --kd-support: draws from the teacher's distribution beyond its top "
-        "K, each carrying an equal share of the remaining mass (0: renormalise the top K, as top-k KD).")] = 64,
+        "K, each carrying an equal share of the remaining mass (0: renormalise the top K, as top-k KD). "
+        "[default: 64]", show_default=False)] = None,
     train_blocks: Annotated[str | None, typer.Option(
         "--train-blocks", help="cpt/kd: train only these blocks, freeze the rest: last:N | first:N | "
         "around-cuts:N | from-cut:N | 3,7,10-12 | all. kd without --train-head: the teacher skips the "

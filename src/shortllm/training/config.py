@@ -32,6 +32,9 @@ class LoraOptions:
     save_adapter: bool = False  # keep the adapter only instead of merging it into a full model
 
 
+TAIL_SAMPLES = 64  # --kd-tail-samples when --kd-support is given alone
+
+
 @dataclass(frozen=True)
 class KDOptions:
     """Distillation: loss = alpha * T^2 * KL(teacher || student at T) + (1 - alpha) * CE.
@@ -48,7 +51,13 @@ class KDOptions:
     teacher_warmup_steps: int = 0  # fine-tune the teacher on the healing data first (Minitron's correction)
     teacher_dtype: str | None = None  # storage of the teacher's weights; None: as loaded (--dtype) (training/teacher.py)
     support: int | None = None  # estimate KL and CE at the teacher's k most probable tokens... (losses.support_sums)
-    tail_samples: int = 64  # ...and this many draws from the rest of its distribution; None above: every token
+    tail_samples: int | None = None  # ...and this many draws from the rest (None: TAIL_SAMPLES); no support: exact
+
+    def support_pair(self) -> tuple[int, int] | None:
+        """``(k, m)`` of ``--kd-support`` / ``--kd-tail-samples``, or None for the exact KL."""
+        if self.support is None:
+            return None
+        return self.support, TAIL_SAMPLES if self.tail_samples is None else self.tail_samples
 
 
 @dataclass(frozen=True)
@@ -173,7 +182,7 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.kd.hidden_weight >= 0, f"--kd-hidden-weight {cfg.kd.hidden_weight:g} must not be negative"),
         (cfg.kd.teacher_warmup_steps >= 0, f"--teacher-warmup-steps {cfg.kd.teacher_warmup_steps} is negative"),
         (cfg.kd.support is None or cfg.kd.support >= 1, f"--kd-support {cfg.kd.support} must be at least 1"),
-        (cfg.kd.tail_samples >= 0, f"--kd-tail-samples {cfg.kd.tail_samples} is negative"),
+        (cfg.kd.tail_samples is None or cfg.kd.tail_samples >= 0, f"--kd-tail-samples {cfg.kd.tail_samples} is negative"),
     ]
     for ok, message in checks:
         if not ok:
@@ -204,6 +213,8 @@ def validate(cfg: TrainConfig) -> None:
                 "--teacher-warmup-steps" if cfg.kd.teacher_warmup_steps else
                 "--teacher-dtype" if cfg.kd.teacher_dtype is not None else "--kd-support")
         raise _bad(f"{what} only applies to --method kd")
+    if cfg.kd.tail_samples is not None and cfg.kd.support is None:
+        raise _bad("--kd-tail-samples applies with --kd-support", "give --kd-support K too, e.g. --kd-support 64")
     if cfg.kd.support is not None and cfg.kd.temperature != 1:
         raise _bad(f"--kd-support estimates the KL at temperature 1, not --kd-temperature {cfg.kd.temperature:g}",
                    "drop one of the two")
@@ -266,6 +277,8 @@ def _kd_identity(cfg: TrainConfig) -> dict[str, Any]:
     if kd["support"] is None:
         kd.pop("support")
         kd.pop("tail_samples")
+    else:
+        kd["tail_samples"] = cfg.kd.support_pair()[1]  # the default spelled out: the same run either way
     return kd
 
 

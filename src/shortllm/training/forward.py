@@ -113,16 +113,20 @@ def check_head(model: Any, head: Head | None, device: Any) -> bool:
 
 
 def check_head_at(head: Head, device: Any) -> bool:
-    """Whether :meth:`Head.at` gives ``head``'s own logits at chosen ids (a few random states, to 1e-4): false
-    for a head whose module computes something else than ``hidden @ weight.T + bias`` (an adapter on it)."""
+    """Whether :meth:`Head.at` gives ``head``'s own logits at chosen ids, on a few random states: false for a
+    head whose module computes something else than ``hidden @ weight.T + bias`` (an adapter on it). The
+    tolerance is 1e-4 in float32 and scales with the weight's precision (a 16-bit product may round
+    differently in the two paths)."""
+    weight = head.module.weight
+    eps = torch.finfo(weight.dtype).eps if weight.dtype.is_floating_point else 0.0
+    tol = max(1e-4, 16 * eps)
     with torch.no_grad():
-        weight = head.module.weight
-        hidden = torch.randn(3, head.module.weight.shape[0 if type(head.module).__name__ == "Conv1D" else 1],
-                             generator=torch.Generator().manual_seed(0)).to(device=device, dtype=weight.dtype)
+        width = weight.shape[0 if type(head.module).__name__ == "Conv1D" else 1]
+        hidden = torch.randn(3, width, generator=torch.Generator().manual_seed(0)).to(device=device, dtype=weight.dtype)
         ids = torch.arange(6, device=device).view(3, 2) % head.vocab_size
         try:
             return bool(torch.allclose(head.at(hidden, ids).float(), head(hidden).gather(1, ids).float(),
-                                       atol=1e-4, rtol=1e-3))
+                                       atol=tol, rtol=tol))
         except (TypeError, ValueError, RuntimeError, AttributeError, IndexError) as err:
             log.debug("head.at check failed: %s", err)
             return False

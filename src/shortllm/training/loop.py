@@ -231,7 +231,7 @@ def build_trainer(cfg: TrainConfig, accelerator: Any, model: Any, teacher: Any |
         in_backward = StepInBackward(inner, [p for p in model.parameters() if p.requires_grad])
     batches = make_batches(data, cfg.seed, cfg.batch_size, cfg.grad_accum, accelerator.num_processes)
     losses = loss_setup(accelerator, model, teacher, cfg.kd.temperature, cfg.kd.hidden, cfg.gradient_checkpointing,
-                        (cfg.kd.support, cfg.kd.tail_samples) if cfg.kd.support else None)
+                        cfg.kd.support_pair())
     return Trainer(cfg, accelerator, model, optimizer, scheduler, teacher, data, batches, total_steps, warmup,
                    pad_id, cfg.checkpoints_path(), identity, identity_hash, losses=losses, in_backward=in_backward)
 

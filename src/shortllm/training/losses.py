@@ -106,62 +106,78 @@ def _kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> tor
     return _kl_from(_log_softmax_at(student, temperature), *_teacher_side(teacher, temperature), temperature)
 
 
-def teacher_support(teacher_logits: torch.Tensor, support: int, tail_samples: int
+def teacher_support(teacher_logits: torch.Tensor, targets: torch.Tensor, support: int, tail_samples: int
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The teacher's side of :func:`support_sums`, without gradients: ``(ids [n, k+m], weight [n, k+m],
-    teacher logits at ids [n, k+m], log Z_t [n])`` from ``[n, V]`` teacher logits at temperature 1.
+    """The teacher's side of :func:`support_sums`, without gradients: ``(ids [n, 1+k+m], weight [n, 1+k+m],
+    teacher logits at ids [n, 1+k+m], log Z_t [n])`` from ``[n, V]`` teacher logits at temperature 1 and the
+    ``[n]`` next-token targets.
 
-    ``ids`` are the ``k = support`` most probable tokens, then ``m = tail_samples`` draws (torch's global
-    generator, saved in checkpoints) from the teacher's distribution restricted to the other tokens; ``weight``
-    is each one's share of the teacher's mass: its probability for the support, ``(1 - support mass) / m`` for
-    each draw. With ``m = 0`` the support's probabilities are renormalised to sum to 1.
+    Column 0 of ``ids`` is the target, then the ``k = support`` most probable tokens, then ``m = tail_samples``
+    draws (torch's global generator, saved in checkpoints) from the teacher's distribution restricted to the
+    tokens not already listed. ``weight`` is each one's share of the teacher's mass: its probability for the
+    target (0 when it is among the top k, counted there) and the top k, and for each draw an equal share of the
+    mass left, summed from those tokens' probabilities (not ``1 - top mass``, which cancels in float32 when the
+    teacher is confident). With ``m = 0`` the listed probabilities are renormalised to sum to 1. A row with no
+    mass left draws uniformly; its draws weigh 0.
     """
     with torch.no_grad():
         teacher = teacher_logits.float()
-        log_zt = torch.logsumexp(teacher, dim=-1)
-        k = min(support, teacher.shape[-1])
-        top_logit, top = teacher.topk(k, dim=-1)
-        top_q = (top_logit - log_zt[:, None]).exp()
-        if tail_samples and k < teacher.shape[-1]:
-            rest = (1 - top_q.sum(-1)).clamp_min(0)
-            tail = (teacher - log_zt[:, None]).exp_().scatter_(1, top, 0.0).clamp_min_(1e-30)
+        vocab = teacher.shape[-1]
+        # one exp pass serves the partition, the tail's mass and the draws (multinomial takes unnormalised rows)
+        peak = teacher.amax(-1, keepdim=True)
+        scaled = (teacher - peak).exp_()  # [n, V] q * Z_t / exp(peak)
+        total = scaled.sum(-1)
+        log_zt = peak[:, 0] + total.log()
+        top_logit, top = teacher.topk(min(support, vocab), dim=-1)
+        target = targets[:, None]
+        target_q = (teacher.gather(1, target) - log_zt[:, None]).exp() * (top != target).all(1, keepdim=True)
+        ids = torch.cat([target, top], dim=1)
+        weight = torch.cat([target_q, (top_logit - log_zt[:, None]).exp()], dim=1)
+        if tail_samples and ids.shape[1] - 1 < vocab:
+            tail = scaled.scatter_(1, ids, 0.0)
+            rest = tail.sum(-1)
+            tail[rest == 0] = 1.0
             drawn = torch.multinomial(tail, tail_samples, replacement=True)
-            ids = torch.cat([top, drawn], dim=1)
-            weight = torch.cat([top_q, (rest / tail_samples)[:, None].expand(-1, tail_samples)], dim=1)
+            ids = torch.cat([ids, drawn], dim=1)
+            weight = torch.cat([weight, (rest / total / tail_samples)[:, None].expand(-1, tail_samples)], dim=1)
         else:
-            ids, weight = top, top_q / top_q.sum(-1, keepdim=True)
+            weight = weight / weight.sum(-1, keepdim=True)
         return ids, weight, teacher.gather(1, ids), log_zt
 
 
-def support_sums(student_h: torch.Tensor, targets: torch.Tensor,
-                 head_at: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], ids: torch.Tensor,
-                 weight: torch.Tensor, teacher_at: torch.Tensor, log_zt: torch.Tensor) -> torch.Tensor:
+def support_sums(student_h: torch.Tensor, head_at: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 ids: torch.Tensor, weight: torch.Tensor, teacher_at: torch.Tensor, log_zt: torch.Tensor
+                 ) -> torch.Tensor:
     """``[2]``: (CE sum, KL sum) estimated from the student's logits at a few hundred tokens per position
     instead of the whole vocabulary (``--kd-support``): the student's output head is never applied in full.
 
     With ``q`` the teacher's distribution, ``z_s``/``z_t`` the two models' logits and ``d = z_s - z_t``,
     the forward KL is exactly ``KL(q || p_s) = log E_q[exp(d)] - E_q[d]`` (``Z_s / Z_t = E_q[exp(d)]``), and
     the student's log-partition is ``log Z_t + log E_q[exp(d)]``. Both expectations over ``q`` are taken on
-    the tokens :func:`teacher_support` chose, with its weights: the teacher's most probable tokens with their
-    exact mass, and for the rest of the mass draws from the teacher (importance sampling that is efficient
-    while the student stays close to the teacher). The estimate is exact when the support is the whole
-    vocabulary; otherwise it is consistent in the number of draws (the log of an unbiased mean, so slightly
-    biased low). The CE is ``log Z_s - z_s[target]`` with that log-partition: an estimate too (a sampled
-    softmax). Top-k distillation of the sparse-KD literature is the case without draws.
+    the tokens :func:`teacher_support` chose, with its weights: the target and the teacher's most probable
+    tokens with their exact mass, and for the rest of the mass draws from the teacher (importance sampling,
+    efficient while the student stays close to the teacher). The estimate is exact when the listed tokens
+    cover the vocabulary; otherwise it is consistent in the number of draws (the log of an unbiased mean, so
+    slightly biased low). The CE is ``log Z_s - z_s[target]`` with that log-partition, an estimate too (a
+    sampled softmax, Jean et al. 2015, arXiv 1412.2007); the target is always listed, so raising its logit
+    also raises the estimated partition. Without draws this is top-k distillation, which Anshumann et al.
+    (ACL 2025, arXiv 2503.16870) show to be biased; their random-sampling KD draws from the teacher as here, to
+    sparsify the teacher's side, where the draws here spare the student's head.
 
     Args:
-        student_h: ``[n, H]`` the student's final hidden states; ``targets``: ``[n]`` next-token ids.
+        student_h: ``[n, H]`` the student's final hidden states.
         head_at: ``([n, H], [n, j] ids) -> [n, j]`` the student's logits at chosen ids (:meth:`Head.at`).
-        ids, weight, teacher_at, log_zt: :func:`teacher_support`'s output for these positions.
+        ids, weight, teacher_at, log_zt: :func:`teacher_support`'s output for these positions (the target in
+            column 0).
 
     Returns:
         ``[2]`` float32, summed over the ``n`` positions.
     """
-    s_all = head_at(student_h, torch.cat([ids, targets[:, None]], dim=1)).float()  # [n, j + 1]
-    d = s_all[:, :-1] - teacher_at
+    s_at = head_at(student_h, ids).float()
+    d = s_at - teacher_at
     log_ratio = torch.logsumexp(weight.clamp_min(1e-30).log() + d, dim=-1)  # log Z_s / Z_t
     kl = (log_ratio - (weight * d).sum(-1)).sum()
-    ce = (log_zt + log_ratio - s_all[:, -1]).sum()
+    ce = (log_zt + log_ratio - s_at[:, 0]).sum()
     return torch.stack([ce, kl])
 
 
@@ -200,9 +216,10 @@ def chunked_token_sums(student_h: torch.Tensor, targets: torch.Tensor, head: Cal
         teacher_head: the teacher's output head (run without gradients).
         temperature: the KD temperature T.
         chunk_tokens: positions per chunk (default: :data:`CHUNK_ELEMENTS` / V, at least 16).
-        support: ``(k, m)``: with a teacher, estimate both sums from the student's logits at the teacher's
-            ``k`` most probable tokens and ``m`` draws from the rest (:func:`support_sums`; ``head`` needs
-            an ``at`` method); the student's head is then never applied to the whole vocabulary.
+        support: ``(k, m)``: with a teacher, estimate both sums from the student's logits at the target, the
+            teacher's ``k`` most probable tokens and ``m`` draws from the rest (:func:`support_sums`; ``head``
+            needs an ``at`` method); the student's head is then never applied to the whole vocabulary. Where
+            ``1 + k + m`` reaches the vocabulary size the exact sums are cheaper, and are computed instead.
 
     Returns:
         Two float32 scalars (the KL one is 0 without a teacher).
@@ -214,7 +231,7 @@ def chunked_token_sums(student_h: torch.Tensor, targets: torch.Tensor, head: Cal
     vocab = getattr(head, "vocab_size", None) or 1
     if chunk_tokens is None:
         chunk_tokens = max(16, CHUNK_ELEMENTS // vocab)
-    if support is not None and teacher_h is not None:
+    if support is not None and teacher_h is not None and 1 + sum(support) < vocab:
         return _support_token_sums(student_h, targets, head, teacher_h, teacher_head, chunk_tokens, support)
     return _chunked(_chunk, n, chunk_tokens, student_h.requires_grad, student_h, targets, teacher_h, head,
                     teacher_head, temperature)
@@ -245,15 +262,16 @@ def _support_token_sums(student_h: torch.Tensor, targets: torch.Tensor, head: An
                         teacher_head: Callable[[torch.Tensor], torch.Tensor], chunk_tokens: int,
                         support: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """``--kd-support``: the teacher's full logits a chunk at a time, reduced at once to its support (no
-    gradient, nothing recomputed); then the student's logits at those ids, in chunks of at most
-    :data:`CHUNK_ELEMENTS` gathered head weights."""
+    gradient, nothing recomputed); then the student's logits at those ids, in chunks of about as many gathered
+    head weights as the teacher's chunks hold logits (so ``--gradient-checkpointing`` shrinks both)."""
+    vocab = head.vocab_size
     with torch.no_grad():
-        parts = [teacher_support(teacher_head(teacher_h[i:i + chunk_tokens]), *support)
+        parts = [teacher_support(teacher_head(teacher_h[i:i + chunk_tokens]), targets[i:i + chunk_tokens], *support)
                  for i in range(0, teacher_h.shape[0], chunk_tokens)]
         ids, weight, teacher_at, log_zt = (torch.cat(p) for p in zip(*parts))
-    per_token = (ids.shape[1] + 1) * student_h.shape[1]
-    return _chunked(support_sums, student_h.shape[0], max(16, CHUNK_ELEMENTS // per_token), student_h.requires_grad,
-                    student_h, targets, head.at, ids, weight, teacher_at, log_zt)
+    per_token = ids.shape[1] * student_h.shape[1]
+    return _chunked(support_sums, student_h.shape[0], max(1, chunk_tokens * vocab // per_token),
+                    student_h.requires_grad, student_h, head.at, ids, weight, teacher_at, log_zt)
 
 
 def hidden_sum(student: list[torch.Tensor], teacher: list[torch.Tensor], kind: str = "nmse") -> torch.Tensor:

@@ -74,7 +74,7 @@ class RetrainResult:
     resumed_from: str | None = None
     best: dict[str, Any] | None = None  # --keep-best: {"step", "eval_loss"} of the weights in --out
     partial: dict[str, Any] | None = None  # --train-blocks/--train-head: what trained (training/freeze.py)
-    loss_path: str | None = None  # "chunked head" | "full logits" (training/forward.py)
+    loss_path: str | None = None  # "chunked head" | "teacher support" (--kd-support) | "full logits" (training/forward.py)
     teacher_shared_blocks: int = 0  # kd: leading blocks the teacher took from the student (forward.shared_prefix)
     peak_rss_mb: float | None = None  # this process's peak resident memory so far
     is_main: bool = True
@@ -424,7 +424,8 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
         world_size=world, global_batch=global_batch, warmup_steps=tr.warmup_steps, data=data.info,
         max_time_s=cfg.max_time, time_up=ended == "time",
         resumed_from=str(checkpoint[0]) if checkpoint else None, is_main=accelerator.is_main_process,
-        best=state.best, partial=partial, loss_path="chunked head" if tr.losses.chunked else "full logits",
+        best=state.best, partial=partial,
+        loss_path="teacher support" if tr.losses.support else "chunked head" if tr.losses.chunked else "full logits",
         teacher_shared_blocks=tr.losses.shared,
         peak_rss_mb=_peak_rss_mb(),
         loss_curve=state.curve, eval_curve=state.eval_curve, timings=timings,
