@@ -43,7 +43,7 @@ def quality(pruned: Path, data_dir: str, supports: list[tuple[int, int]], batche
 
     from shortllm.data import load_documents
     from shortllm.models.loading import LoadSettings, load_model
-    from shortllm.training.forward import no_logits, output_head
+    from shortllm.training.head import no_logits, output_head
     from shortllm.training.losses import chunked_token_sums
 
     settings = LoadSettings(device="cpu", dtype="float32")
@@ -58,8 +58,8 @@ def quality(pruned: Path, data_dir: str, supports: list[tuple[int, int]], batche
     with torch.no_grad():
         for batch in rows:
             kw = {"use_cache": False, "output_hidden_states": True, "logits_to_keep": no_logits("cpu")}
-            hs = student.model(batch, **kw).hidden_states[-1][:, :-1].reshape(-1, head.module.weight.shape[1])
-            ht = teacher.model(batch, **kw).hidden_states[-1][:, :-1].reshape(-1, head.module.weight.shape[1])
+            hs = student.model(batch, **kw).hidden_states[-1][:, :-1].flatten(0, 1)
+            ht = teacher.model(batch, **kw).hidden_states[-1][:, :-1].flatten(0, 1)
             finals.append((hs, ht, batch[:, 1:].reshape(-1)))
 
     def losses(hs, ht, y, support):

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shortllm.training.forward import BlockTap, LossSetup, check_head, matched_blocks, micro_losses, output_head
+from shortllm.training.forward import BlockTap, LossSetup, matched_blocks, micro_losses
+from shortllm.training.head import check_head, output_head
 from shortllm.training.losses import IGNORE, ce_sum, chunked_token_sums, hidden_sum, kd_sum
 from tests.tiny_models import ARCHS, tiny_inputs, tiny_model
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from shortllm.training import retrain
 from shortllm.training.config import KDOptions, TrainConfig, TrainingError
-from shortllm.training.forward import Head, check_head_at
+from shortllm.training.head import Head, check_head_at
 from shortllm.training.losses import chunked_token_sums, support_sums, teacher_support
 from tests.training.helpers import quick_config
 

@@ -41,7 +41,8 @@ def warm_up_teacher(teacher: Any, data: Any, steps: int, lr: float, batch_size: 
         The token-mean loss of each step.
     """
     from shortllm.training.batches import collate, make_batches
-    from shortllm.training.forward import LossSetup, check_head, micro_losses, output_head
+    from shortllm.training.forward import LossSetup, micro_losses
+    from shortllm.training.head import check_head, output_head
     from shortllm.training.loop import adamw
 
     log.info("Teacher correction: %d steps on the healing data (worth it when they differ from the teacher's own "
