@@ -133,7 +133,7 @@ def teacher_support(teacher_logits: torch.Tensor, targets: torch.Tensor, support
         target_q = (teacher.gather(1, target) - log_zt[:, None]).exp() * (top != target).all(1, keepdim=True)
         ids = torch.cat([target, top], dim=1)
         weight = torch.cat([target_q, (top_logit - log_zt[:, None]).exp()], dim=1)
-        if tail_samples and ids.shape[1] - 1 < vocab:
+        if tail_samples and top.shape[1] < vocab:
             tail = scaled.scatter_(1, ids, 0.0)
             rest = tail.sum(-1)
             tail[rest == 0] = 1.0
@@ -232,7 +232,7 @@ def chunked_token_sums(student_h: torch.Tensor, targets: torch.Tensor, head: Cal
     if chunk_tokens is None:
         chunk_tokens = max(16, CHUNK_ELEMENTS // vocab)
     if support is not None and teacher_h is not None and 1 + sum(support) < vocab:
-        return _support_token_sums(student_h, targets, head, teacher_h, teacher_head, chunk_tokens, support)
+        return _support_token_sums(student_h, targets, head, teacher_h, teacher_head, chunk_tokens * vocab, support)
     return _chunked(_chunk, n, chunk_tokens, student_h.requires_grad, student_h, targets, teacher_h, head,
                     teacher_head, temperature)
 
@@ -259,18 +259,19 @@ def _chunked(fn: Callable[..., torch.Tensor], n: int, chunk_tokens: int, require
 
 
 def _support_token_sums(student_h: torch.Tensor, targets: torch.Tensor, head: Any, teacher_h: torch.Tensor,
-                        teacher_head: Callable[[torch.Tensor], torch.Tensor], chunk_tokens: int,
+                        teacher_head: Callable[[torch.Tensor], torch.Tensor], chunk_elements: int,
                         support: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """``--kd-support``: the teacher's full logits a chunk at a time, reduced at once to its support (no
-    gradient, nothing recomputed); then the student's logits at those ids, in chunks of about as many gathered
-    head weights as the teacher's chunks hold logits (so ``--gradient-checkpointing`` shrinks both)."""
-    vocab = head.vocab_size
+    gradient, nothing recomputed); then the student's logits at those ids. Both sides take chunks of about
+    ``chunk_elements`` floats: teacher logits, then gathered head weights (so ``--gradient-checkpointing``
+    shrinks both)."""
+    step = max(1, chunk_elements // head.vocab_size)
     with torch.no_grad():
-        parts = [teacher_support(teacher_head(teacher_h[i:i + chunk_tokens]), targets[i:i + chunk_tokens], *support)
-                 for i in range(0, teacher_h.shape[0], chunk_tokens)]
+        parts = [teacher_support(teacher_head(teacher_h[i:i + step]), targets[i:i + step], *support)
+                 for i in range(0, teacher_h.shape[0], step)]
         ids, weight, teacher_at, log_zt = (torch.cat(p) for p in zip(*parts))
     per_token = ids.shape[1] * student_h.shape[1]
-    return _chunked(support_sums, student_h.shape[0], max(1, chunk_tokens * vocab // per_token),
+    return _chunked(support_sums, student_h.shape[0], max(1, chunk_elements // per_token),
                     student_h.requires_grad, student_h, head.at, ids, weight, teacher_at, log_zt)
 
 
