@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from shortllm.cli.options import (DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelsOpt, OutOpt, OverwriteOpt,
-                                  RevisionOpt, SeedOpt, TrustRemoteCodeOpt, load_settings)
+                                  KernelsOpt, RevisionOpt, SeedOpt, TrustRemoteCodeOpt, load_settings)
 from shortllm.cli.output import activity, console, err_console, print_json, print_path, state
 
 BatchSizesOpt = Annotated[str, typer.Option("--batch-sizes", help="Batch sizes to sweep, e.g. 1,8.")]
@@ -41,6 +41,7 @@ def bench(
     device: DeviceOpt = "auto",
     device_map: DeviceMapOpt = None,
     trust_remote_code: TrustRemoteCodeOpt = False,
+    kernels: KernelsOpt = False,
     revision: RevisionOpt = None,
     seed: SeedOpt = 1234,
     overwrite: OverwriteOpt = False,
@@ -75,7 +76,7 @@ def bench(
         prompt_lens=parse_sizes(prompt_len, "--prompt-len"),
         new_tokens=parse_sizes(new_tokens, "--new-tokens"),
         warmup=warmup, repeats=repeats, threads=threads, seed=seed, max_spread=max_spread,
-        settings=load_settings(dtype, device, device_map, trust_remote_code, revision),
+        settings=load_settings(dtype, device, device_map, trust_remote_code, revision, kernels),
         out=out, overwrite=overwrite, command=shlex.join(["shortllm", *sys.argv[1:]]),
     )
     with _progress() as advance:

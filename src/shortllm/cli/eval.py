@@ -21,7 +21,7 @@ from shortllm.cli.options import (
     RevisionOpt,
     SeedOpt,
     TextFieldOpt,
-    TrustRemoteCodeOpt,
+    KernelsOpt, TrustRemoteCodeOpt,
     load_settings,
 )
 from shortllm.cli.output import activity, console, print_json, print_path, progress_bar
@@ -88,6 +88,7 @@ def eval(
     device: DeviceOpt = "auto",
     device_map: DeviceMapOpt = None,
     trust_remote_code: TrustRemoteCodeOpt = False,
+    kernels: KernelsOpt = False,
     revision: RevisionOpt = None,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
@@ -118,7 +119,7 @@ def eval(
         add_bos=add_bos, limit=limit,
         batch_size=batch_size, num_fewshot=num_fewshot, seed=seed, data_dir=data_dir, text_field=text_field,
         include_paths=list(include_path or []), generate=generate, max_new_tokens=max_new_tokens,
-        settings=load_settings(dtype, device, device_map, trust_remote_code, revision),
+        settings=load_settings(dtype, device, device_map, trust_remote_code, revision, kernels),
         out=out, overwrite=overwrite, command=shlex.join(["shortllm", *sys.argv[1:]]),
     )
     with activity("Evaluating"):  # loading each model, each perplexity and lm-eval run: a phase of it

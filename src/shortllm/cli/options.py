@@ -26,6 +26,11 @@ DeviceMapOpt = Annotated[
 TrustRemoteCodeOpt = Annotated[
     bool, typer.Option("--trust-remote-code", help="Allow the model repository's own Python code to run.")
 ]
+KernelsOpt = Annotated[bool, typer.Option(
+    "--kernels/--no-kernels",
+    help="Let transformers swap layers (RMSNorm, MLP, attention) for Hub kernels from the 'kernels' package: "
+    "faster on GPUs, fetched from the Hub on first use, results may differ in the last bits. Off by default, "
+    "whatever the installed transformers would do, so logits are exact and runs work offline.")]
 RevisionOpt = Annotated[
     Optional[str], typer.Option("--revision", help="Hub branch, tag or commit.", show_default=False)
 ]
@@ -37,12 +42,13 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show the plan; load 
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
 
 
-def load_settings(dtype: str, device: str, device_map: str | None, trust_remote_code: bool, revision: str | None):
+def load_settings(dtype: str, device: str, device_map: str | None, trust_remote_code: bool, revision: str | None,
+                  kernels: bool = False):
     """Bundle the loading options into the core's LoadSettings (imported lazily to keep --help instant)."""
     from shortllm.models.loading import LoadSettings
 
     return LoadSettings(dtype=dtype, device=device, device_map=device_map,
-                        trust_remote_code=trust_remote_code, revision=revision)
+                        trust_remote_code=trust_remote_code, revision=revision, kernels=kernels)
 
 
 # Criterion names for help text; the registry (shortllm.scoring) is the authority at run time.

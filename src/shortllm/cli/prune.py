@@ -14,7 +14,7 @@ from shortllm.cli.options import (AddBosOpt, BatchSizeOpt, CriterionOpt, DataDir
                                   DeviceOpt, DryRunOpt, DtypeOpt, JsonOpt, ModelOpt, NormOpt, OutOpt,
                                   OverwriteOpt, ProtectFirstOpt, ProtectLastOpt, RevisionOpt, SamplesOpt, SeedOpt,
                                   SeqLenOpt, OffloadOpt, RefineOpt, SearchSlebOpt, SearchTokensOpt, TextFieldOpt,
-                                  TrustRemoteCodeOpt, load_settings, score_options)
+                                  KernelsOpt, TrustRemoteCodeOpt, load_settings, score_options)
 from shortllm.cli.output import activity, console, human, print_json, print_path
 from shortllm.models.checkpoint import DEFAULT_MAX_SHARD_SIZE  # no torch: keeps --help instant
 
@@ -103,6 +103,7 @@ def prune(
     device: DeviceOpt = "auto",
     device_map: DeviceMapOpt = None,
     trust_remote_code: TrustRemoteCodeOpt = False,
+    kernels: KernelsOpt = False,
     revision: RevisionOpt = None,
     overwrite: OverwriteOpt = False,
     dry_run: DryRunOpt = False,
@@ -142,7 +143,7 @@ def prune(
         scoring=score_options(criterion, protect_first, protect_last, norm, batch_size, data, data_dir,
                               text_field, samples, seq_len, seed, add_bos, offload, search_tokens, refine,
                               search_sleb, plus=plus, sleb_barriers=sleb_barriers),
-        settings=load_settings(dtype, device, device_map, trust_remote_code, revision),
+        settings=load_settings(dtype, device, device_map, trust_remote_code, revision, kernels),
         overwrite=overwrite, dry_run=dry_run, command=shlex.join(["shortllm", *sys.argv[1:]]),
         max_shard_size=max_shard_size, out_format=out_format, keep_attention_pattern=keep_attention_pattern,
         replace=replace, replace_options=_replace_options(

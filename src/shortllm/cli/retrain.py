@@ -20,7 +20,7 @@ from shortllm.cli.options import (
     RevisionOpt,
     SeedOpt,
     TextFieldOpt,
-    TrustRemoteCodeOpt,
+    KernelsOpt, TrustRemoteCodeOpt,
     load_settings,
 )
 from shortllm.cli.output import activity, console, duration, print_json, print_path, state
@@ -156,6 +156,7 @@ def retrain(
     dtype: DtypeOpt = "float32",
     device: DeviceOpt = "auto",
     trust_remote_code: TrustRemoteCodeOpt = False,
+    kernels: KernelsOpt = False,
     revision: RevisionOpt = None,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
@@ -201,7 +202,7 @@ def retrain(
         checkpoint_dir=checkpoint_dir, resume=resume, stop_after=stop_after, keep_best=keep_best,
         gradient_checkpointing=gradient_checkpointing, optimizer_in_backward=optimizer_in_backward,
         mixed_precision=mixed_precision, seed=seed,
-        settings=load_settings(dtype, device, None, trust_remote_code, revision), overwrite=overwrite,
+        settings=load_settings(dtype, device, None, trust_remote_code, revision, kernels), overwrite=overwrite,
         command=shlex.join(["shortllm", *sys.argv[1:]]),
     )
     # Ctrl-C comes out of run_retrain as errors.Interrupted naming the checkpoint kept (exit code 130).

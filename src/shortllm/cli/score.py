@@ -11,7 +11,7 @@ from shortllm.cli.options import (AddBosOpt, BatchSizeOpt, CriterionOpt, DataDir
                                   DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, NormOpt, OutOpt, OverwriteOpt,
                                   ProtectFirstOpt, ProtectLastOpt, RevisionOpt, SamplesOpt, SeedOpt, SeqLenOpt,
                                   OffloadOpt, RefineOpt, SearchSlebOpt, SearchTokensOpt, TextFieldOpt,
-                                  TrustRemoteCodeOpt, load_settings, score_options)
+                                  KernelsOpt, TrustRemoteCodeOpt, load_settings, score_options)
 from shortllm.cli.output import activity, console, print_json, print_path
 
 NumBlocksOpt = Annotated[Optional[int], typer.Option(
@@ -48,6 +48,7 @@ def score(
     device: DeviceOpt = "auto",
     device_map: DeviceMapOpt = None,
     trust_remote_code: TrustRemoteCodeOpt = False,
+    kernels: KernelsOpt = False,
     revision: RevisionOpt = None,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
@@ -71,7 +72,7 @@ def score(
         options=score_options(criterion, protect_first, protect_last, norm, batch_size, data, data_dir,
                               text_field, samples, seq_len, seed, add_bos, offload, search_tokens, refine,
                               search_sleb, plus=plus, sleb_barriers=sleb_barriers),
-        settings=load_settings(dtype, device, device_map, trust_remote_code, revision),
+        settings=load_settings(dtype, device, device_map, trust_remote_code, revision, kernels),
     )
     with activity("Starting shortllm score") as act:  # the core names the next phases: loading, scoring, saving
         report = run_score(request, progress=act.counter(f"Scoring blocks ({criterion})"))

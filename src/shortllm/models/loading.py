@@ -33,6 +33,8 @@ class LoadSettings:
     device_map: str | None = None
     trust_remote_code: bool = False
     revision: str | None = None
+    # transformers' Hub kernels (``use_kernels``); off unless asked: see :func:`from_pretrained_strict`.
+    kernels: bool = False
 
 
 @dataclass(frozen=True)
@@ -257,9 +259,30 @@ def fingerprint(source: ModelSource, config: Any) -> str:
 
 
 def check_settings(settings: LoadSettings) -> str:
-    """Validate dtype and device before any slow work; returns the resolved device."""
+    """Validate dtype, device and the kernels choice before any slow work; returns the resolved device."""
     resolve_dtype(settings.dtype)
+    if settings.kernels:
+        check_kernels()
     return resolve_device(settings.device)
+
+
+def check_kernels() -> None:
+    """Check that ``--kernels`` can be honoured: the ``kernels`` package is installed and the environment does not
+    switch Hub kernels off (transformers would then drop the request with a warning only).
+
+    Raises:
+        DeviceError: naming the missing package or the environment variable.
+    """
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("kernels") is None:
+        raise DeviceError("--kernels needs the 'kernels' package, which is not installed",
+                          "install it (pip install kernels), or leave out --kernels")
+    value = os.environ.get("USE_HUB_KERNELS", "")
+    if value and value.strip().upper() not in ("1", "ON", "YES", "TRUE"):
+        raise DeviceError(f"--kernels was given but USE_HUB_KERNELS={value} switches Hub kernels off",
+                          "unset USE_HUB_KERNELS, or leave out --kernels")
 
 
 def load_model(spec: str | None, settings: LoadSettings = LoadSettings()) -> Loaded:
@@ -290,7 +313,8 @@ def load_model(spec: str | None, settings: LoadSettings = LoadSettings()) -> Loa
     try:
         with _hub_call(source):
             # A multimodal checkpoint loads whole, as its own class (vision tower included, untouched).
-            model = from_pretrained_strict(source.path, source.spec, auto_class(config), **kwargs)
+            model = from_pretrained_strict(source.path, source.spec, auto_class(config), kernels=settings.kernels,
+                                           **kwargs)
     except ModelLoadError:
         raise
     except Exception as err:
@@ -395,11 +419,20 @@ def _common_prefix_hint(missing: Any, unexpected: Any) -> str | None:
     return None
 
 
-def from_pretrained_strict(path: str, spec: str, model_class: Any = None, **kwargs: Any) -> Any:
-    """``from_pretrained`` that refuses a checkpoint not covering the model exactly.
+def from_pretrained_strict(path: str, spec: str, model_class: Any = None, *, kernels: bool = False,
+                           **kwargs: Any) -> Any:
+    """``from_pretrained`` that refuses a checkpoint not covering the model exactly, with the library defaults
+    that change what is computed set by us.
 
     Every place shortllm loads weights goes through here (local, hub, alias, GGUF conversion, teachers, the
-    reload check), so a model whose weights did not load is never pruned, trained or measured.
+    reload check, the meta-device coverage check), so a model whose weights did not load is never pruned,
+    trained or measured, and no installed release decides for us whether layers are swapped for Hub kernels.
+
+    Hub kernels: transformers 5.25 turns ``use_kernels`` on by default (``kernels`` package, unless
+    ``USE_HUB_KERNELS=0``); that replaces modules such as RMSNorm and the MLP with kernels fetched from the Hub,
+    cannot be applied on the meta device (``ValueError: Unsupported device type 'meta'``) and needs the network.
+    shortllm always passes ``use_kernels`` explicitly: False unless ``kernels`` is True, and always False for a
+    load onto the meta device (nothing is computed there).
 
     Args:
         path: what ``from_pretrained`` takes (local folder or hub id).
@@ -407,12 +440,17 @@ def from_pretrained_strict(path: str, spec: str, model_class: Any = None, **kwar
         model_class: the class to load with (default: the architecture table's auto class for the
             checkpoint's config, ``AutoModelForCausalLM`` or, for a multimodal checkpoint,
             ``AutoModelForImageTextToText``, so the checkpoint loads as the class it was saved as).
-        **kwargs: passed to ``from_pretrained``.
+        kernels: let transformers swap layers for Hub kernels (``--kernels``; GPU users who want speed and
+            accept last-bit differences). Ignored for ``device_map="meta"``.
+        **kwargs: passed to ``from_pretrained`` (``use_kernels`` is refused: pass ``kernels``).
 
     Raises:
         ModelLoadError: missing, unexpected or shape-mismatched tensors (see :func:`check_loading_info`);
             other failures propagate as ``from_pretrained`` raised them.
     """
+    if "use_kernels" in kwargs:
+        raise TypeError("pass kernels=..., not use_kernels: the loading door decides it")
+    kwargs["use_kernels"] = bool(kernels) and kwargs.get("device_map") != "meta"
     if model_class is None:
         from transformers import AutoConfig
 

@@ -206,7 +206,8 @@ def verify_reload(folder: Path, model: Any, tokens: int = 8, atol: float = 1e-5)
 
     device = next(model.parameters()).device
     attn = getattr(model.config, "_attn_implementation", None)
-    reloaded = from_pretrained_strict(str(folder), str(folder), dtype=model.dtype, attn_implementation=attn)
+    reloaded = from_pretrained_strict(str(folder), str(folder), dtype=model.dtype, attn_implementation=attn,
+                                      kernels=bool(getattr(model, "use_kernels", False)))
     reloaded.to(device).eval()
     vocab = model.config.get_text_config().vocab_size
     ids = torch.arange(1, tokens + 1, device=device).remainder(vocab).unsqueeze(0)

@@ -197,7 +197,9 @@ def check_logits(spec: str | None, settings: LoadSettings, removed: list[int], o
     from shortllm.models.surgery import drop_blocks
     from shortllm.pruning.export import verify_reload
 
-    loaded = load_model(spec, settings)
+    from dataclasses import replace
+
+    loaded = load_model(spec, replace(settings, kernels=False))  # the stock modules: an exact comparison
     drop_blocks(loaded.model, removed)
     return verify_reload(out, loaded.model)
 
