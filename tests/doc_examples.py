@@ -18,9 +18,9 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-try:  # typer >= 0.24 carries its own copy of click
+try:  # newer typer releases carry their own copy of click
     from typer._click.exceptions import UsageError
-except ImportError:  # pragma: no cover
+except ImportError:
     from click import UsageError  # noqa: F401  (used by tests/test_examples.py)
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,7 +27,7 @@ def test_prune_tiny_writes_a_plain_checkpoint(tiny_llama_dir, tmp_path):
     manifest = json.loads((out / "shortllm.json").read_text())
     assert manifest["verb"] == "prune" and manifest["options"]["blocks"] == [1, 2]
     assert manifest["results"]["params_after"] < manifest["results"]["params_before"]
-    assert {"shortllm", "torch", "transformers"} <= set(manifest["versions"])
+    assert {"shortllm", "torch", "transformers", "accelerate", "safetensors"} <= set(manifest["versions"])
     assert "Removed blocks (original indices): 1, 2" in (out / "README.md").read_text()
 
     original = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, attn_implementation="eager")

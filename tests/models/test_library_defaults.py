@@ -66,7 +66,7 @@ def test_loaded_models_are_not_kernelized(monkeypatch, tiny_llama_dir):
 def test_kernels_opt_in(hub_kernels_default, tiny_llama_dir):
     settings = LoadSettings(dtype="float32", device="cpu", kernels=True)
     if not HAS_KERNELS:
-        with pytest.raises(DeviceError, match="pip install kernels"):
+        with pytest.raises(DeviceError, match="needs the 'kernels' package"):
             load_model(str(tiny_llama_dir), settings)
         return
     plain = load_model(str(tiny_llama_dir), LoadSettings(dtype="float32", device="cpu")).model

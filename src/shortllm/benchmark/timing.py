@@ -219,6 +219,8 @@ def timed_generate(model: Any, input_ids: Any, attention_mask: Any, new_tokens: 
     import torch
     from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
+    from shortllm.models.generation import plain_generation
+
     now = _clock(input_ids.device.type == "cuda")
     stamps: list[float] = []
 
@@ -234,7 +236,7 @@ def timed_generate(model: Any, input_ids: Any, attention_mask: Any, new_tokens: 
     )
     meter.start()
     t0 = now()
-    with torch.inference_mode():
+    with torch.inference_mode(), plain_generation(model):
         out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
                              stopping_criteria=StoppingCriteriaList([_Stamp()]))
     t1 = now()

@@ -284,6 +284,8 @@ def run_tasks(model: Any, tokenizer: Any, plan: TaskPlan, limit: int | None = No
                 model=lm, tasks=list(plan.names), num_fewshot=num_fewshot, limit=limit, task_manager=plan.manager,
                 log_samples=False, bootstrap_iters=1000, random_seed=seed, numpy_random_seed=seed,
                 torch_random_seed=seed, fewshot_random_seed=seed,
+                # The prompt format is ours to decide, not a release's: plain zero-shot text, as in the papers.
+                apply_chat_template=False, fewshot_as_multiturn=False, system_instruction=None,
             )
         except Exception as err:  # a task's data download (or a metric's) that found no network
             if not is_network_error(err):

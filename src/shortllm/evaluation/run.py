@@ -240,11 +240,13 @@ def _check_request(req: EvalRequest) -> tuple[list[Any], dict[str, Corpus], Any]
 def _generate(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int) -> str:
     import torch
 
+    from shortllm.models.generation import plain_generation
+
     device = next(model.parameters()).device
     enc = tokenizer(prompt, return_tensors="pt").to(device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    with torch.no_grad():
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+    with torch.no_grad(), plain_generation(model):
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad)
     return tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
 

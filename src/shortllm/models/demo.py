@@ -160,7 +160,7 @@ def gguf_to_hf_dir(gguf_path: Path, out_dir: Path) -> Path:
     _check_gguf(gguf_path)
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from shortllm.models.loading import from_pretrained_strict
 
@@ -169,12 +169,8 @@ def gguf_to_hf_dir(gguf_path: Path, out_dir: Path) -> Path:
     folder, name = str(gguf_path.parent), gguf_path.name
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        # dequantize=True: should the `kernels` package be installed, transformers would otherwise
-        # keep the weights packed in GGUF blocks, which cannot be written as plain tensors.
-        model = from_pretrained_strict(
-            folder, str(gguf_path), AutoModelForCausalLM, gguf_file=name, dtype=torch.float32,
-            quantization_config=GgufConfig(dequantize=True),
-        )
+        model = from_pretrained_strict(folder, str(gguf_path), AutoModelForCausalLM, gguf_file=name,
+                                       dtype=torch.float32, **_dequantized())
     except ModelLoadError:
         raise
     except Exception as error:  # transformers/gguf/numpy raise anything on a broken file
@@ -235,3 +231,14 @@ def demo_model_dir() -> Path:
                 "The damaged cached copy was removed; run again to download it afresh, or pass --model"
             )
         raise
+
+
+def _dequantized() -> dict:
+    """``from_pretrained`` options that load a GGUF's weights as plain tensors. From transformers 5.17 on
+    (``GgufConfig``), with the ``kernels`` package installed, the weights would otherwise stay packed in GGUF
+    blocks, which cannot be written as safetensors; earlier releases always dequantize."""
+    try:
+        from transformers import GgufConfig
+    except ImportError:
+        return {}
+    return {"quantization_config": GgufConfig(dequantize=True)}

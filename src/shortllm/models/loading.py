@@ -276,13 +276,13 @@ def check_kernels() -> None:
     import importlib.util
     import os
 
-    if importlib.util.find_spec("kernels") is None:
-        raise DeviceError("--kernels needs the 'kernels' package, which is not installed",
-                          "install it (pip install kernels), or leave out --kernels")
     value = os.environ.get("USE_HUB_KERNELS", "")
     if value and value.strip().upper() not in ("1", "ON", "YES", "TRUE"):
         raise DeviceError(f"--kernels was given but USE_HUB_KERNELS={value} switches Hub kernels off",
                           "unset USE_HUB_KERNELS, or leave out --kernels")
+    if importlib.util.find_spec("kernels") is None:
+        raise DeviceError("--kernels needs the 'kernels' package, which is not installed",
+                          "install it (pip install kernels), or leave out --kernels")
 
 
 def load_model(spec: str | None, settings: LoadSettings = LoadSettings()) -> Loaded:

@@ -194,7 +194,7 @@ def invoke(stage: str, args: list[str]) -> None:
         RecipeError: the arguments do not parse (an option's value refused by the CLI).
         ShortLLMError: whatever the verb raises.
     """
-    from typer._click.exceptions import ClickException
+    ClickException = _click_exception()
 
     cmd = command(stage)
     fn = inspect.unwrap(cmd.callback)  # the verb itself, under the CLI's error handler
@@ -218,7 +218,7 @@ def check_parses(req: RunRequest) -> None:
     Raises:
         RecipeError: naming the stage and the CLI's complaint.
     """
-    from typer._click.exceptions import ClickException
+    ClickException = _click_exception()
 
     for stage in req.recipe.stages:
         try:
@@ -318,3 +318,13 @@ def _has_checkpoints(root: Path) -> bool:
     from shortllm.training.checkpoint import list_checkpoints
 
     return bool(list_checkpoints(root))
+
+
+def _click_exception() -> type:
+    """The ``ClickException`` class of the click that typer parses with: recent typer releases carry their own
+    copy (``typer._click``), earlier releases use the ``click`` package."""
+    try:
+        from typer._click.exceptions import ClickException
+    except ImportError:
+        from click.exceptions import ClickException
+    return ClickException

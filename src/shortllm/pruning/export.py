@@ -141,17 +141,25 @@ def _normalise_permissions(folder: Path) -> None:
         path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
-def versions() -> dict[str, str]:
-    """Versions of shortllm and the libraries that shape its results."""
-    import torch
-    import transformers
+# The libraries whose release can change a result (the kernels package: what --kernels swaps in).
+RESULT_LIBRARIES = ("transformers", "accelerate", "peft", "datasets", "lm_eval", "safetensors", "gguf", "kernels")
 
-    return {
-        "shortllm": __version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-    }
+
+def versions() -> dict[str, str]:
+    """Versions of shortllm, torch, Python and the installed libraries that shape its results
+    (:data:`RESULT_LIBRARIES`; a library that is not installed is left out), read from the installed
+    metadata without importing them."""
+    from importlib import metadata
+
+    import torch
+
+    found = {"shortllm": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    for name in RESULT_LIBRARIES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
 
 
 def prune_options(req: Any, report: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:

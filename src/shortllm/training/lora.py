@@ -76,7 +76,10 @@ def apply_lora(model: Any, r: int, alpha: int, dropout: float, targets: tuple[st
     modules = target_modules(model, targets)
     fan_in_fan_out = any(isinstance(m, Conv1D) for m in model.modules())  # GPT-2 stores weights transposed
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules, bias="none",
-                        task_type="CAUSAL_LM", fan_in_fan_out=fan_in_fan_out)
+                        task_type="CAUSAL_LM", fan_in_fan_out=fan_in_fan_out,
+                        # peft's defaults, stated so a release cannot change the adapter's start or scale:
+                        # B = 0 (the model is unchanged at step 0) and scaling alpha / r.
+                        init_lora_weights=True, use_rslora=False, use_dora=False)
     with warnings.catch_warnings():  # peft calls a transformers method deprecated in v5
         warnings.simplefilter("ignore", FutureWarning)
         peft_model = get_peft_model(model, config)
