@@ -18,10 +18,9 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-try:  # newer typer releases carry their own copy of click
-    from typer._click.exceptions import UsageError
-except ImportError:
-    from click import UsageError  # noqa: F401  (used by tests/test_examples.py)
+from shortllm.cli.click_errors import click_module
+
+UsageError = click_module().UsageError  # used by tests/test_examples.py
 
 ROOT = Path(__file__).resolve().parent.parent
 SHELL_LANGUAGES = {"", "bash", "sh", "shell", "console", "zsh"}

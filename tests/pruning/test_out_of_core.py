@@ -175,7 +175,7 @@ def test_pickled_weights_are_never_read(tiny_llama_dir, tmp_path):
     torch.save(load_file(tiny_llama_dir / WEIGHTS_NAME), src / "pytorch_model.bin")
     before = tree_digest(src)
     result = run_cli("prune", "-m", src, "-b", "1", "--out", tmp_path / "o")
-    assert_one_line_error(result, "pickled .bin weights are not loaded")
+    assert_one_line_error(result, "has only pickled weights (pytorch_model.bin), which shortllm never loads")
     assert tree_digest(src) == before and not (tmp_path / "o").exists()
 
 

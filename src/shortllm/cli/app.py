@@ -18,11 +18,13 @@ from shortllm.cli import prune as prune_cmd
 from shortllm.cli import retrain as retrain_cmd
 from shortllm.cli import run as run_cmd
 from shortllm.cli import score as score_cmd
+from shortllm.cli.click_errors import OneLineErrors
 from shortllm.cli.output import PhaseHandler, err_console, state
 from shortllm.errors import DeviceError, Interrupted, ShortLLMError
 
 app = typer.Typer(
     name="shortllm",
+    cls=OneLineErrors,
     help="Make LLMs shorter: remove whole transformer blocks, heal, and measure.\n\n"
     "Examples:\n\n"
     "\b\n"  # click keeps this paragraph as written: examples must not be re-wrapped, or they break when pasted
@@ -123,6 +125,8 @@ def main_options(
 ) -> None:
     """Make LLMs shorter: remove whole transformer blocks, heal, and measure."""
     # click runs this before it parses the verb's own options: anything slow here delays every usage error.
+    if quiet and verbose:
+        raise typer.BadParameter("--quiet and --verbose ask for opposite things: give one of them")
     state["quiet"], state["verbose"] = quiet, verbose
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     root = logging.getLogger("shortllm")

@@ -127,6 +127,8 @@ def prune_gguf(req: Any, progress: Any) -> Any:
     check_mode(req)
     # the embedded model ships as a Q4_1 GGUF: its GGUF output starts from that file
     spec = find_demo_gguf() if req.model in (None, DEMO_ALIAS) else Path(req.model).expanduser()
+    if spec.suffix.lower() == ".gguf" and not spec.exists():
+        raise ModelLoadError(f"no such GGUF file: {req.model}", "check the path")
     if spec.suffix.lower() != ".gguf" or not spec.is_file():
         raise ModelLoadError(
             f"a GGUF output is written from a GGUF model, and {req.model} is not a .gguf file",

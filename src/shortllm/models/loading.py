@@ -322,10 +322,7 @@ def load_model(spec: str | None, settings: LoadSettings = LoadSettings()) -> Loa
             raise _hub_error(source, err) from err
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if "safetensors" in first.lower() and "no file named" in first.lower():
-            raise ModelLoadError(
-                f"'{source.spec}' has no safetensors weights (pickled .bin weights are not loaded)",
-                "convert the checkpoint to safetensors",
-            ) from err
+            raise missing_weights(source) from err
         raise ModelLoadError(f"cannot load the weights of '{source.spec}': {first}", "check the files") from err
     if not settings.device_map:
         model.to(device)
@@ -337,6 +334,23 @@ def load_model(spec: str | None, settings: LoadSettings = LoadSettings()) -> Loa
         processor = load_processor(source, settings.trust_remote_code)
     return Loaded(model, load_tokenizer(source, settings.trust_remote_code), source,
                   fingerprint(source, config), device, processor)
+
+
+def missing_weights(source: ModelSource) -> ModelLoadError:
+    """The refusal of a folder without safetensors weights, saying what the folder does hold: pickled weights
+    (``*.bin``, ``*.pt``, ``*.pth``: never loaded) or no weight files at all."""
+    folder = Path(source.path)
+    pickled = sorted(p.name for pattern in ("*.bin", "*.pt", "*.pth", "*.ckpt") for p in folder.glob(pattern))
+    if pickled:
+        return ModelLoadError(
+            f"'{source.spec}' has only pickled weights ({', '.join(pickled[:3])}"
+            f"{', ...' if len(pickled) > 3 else ''}), which shortllm never loads; it needs *.safetensors",
+            "convert the checkpoint to safetensors (e.g. save_pretrained with safe_serialization=True)")
+    present = sorted(p.name for p in folder.iterdir())
+    return ModelLoadError(
+        f"'{source.spec}' has no weight files: it holds {', '.join(present[:5])}{', ...' if len(present) > 5 else ''}"
+        " but no model.safetensors (or model.safetensors.index.json and its shards)",
+        "copy the weights into the folder, or pass the folder that has them")
 
 
 def check_text_path(model: Any, spec: str) -> None:

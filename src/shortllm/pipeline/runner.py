@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shortllm.cli.click_errors import click_module
 from shortllm.errors import Interrupted, RecipeError, ShortLLMError
 from shortllm.pipeline.recipe import Recipe
 from shortllm.pipeline.verbs import command, verb_options
@@ -194,7 +195,7 @@ def invoke(stage: str, args: list[str]) -> None:
         RecipeError: the arguments do not parse (an option's value refused by the CLI).
         ShortLLMError: whatever the verb raises.
     """
-    ClickException = _click_exception()
+    ClickException = click_module().ClickException
 
     cmd = command(stage)
     fn = inspect.unwrap(cmd.callback)  # the verb itself, under the CLI's error handler
@@ -218,7 +219,7 @@ def check_parses(req: RunRequest) -> None:
     Raises:
         RecipeError: naming the stage and the CLI's complaint.
     """
-    ClickException = _click_exception()
+    ClickException = click_module().ClickException
 
     for stage in req.recipe.stages:
         try:
@@ -319,12 +320,3 @@ def _has_checkpoints(root: Path) -> bool:
 
     return bool(list_checkpoints(root))
 
-
-def _click_exception() -> type:
-    """The ``ClickException`` class of the click that typer parses with: recent typer releases carry their own
-    copy (``typer._click``), earlier releases use the ``click`` package."""
-    try:
-        from typer._click.exceptions import ClickException
-    except ImportError:
-        from click.exceptions import ClickException
-    return ClickException

@@ -46,7 +46,9 @@ def check_output_dir(out: Path, overwrite: bool, inputs: Inputs = ()) -> None:
     parent = out.resolve().parent
     while not parent.exists():
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+    if not parent.is_dir():
+        raise OutputError(f"cannot write to {out}: {parent} is a file, not a folder", "choose a directory path")
+    if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write to {out}: {parent} is not writable", "choose a writable directory")
 
 

@@ -1,0 +1,50 @@
+"""Inputs a new user gets wrong: each is one line naming what is there and what is missing, exit 2, nothing
+written, the input untouched."""
+
+from __future__ import annotations
+
+import shutil
+
+from tests.cli.test_bad_input import assert_one_line_error
+from tests.conftest import run_cli, tree_digest
+
+
+def test_a_folder_with_only_a_config_says_the_weights_are_missing(tiny_llama_dir, tmp_path):
+    src = tmp_path / "only-config"
+    src.mkdir()
+    shutil.copy(tiny_llama_dir / "config.json", src)
+    before = tree_digest(src)
+    for verb in (["prune", "-b", "1"], ["score", "-c", "magnitude"]):
+        result = run_cli(*verb, "-m", src, "--out", tmp_path / "o")
+        assert_one_line_error(result, "has no weight files: it holds config.json but no model.safetensors")
+        assert "pickled" not in result.stderr
+    assert tree_digest(src) == before and not (tmp_path / "o").exists()
+
+
+def test_a_missing_gguf_is_named_missing(tmp_path):
+    for out in ("o.gguf", "o"):
+        result = run_cli("prune", "-m", tmp_path / "missing.gguf", "-b", "1", "--out", tmp_path / out)
+        assert_one_line_error(result, "no such GGUF file")
+        assert not (tmp_path / out).exists()
+
+
+def test_quiet_and_verbose_together_are_refused():
+    result = run_cli("-q", "-v", "inspect")
+    assert_one_line_error(result, "--quiet and --verbose ask for opposite things")
+
+
+def test_an_output_below_a_file_names_the_file(tiny_llama_dir, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    result = run_cli("prune", "-m", tiny_llama_dir, "-b", "1", "--out", afile / "sub")
+    assert_one_line_error(result, f"{afile} is a file, not a folder")
+    assert afile.read_text() == "x"
+
+
+def test_click_usage_errors_are_one_line_with_the_verbs_help():
+    for argv, message, verb in [(["prune", "--ratioo", "0.2"], "No such option: --ratioo", "prune"),
+                                (["score", "--samples"], "Option '--samples' requires an argument.", "score"),
+                                (["retrain"], "Missing option '--method'", "retrain"),
+                                (["evaluate"], "No such command 'evaluate'.", None)]:
+        result = run_cli(*argv)
+        assert_one_line_error(result, message, f"Try 'shortllm{' ' + verb if verb else ''} --help'.")
