@@ -67,25 +67,28 @@ def read_set(path: Path) -> tuple[dict[str, str], dict[str, str]]:
 def table() -> None:
     old_head, old = read_set(ROOT / "ci" / "oldest.txt")
     new_head, new = read_set(ROOT / "ci" / "constraints.txt")
-    rows = ["| library | required | oldest tested | newest tested |", "|---|---|---:|---:|"]
+    rows = ["| library | required | oldest tested | newest tested |", "|---|---|---:|---:|",
+            f"| python | `{python_requirement()}` | {old_head.get('python', '-')} | {new_head.get('python', '-')} |"]
     for req in dependencies():
         name = name_of(req)
         spec = req[len(REQ.match(req).group(1)):].strip()
-        rows.append(f"| {name} | `{spec}` | {old.get(name, '-')} | {new.get(name, '-')} |")
-    for label, head in (("oldest", old_head), ("newest", new_head)):
-        rows.append(f"| *{label} run* | | {head.get('date', '-') if label == 'oldest' else ''} "
-                    f"| {head.get('date', '-') if label == 'newest' else ''} |")
-    notes = []
-    for label, head in (("oldest", old_head), ("newest", new_head)):
-        if head:
-            notes.append(f"- {label}: {head.get('date', '?')}, Python {head.get('python', '?')}, "
-                         f"{head.get('result', '?')} (`{head.get('command', 'scripts/compat.sh ' + label)}`)")
+        # Torch is kept out of the pins (CI installs the machine's own build); its header records the version.
+        low, high = (old_head.get("torch"), new_head.get("torch")) if name == "torch" else (old.get(name), new.get(name))
+        rows.append(f"| {name} | `{spec}` | {low or '-'} | {high or '-'} |")
+    notes = [f"- {label} run: {head.get('date', '?')}, {head.get('result', '?')} "
+             f"(`{head.get('command', 'scripts/compat.sh ' + label)}`)"
+             for label, head in (("oldest", old_head), ("newest", new_head)) if head]
     page = ROOT / "docs" / "compatibility.md"
-    text = page.read_text()
     start, end = "<!-- compat-table -->", "<!-- /compat-table -->"
     body = "\n".join(rows) + "\n\n" + "\n".join(notes)
-    text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{body}\n{end}", text, flags=re.S)
+    text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{body}\n{end}",
+                  page.read_text(), flags=re.S)
     page.write_text(text)
+
+
+def python_requirement() -> str:
+    found = re.search(r'^requires-python\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
+    return found.group(1) if found else ""
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from shortllm.cli import prune as prune_cmd
 from shortllm.cli import retrain as retrain_cmd
 from shortllm.cli import run as run_cmd
 from shortllm.cli import score as score_cmd
-from shortllm.cli.click_errors import OneLineErrors
+from shortllm.cli.click_errors import OneLineErrors, errors_propagating
 from shortllm.cli.output import PhaseHandler, err_console, state
 from shortllm.errors import DeviceError, Interrupted, ShortLLMError
 
@@ -76,6 +76,8 @@ def handle_errors(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        if errors_propagating():  # a caller that handles the verb's errors itself (the recipe runner)
+            return fn(*args, **kwargs)
         debug = os.environ.get("SHORTLLM_DEBUG") == "1"
         try:
             return fn(*args, **kwargs)

@@ -3,10 +3,32 @@ other error prints, and the click that typer parses with."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from typer.core import TyperGroup
+
+
+_PROPAGATE = contextvars.ContextVar("shortllm_errors_propagate", default=False)
+
+
+@contextlib.contextmanager
+def errors_propagate() -> Iterator[None]:
+    """Within the block the CLI's error handler (``app.handle_errors``) lets every error through unchanged: for
+    callers that run a verb's command and handle its errors themselves (the recipe runner)."""
+    token = _PROPAGATE.set(True)
+    try:
+        yield
+    finally:
+        _PROPAGATE.reset(token)
+
+
+def errors_propagating() -> bool:
+    """Whether :func:`errors_propagate` is in force."""
+    return _PROPAGATE.get()
 
 
 def click_module() -> Any:

@@ -17,7 +17,6 @@ of the stage folders it reads, or the files of a local model). A retrain stopped
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shortllm.cli.click_errors import click_module
+from shortllm.cli.click_errors import click_module, errors_propagate
 from shortllm.errors import Interrupted, RecipeError, ShortLLMError
 from shortllm.pipeline.recipe import Recipe
 from shortllm.pipeline.verbs import command, verb_options
@@ -198,7 +197,6 @@ def invoke(stage: str, args: list[str]) -> None:
     ClickException = click_module().ClickException
 
     cmd = command(stage)
-    fn = inspect.unwrap(cmd.callback)  # the verb itself, under the CLI's error handler
     saved = sys.argv
     sys.argv = ["shortllm", stage, *args]
     try:
@@ -207,8 +205,10 @@ def invoke(stage: str, args: list[str]) -> None:
         except ClickException as err:
             raise RecipeError(f"stage {stage}: {err.format_message()}",
                               f"fix the {stage} options of the recipe (see `shortllm {stage} --help`)") from err
-        with ctx:
-            fn(**ctx.params)
+        # typer's callback converts the parsed values (older typer releases do it there, not in click); the
+        # CLI's error handler lets the verb's errors through to the caller's.
+        with ctx, errors_propagate():
+            cmd.callback(**ctx.params)
     finally:
         sys.argv = saved
 
