@@ -46,7 +46,6 @@ fi
 # The README's test command, verbatim, with the pins as pip constraints.
 CMD="$(sed -n '/<!-- test-command -->/,/<!-- \/test-command -->/p' README.md | grep -v '^<!--' | grep -v '^```')"
 echo "+ PIP_CONSTRAINT=<$END pins> $CMD"
-START="$(date +%s)"
 if PIP_CONSTRAINT="$PINS" bash -euo pipefail -c "$CMD" 2>&1 | tee "$VENV/test.log"; then
   STATUS=0
 else
@@ -66,7 +65,7 @@ TORCH="$(python -c 'import torch; print(torch.__version__)')"
   echo "# date: $(date -u +%Y-%m-%d)"
   echo "# python: $PYVER"
   echo "# torch: $TORCH"
-  echo "# result: $SUMMARY in $(( $(date +%s) - START )) s"
+  echo "# result: $SUMMARY"
   echo "# command: scripts/compat.sh $END${COMPAT_TORCH:+ (COMPAT_TORCH=$COMPAT_TORCH)}"
   python -m pip freeze --exclude-editable | grep -viE '^(torch|triton|nvidia-|cuda-|uv)[=-]' | sort -f
 } > "$RECORD"

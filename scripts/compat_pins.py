@@ -64,7 +64,9 @@ def read_set(path: Path) -> tuple[dict[str, str], dict[str, str]]:
     return head, pins
 
 
-def table() -> None:
+def render_table() -> str:
+    """The markdown table (and the runs' notes) of the tested range, from ``ci/oldest.txt``,
+    ``ci/constraints.txt`` and pyproject.toml."""
     old_head, old = read_set(ROOT / "ci" / "oldest.txt")
     new_head, new = read_set(ROOT / "ci" / "constraints.txt")
     rows = ["| library | required | oldest tested | newest tested |", "|---|---|---:|---:|",
@@ -78,10 +80,14 @@ def table() -> None:
     notes = [f"- {label} run: {head.get('date', '?')}, {head.get('result', '?')} "
              f"(`{head.get('command', 'scripts/compat.sh ' + label)}`)"
              for label, head in (("oldest", old_head), ("newest", new_head)) if head]
+    return "\n".join(rows) + "\n\n" + "\n".join(notes)
+
+
+def table() -> None:
+    """Rewrite the table between the markers of docs/compatibility.md from the recorded sets."""
     page = ROOT / "docs" / "compatibility.md"
     start, end = "<!-- compat-table -->", "<!-- /compat-table -->"
-    body = "\n".join(rows) + "\n\n" + "\n".join(notes)
-    text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{body}\n{end}",
+    text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{render_table()}\n{end}",
                   page.read_text(), flags=re.S)
     page.write_text(text)
 

@@ -3,7 +3,8 @@
     python -m pip install --dry-run --ignore-installed --quiet --report R.json -e ".[dev]"
     python scripts/drift.py R.json            prints 'name recorded -> newest' lines; exit 0 either way
 
-Torch and its CUDA companions are left out (CI installs the machine's own torch build), as in the recorded set.
+Torch and its CUDA companions (CI installs the machine's own torch build) and pip's own tools are left out, as in the
+recorded set (`pip freeze` leaves out pip and setuptools).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compat_pins import ROOT, read_set  # noqa: E402
 
-SKIP = re.compile(r"^(torch|triton|nvidia-.*|cuda-.*|shortllm)$")
+SKIP = re.compile(r"^(torch|triton|nvidia-.*|cuda-.*|shortllm|pip|setuptools|wheel)$")
 
 
 def newest(report: Path) -> dict[str, str]:
