@@ -61,6 +61,8 @@ def read_header(path: Path) -> dict[str, TensorEntry]:
     Raises:
         ModelLoadError: the file is not a readable safetensors file.
     """
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        raise ModelLoadError(f"{path} is empty (0 bytes)", "check that the download is complete")
     try:
         with open(path, "rb") as f:
             (size,) = struct.unpack("<Q", f.read(8))
@@ -70,12 +72,35 @@ def read_header(path: Path) -> dict[str, TensorEntry]:
                              "check that the download is complete") from err
     base = 8 + size
     found = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        begin, end = info["data_offsets"]
-        found[name] = TensorEntry(name, Path(path), info["dtype"], tuple(info["shape"]), base + begin, end - begin)
+    try:
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            begin, end = info["data_offsets"]
+            found[name] = TensorEntry(name, Path(path), info["dtype"], tuple(info["shape"]), base + begin,
+                                      end - begin)
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
+        raise ModelLoadError(f"{path} is not a readable safetensors file (bad header entry: {err})",
+                             "check that the download is complete") from err
+    # The data must cover what the header lists: a truncated download has an intact header and less data.
+    covered = base + max((e.start - base + e.nbytes for e in found.values()), default=0)
+    actual = Path(path).stat().st_size
+    if actual < covered:
+        raise ModelLoadError(f"{path} is truncated: its header lists {covered:,} bytes, the file has {actual:,}",
+                             "check that the download is complete")
     return found
+
+
+def check_weight_files(folder: Path) -> None:
+    """Read the header of every safetensors file a folder's weights name and check each covers its tensors,
+    so a damaged file (truncated, empty, bad header, a shard missing from the index) is named.
+
+    Raises:
+        ModelLoadError: naming the file and what is wrong with it.
+    """
+    files = weight_files(folder)
+    for path in dict.fromkeys((files or {}).values()):
+        read_header(path)
 
 
 def weight_files(folder: Path) -> dict[str, Path] | None:

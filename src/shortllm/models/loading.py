@@ -473,8 +473,17 @@ def from_pretrained_strict(path: str, spec: str, model_class: Any = None, *, ker
         model_class = auto_class(AutoConfig.from_pretrained(
             path, **{k: kwargs[k] for k in ("revision", "trust_remote_code") if k in kwargs}))
     # Shape mismatches are collected (not raised with a generic message) so the error can name them.
-    model, info = model_class.from_pretrained(path, output_loading_info=True, ignore_mismatched_sizes=True,
-                                              **kwargs)
+    try:
+        model, info = model_class.from_pretrained(path, output_loading_info=True, ignore_mismatched_sizes=True,
+                                                  **kwargs)
+    except Exception:
+        # The safetensors library's errors name no file ("incomplete metadata, file not fully covered"): a
+        # damaged file of a local folder is refused naming the file; anything else keeps its own error.
+        if Path(path).is_dir():
+            from shortllm.models.checkpoint import check_weight_files
+
+            check_weight_files(Path(path))
+        raise
     check_loading_info(info, spec)
     return model
 
