@@ -48,3 +48,10 @@ def test_click_usage_errors_are_one_line_with_the_verbs_help():
                                 (["evaluate"], "No such command 'evaluate'.", None)]:
         result = run_cli(*argv)
         assert_one_line_error(result, message, f"Try 'shortllm{' ' + verb if verb else ''} --help'.")
+
+
+def test_text_field_for_a_named_dataset_is_refused(tiny_tok_dir, tmp_path):
+    result = run_cli("score", "-m", tiny_tok_dir, "-c", "bi", "--data", "pydoc", "--samples", "2", "--seq-len", "16",
+                     "--text-field", "nope", "--out", tmp_path / "s")
+    assert_one_line_error(result, "--text-field nope does not apply to 'pydoc'")
+    assert not (tmp_path / "s").exists()

@@ -203,6 +203,10 @@ def _resolve(spec: str, split: str | None, data_dir: str | Path | None, text_fie
     split = spec_split or split
     key = ALIASES.get(name.lower(), name.lower())
     root = _find_data_dir(data_dir)
+    if text_field != "text" and (key == "pydoc" or key in DATASETS):
+        raise DataError(f"--text-field {text_field} does not apply to '{name}', a named dataset whose text "
+                        "shortllm reads itself", "leave out --text-field, or give a .jsonl/.json/.parquet file or "
+                        "an hf: dataset")
     if key == "pydoc":
         return _Target("pydoc", "pydoc", _pydoc_split(split))
     if key in DATASETS:
