@@ -18,6 +18,24 @@ from shortllm.wording import plural
 log = logging.getLogger(__name__)
 
 
+def make_parents(out: Path) -> list[Path]:
+    """Create the missing folders above ``out``; returns those it created, outermost first, so that a failed
+    run can remove them again (:func:`remove_created`)."""
+    missing = [p for p in reversed(out.parents) if not p.exists()]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def remove_created(folders: list[Path]) -> None:
+    """Remove the folders :func:`make_parents` created, innermost first, where they are still empty: after a
+    failed run nothing remains that was not there before."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (something else wrote there) or already gone
+            return
+
+
 def make_temp_beside(out: Path) -> Path:
     """Create ``.NAME.tmp-PID-XXXX`` in ``out``'s parent (which must exist) and return it."""
     return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))

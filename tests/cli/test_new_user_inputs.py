@@ -55,3 +55,18 @@ def test_text_field_for_a_named_dataset_is_refused(tiny_tok_dir, tmp_path):
                      "--text-field", "nope", "--out", tmp_path / "s")
     assert_one_line_error(result, "--text-field nope does not apply to 'pydoc'")
     assert not (tmp_path / "s").exists()
+
+
+def test_a_failed_run_leaves_no_folder_it_created(tiny_llama_dir, tmp_path, monkeypatch):
+    from shortllm.errors import ShortLLMError
+    from shortllm.pruning import export
+
+    def broken(*args, **kwargs):
+        raise ShortLLMError("the reload check failed")
+
+    monkeypatch.setattr(export, "verify_reload", broken)
+    work = tmp_path / "work"
+    work.mkdir()
+    result = run_cli("-q", "prune", "-m", tiny_llama_dir, "-b", "1", "--out", work / "a b" / "ünï [x]" / "out")
+    assert_one_line_error(result, "the reload check failed")
+    assert list(work.iterdir()) == []  # neither the output nor the folders made for it

@@ -28,7 +28,7 @@ from shortllm.pruning.export import (atomic_dir, card, check_no_overlap, check_o
                                      write_manifest)
 from shortllm.pruning.pattern import check_pattern, pattern_record, rules_for_gguf
 from shortllm.pruning.plan import plan_from_blocks
-from shortllm.tempdirs import make_temp_beside, remove_stale_temp
+from shortllm.tempdirs import make_parents, make_temp_beside, remove_created, remove_stale_temp
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ class _staging:
             return self._folder.__enter__()
         check_gguf_output(self.out, self.overwrite, self.inputs)
         target = self.out.resolve()
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self.created = make_parents(target)
         remove_stale_temp(target)
         self.tmp = make_temp_beside(target)
         return self.tmp
@@ -234,6 +234,8 @@ class _staging:
                     os.replace(self.tmp / name, dest)  # the GGUF first: a manifest never describes a missing file
         finally:
             shutil.rmtree(self.tmp, ignore_errors=True)
+            if kind is not None:
+                remove_created(self.created)
         return False
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from shortllm import __version__
 from shortllm.errors import OutputError, ShortLLMError
-from shortllm.tempdirs import make_temp_beside, remove_stale_temp
+from shortllm.tempdirs import make_parents, make_temp_beside, remove_created, remove_stale_temp
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +112,13 @@ def atomic_dir(out: Path, overwrite: bool = False, inputs: Inputs = ()) -> Itera
     """
     check_output_dir(out, overwrite, inputs)
     out = out.resolve()
+    created: list[Path] = []
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        created = make_parents(out)
         remove_stale_temp(out)
         tmp = make_temp_beside(out)
     except OSError as err:
+        remove_created(created)
         raise OutputError(f"cannot write to {out}: {err.strerror}", "choose a writable directory") from err
     try:
         yield tmp
@@ -130,6 +132,7 @@ def atomic_dir(out: Path, overwrite: bool = False, inputs: Inputs = ()) -> Itera
             tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        remove_created(created)
         raise
 
 
