@@ -70,3 +70,9 @@ def test_a_failed_run_leaves_no_folder_it_created(tiny_llama_dir, tmp_path, monk
     result = run_cli("-q", "prune", "-m", tiny_llama_dir, "-b", "1", "--out", work / "a b" / "ünï [x]" / "out")
     assert_one_line_error(result, "the reload check failed")
     assert list(work.iterdir()) == []  # neither the output nor the folders made for it
+
+
+def test_an_empty_out_is_called_empty(tiny_llama_dir):
+    for value in ("", "  "):
+        result = run_cli("prune", "-m", tiny_llama_dir, "-b", "1", "--out", value)
+        assert_one_line_error(result, "--out is empty")

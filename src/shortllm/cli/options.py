@@ -34,8 +34,15 @@ KernelsOpt = Annotated[bool, typer.Option(
 RevisionOpt = Annotated[
     Optional[str], typer.Option("--revision", help="Hub branch, tag or commit.", show_default=False)
 ]
+def _out_path(value: str) -> Path:
+    """``--out``'s parser: an empty value is refused as what it is (``Path("")`` would be the current folder)."""
+    if not value.strip():
+        raise typer.BadParameter("--out is empty: give the folder to write")
+    return Path(value)
+
+
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory (written atomically).",
-                                                show_default=False)]
+                                                show_default=False, parser=_out_path, metavar="<path>")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out directory.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show the plan; load no weights, write nothing.")]
