@@ -105,10 +105,10 @@ def test_out_not_empty_without_overwrite(tiny_llama_dir, out_parent):
     assert (target / "x").read_text() == "keep me" and leftovers(out_parent) == ["full"]
 
 
-def test_out_not_writable(tiny_llama_dir, out_parent):
+def test_out_below_a_file(tiny_llama_dir, out_parent):
     blocker = out_parent / "a-file"
     blocker.write_text("")
-    assert_one_line_error(prune(str(tiny_llama_dir), out=blocker / "sub"), "not writable")
+    assert_one_line_error(prune(str(tiny_llama_dir), out=blocker / "sub"), f"{blocker} is a file, not a folder")
     assert leftovers(out_parent) == ["a-file"]
 
 

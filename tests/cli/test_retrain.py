@@ -31,8 +31,8 @@ def _card(folder: Path, method_words: str, library: str = "transformers", base_m
     seq_len = manifest["options"]["seq_len"]
     assert f"| optimizer steps | {r['steps']} (batch of 2 rows of at most {seq_len} tokens) |" in card.text
     assert f"| tokens seen | {r['tokens_seen']:,} |" in card.text
-    assert f"| held-out loss before | {r['initial_eval_loss']:.4f} |" in card.text
-    assert f"| held-out loss after | {r['final_eval_loss']:.4f} |" in card.text
+    assert f"| held-out cross-entropy before | {r['initial_eval_loss']:.4f} |" in card.text
+    assert f"| held-out cross-entropy after | {r['final_eval_loss']:.4f} |" in card.text
     assert f"Made with:\n\n```\n{manifest['options']['command']}\n```" in card.text
     return card
 

@@ -43,7 +43,7 @@ def test_base_model_is_a_hub_id_or_absent(method, adapter, source_hub, manifest,
     if base:
         validate_repo_id(card.data.base_model)
     assert card.data.library_name == ("peft" if adapter else "transformers")
-    assert "| held-out loss before | not measured |" in card.text and "| held-out loss after | 2.5000 |" in card.text
+    assert "| held-out cross-entropy before | not measured |" in card.text and "| held-out cross-entropy after | 2.5000 |" in card.text
     assert "(batch of 1 row of at most 32 tokens)" in card.text and "(text; 1 training row)" in card.text
 
 
@@ -63,3 +63,22 @@ def test_card_names_the_healing_options():
     plain = ModelCard(retrain_card(cfg, result, SimpleNamespace(hub_id=None, ref="/p"), None, adapter=False)).text
     assert "hidden-state" not in plain and "trained blocks" not in plain and "teacher correction" not in plain
     assert "teacher weights" not in plain and "backward pass" not in plain
+
+
+def test_a_kd_card_names_its_objective_and_shows_the_cross_entropy_beside_it():
+    cfg, result = _inputs("kd")
+    result.final_loss, result.final_ce, result.objective = 0.1295, 4.61, "KL to the teacher"
+    card = retrain_card(cfg, result, SimpleNamespace(hub_id=None, ref="/runs/pruned"), None, adapter=False)
+    assert "| final training objective (KL to the teacher) | 0.1295 |" in card
+    assert "| final training cross-entropy | 4.6100 |" in card
+    assert "final training loss" not in card
+
+
+def test_objective_names():
+    from shortllm.training.losses import objective_name
+
+    assert objective_name(False, 0.5) == "cross-entropy"
+    assert objective_name(True, 1.0) == "KL to the teacher"
+    assert objective_name(True, 0.5) == "0.5 x KL to the teacher + 0.5 x cross-entropy"
+    assert objective_name(True, 1.0, 0.1) == "1 x KL to the teacher + 0.1 x hidden-state loss"
+    assert objective_name(True, 0.0) == "cross-entropy"

@@ -38,7 +38,7 @@ def test_out_holds_the_weights_of_the_best_step(pruned_tiny, small_text, tmp_pat
     manifest = json.loads((out / "shortllm.json").read_text())
     assert manifest["results"]["best"] == result.best and manifest["options"]["keep_best"] is True
     card = (out / "README.md").read_text()
-    assert f"| weights kept (--keep-best) | step {best['step']}: held-out loss {best['loss']:.4f} |" in card
+    assert f"| weights kept (--keep-best) | step {best['step']}: held-out cross-entropy {best['loss']:.4f} |" in card
     # cpt checkpoints hold every parameter: --out must equal the checkpoint of the best step
     saved = _weights(out)
     at_best = _weights(dict(list_checkpoints(tmp_path / "o.checkpoints"))[best["step"]])

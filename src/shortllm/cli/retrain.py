@@ -292,21 +292,30 @@ def estimate_line(seconds_per_step: float, step: int, total: int, measured_to: i
             f"measured over step{' 2' if measured_to == 2 else f's 2-{measured_to}'})")
 
 
+def _final_train(r: dict) -> str:
+    """The last step's training loss, named (a kd objective is a KL: its cross-entropy is shown beside it)."""
+    objective = r.get("objective", "cross-entropy")
+    if objective == "cross-entropy":
+        return f"final train cross-entropy {r['final_loss']:.4f}"
+    ce = f", train cross-entropy {r['final_ce']:.4f}" if r.get("final_ce") is not None else ""
+    return f"final train objective ({objective}) {r['final_loss']:.4f}{ce}"
+
+
 def _render(result, cfg) -> None:
     from shortllm.training.run import resume_command
 
     r = result.as_dict(curves=False)
     held = ""
     if r["initial_eval_loss"] is not None and r["final_eval_loss"] is not None:
-        held = f"; held-out loss {r['initial_eval_loss']:.4f} -> {r['final_eval_loss']:.4f}"
+        held = f"; held-out cross-entropy {r['initial_eval_loss']:.4f} -> {r['final_eval_loss']:.4f}"
     if r.get("best") and result.finished:
-        held += f"; kept the best weights: step {r['best']['step']}, held-out loss {r['best']['eval_loss']:.4f}"
+        held += (f"; kept the best weights: step {r['best']['step']}, held-out cross-entropy "
+                 f"{r['best']['eval_loss']:.4f}")
     steps = (f"{r['steps']} steps (the --max-time limit of {duration(r['max_time_s'])})" if r["time_up"] else
              f"{r['steps']}/{r['total_steps']} steps")
     console.print(
         f"{r['method']}: {steps}, {r['tokens_seen']:,} tokens in "
-        f"{r['wall_time_s']:.1f} s ({r['tokens_per_s'] or 0:.0f} tokens/s); final train loss "
-        f"{r['final_loss']:.4f}{held}"
+        f"{r['wall_time_s']:.1f} s ({r['tokens_per_s'] or 0:.0f} tokens/s); {_final_train(r)}{held}"
     )
     if result.finished:
         print_path(f"Saved the healed {r['saved']} to ", r["out"])

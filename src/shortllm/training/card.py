@@ -83,6 +83,16 @@ def _loss(value: float | None) -> str:
     return f"{value:.4f}" if value is not None else "not measured"
 
 
+def training_losses(result: Any) -> list[tuple[str, str]]:
+    """The last step's training loss, named for what it is: the objective (a KL for kd) and, when that is not
+    a cross-entropy, the training cross-entropy beside it, the quantity the held-out loss measures."""
+    objective = getattr(result, "objective", "cross-entropy")
+    if objective == "cross-entropy":
+        return [("final training cross-entropy", _loss(result.final_loss))]
+    return [(f"final training objective ({objective})", _loss(result.final_loss)),
+            ("final training cross-entropy", _loss(getattr(result, "final_ce", None)))]
+
+
 def retrain_card(cfg: Any, result: Any, source: Any, manifest: dict[str, Any] | None, adapter: bool) -> str:
     """The ``README.md`` of a retrain's ``--out``.
 
@@ -127,11 +137,12 @@ def retrain_card(cfg: Any, result: Any, source: Any, manifest: dict[str, Any] | 
         ("tokens seen", f"{result.tokens_seen:,}"),
         ("training data", _data(result.data)),
         ("held-out data", _held_out(result.data)),
-        ("held-out loss before", _loss(result.initial_eval_loss)),
-        ("held-out loss after", _loss(result.final_eval_loss)),
-        *([("weights kept (--keep-best)", f"step {result.best['step']}: held-out loss {_loss(result.best['eval_loss'])}")]
+        ("held-out cross-entropy before", _loss(result.initial_eval_loss)),
+        ("held-out cross-entropy after", _loss(result.final_eval_loss)),
+        *([("weights kept (--keep-best)",
+            f"step {result.best['step']}: held-out cross-entropy {_loss(result.best['eval_loss'])}")]
           if getattr(result, "best", None) else []),
-        ("final training loss", _loss(result.final_loss)),
+        *training_losses(result),
         ("trainable parameters", f"{result.trainable_params:,} of {result.params:,}"),
         ("training time", f"{result.wall_time_s:.1f} s on {plural(result.world_size, 'process', 'processes')}"
                           + (f" (limit {cfg.max_time:g} s, --max-time)" if cfg.max_time is not None else "")),

@@ -9,10 +9,13 @@ recorded in the manifest.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,8 +107,26 @@ def make_accelerator(cfg: TrainConfig) -> Any:
     from shortllm.models.loading import resolve_device
 
     device = resolve_device(cfg.settings.device) if cfg.settings.device != "auto" else "auto"
-    return Accelerator(cpu=device == "cpu", mixed_precision=resolve_mixed_precision(cfg.mixed_precision, device),
-                       gradient_accumulation_steps=cfg.grad_accum)
+    with _stdout_to_stderr():  # stdout is for --json alone
+        return Accelerator(cpu=device == "cpu",
+                           mixed_precision=resolve_mixed_precision(cfg.mixed_precision, device),
+                           gradient_accumulation_steps=cfg.grad_accum)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send what is written to file descriptor 1 (C++ libraries included) to stderr for the block: under
+    ``torchrun``, torch 2.8's gloo prints "[Gloo] Rank 0 is connected to 1 peer ranks" on stdout when the process
+    group starts, which would break the one JSON object of ``--json``."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:

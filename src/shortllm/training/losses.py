@@ -311,6 +311,19 @@ def hidden_sum(student: list[torch.Tensor], teacher: list[torch.Tensor], kind: s
     return total / len(student)
 
 
+def objective_name(teacher: bool, alpha: float, hidden_weight: float = 0.0) -> str:
+    """What the training loss of a run is, in words, for its card and summary: ``cross-entropy`` without a
+    teacher, else the terms of :func:`kd_objective` (the KL is scaled by T^2), so that a reader compares it
+    with the held-out cross-entropy only when it is one."""
+    if not teacher:
+        return "cross-entropy"
+    terms = [(alpha, "KL to the teacher"), (1 - alpha, "cross-entropy"), (hidden_weight, "hidden-state loss")]
+    shown = [(w, name) for w, name in terms if w]
+    if len(shown) == 1 and shown[0][0] == 1:
+        return shown[0][1]
+    return " + ".join(f"{w:g} x {name}" for w, name in shown)
+
+
 def kd_objective(ce, kl, alpha: float, hidden=0.0, hidden_weight: float = 0.0):
     """The distillation objective from (already normalised) terms: ``alpha*KL + (1-alpha)*CE + w*hidden``."""
     out = alpha * kl + (1 - alpha) * ce

@@ -40,6 +40,7 @@ from shortllm.training.config import TrainConfig, TrainingError, identity_hash, 
 from shortllm.training.batches import plan_steps
 from shortllm.training.data import load_train_data
 from shortllm.training.loop import LoopState, build_trainer, evaluate, make_accelerator, train
+from shortllm.training.losses import objective_name
 from shortllm.wording import duration, plural
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ class RetrainResult:
     teacher_shared_blocks: int = 0  # kd: leading blocks the teacher took from the student (forward.shared_prefix)
     peak_rss_mb: float | None = None  # this process's peak resident memory so far
     is_main: bool = True
+    final_ce: float | None = None  # the last step's training cross-entropy: what compares with the held-out loss
+    objective: str = "cross-entropy"  # what final_loss is (losses.objective_name): a KL for kd
     loss_curve: list[dict[str, float]] = field(default_factory=list)
     eval_curve: list[dict[str, float]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -418,6 +421,9 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
         method=cfg.method, model=source.spec, finished=finished, steps=state.step, total_steps=total_steps,
         tokens_seen=state.tokens, wall_time_s=round(state.wall_s, 3),
         final_loss=state.curve[-1]["loss"] if state.curve else None,
+        final_ce=state.curve[-1].get("ce") if state.curve else None,
+        objective=objective_name(tr.teacher is not None, cfg.kd.alpha,
+                                 cfg.kd.hidden_weight if cfg.kd.hidden else 0.0),
         initial_eval_loss=next((p["loss"] for p in state.eval_curve if p["step"] == 0), None),
         final_eval_loss=state.eval_curve[-1]["loss"] if state.eval_curve else None,
         teacher=teacher_source.ref if teacher_source else None, trainable_params=trainable, params=params,
