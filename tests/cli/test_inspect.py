@@ -37,3 +37,18 @@ def test_inspect_embedded_model(demo_dir):
     rows = {r["ratio"]: r for r in info["ratios"]}
     assert rows[0.2]["num_blocks"] == 7  # DESIGN.md: the embedded model at 20% -> 7 blocks
     assert rows[0.8]["removes_all"] is True
+
+
+def test_inspect_names_the_embedded_models_files(demo_dir):
+    import json
+    from pathlib import Path
+
+    from tests.conftest import run_cli
+
+    result = run_cli("inspect", "--json")
+    assert result.exit_code == 0, result.output
+    files = json.loads(result.stdout)["files"]
+    assert Path(files["folder"]) == demo_dir.resolve()
+    assert files["gguf"].endswith(".gguf") and Path(files["gguf"]).is_file()
+    shown = run_cli("inspect").stdout
+    assert f"gguf: {files['gguf']}" in shown

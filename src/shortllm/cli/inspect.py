@@ -48,7 +48,8 @@ def _render(info: dict) -> None:
         f"{info['num_blocks']} blocks, hidden {info['hidden_size']}, vocab {info['vocab_size']}, "
         f"tied embeddings: {'yes' if info['tied_embeddings'] else 'no'}\n"
         f"parameters: {human(p['total'])} total = {human(p['blocks'])} in blocks + {human(p['embeddings'])} "
-        f"embeddings + {human(p['head'])} head + {human(p['other'])} other"
+        f"embeddings + {human(p['head'])} head + {human(p['other'])} other\n"
+        + "".join(f"{kind}: {path}\n" for kind, path in info["files"].items()).rstrip("\n")
     ), soft_wrap=True)
     blocks = Table(title="Blocks", show_lines=False)
     for col in ("block", "original", "params", "share", "layer type"):

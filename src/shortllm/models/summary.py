@@ -57,4 +57,25 @@ def describe(spec: str | None, settings: LoadSettings = LoadSettings()) -> dict[
             for i in range(n)
         ],
         "ratios": ratio_table(counts),
+        "files": model_files(source),
     }
+
+
+def model_files(source: Any) -> dict[str, str]:
+    """The files behind a model spec: ``folder`` (what is loaded) and, for the embedded model or a ``.gguf``,
+    the ``gguf`` it was converted from (the natural input to try GGUF output on)."""
+    from pathlib import Path
+
+    from shortllm.models.demo import find_demo_gguf
+
+    from shortllm.errors import ModelLoadError
+
+    files = {"folder": source.path}
+    if source.kind == "alias":
+        try:
+            files["gguf"] = str(find_demo_gguf(download=False))
+        except ModelLoadError:  # the conversion is cached and its GGUF was removed since: nothing to name
+            pass
+    elif source.kind == "gguf":
+        files["gguf"] = str(Path(source.spec).expanduser().resolve())
+    return files
