@@ -7,6 +7,16 @@ one handler (``cli/app.py``) turns them into one line on stderr and exit code 2.
 from __future__ import annotations
 
 
+def reason(err: BaseException, limit: int = 300) -> str:
+    """A library error's whole message on one line: every line of it with whitespace collapsed (a library's
+    first line is often only a header, e.g. "Class validation error for validator 'validate_layer_type':"),
+    cut at ``limit`` characters; the class name when the error has no message."""
+    text = " ".join(str(err).split())
+    if not text:
+        return type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class ShortLLMError(Exception):
     """A failure the user can fix. ``hint`` says how."""
 

@@ -76,3 +76,16 @@ def test_an_empty_out_is_called_empty(tiny_llama_dir):
     for value in ("", "  "):
         result = run_cli("prune", "-m", tiny_llama_dir, "-b", "1", "--out", value)
         assert_one_line_error(result, "--out is empty")
+
+
+def test_a_refusal_keeps_the_librarys_whole_reason(tmp_path):
+    import json
+
+    from tests.tiny_models import tiny_config
+
+    config = tiny_config("exaone4", num_layers=4).to_dict()
+    config["layer_types"] = ["full_attention"] * 5  # one more than there are layers
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    result = run_cli("inspect", "-m", tmp_path / "m")
+    assert_one_line_error(result, "validate_layer_type", "(4) must be equal to the number of `layer_types` (5)")

@@ -20,7 +20,7 @@ from shortllm.cli import run as run_cmd
 from shortllm.cli import score as score_cmd
 from shortllm.cli.click_errors import OneLineErrors, errors_propagating
 from shortllm.cli.output import PhaseHandler, err_console, state
-from shortllm.errors import DeviceError, Interrupted, ShortLLMError
+from shortllm.errors import DeviceError, Interrupted, ShortLLMError, reason
 
 app = typer.Typer(
     name="shortllm",
@@ -51,7 +51,7 @@ def as_user_error(err: BaseException) -> ShortLLMError | None:
     the file system (``OSError``: a full disk, a permission, a missing file) are caused by the run's size or its
     paths; the user fixes them, so they get the one-line treatment too.
     """
-    first = " ".join(str(err).split())[:300] or type(err).__name__
+    first = reason(err)
     names = {cls.__name__ for cls in type(err).__mro__}
     if "OutOfMemoryError" in names or isinstance(err, MemoryError) or (
             isinstance(err, RuntimeError) and ("out of memory" in first or "can't allocate memory" in first)):

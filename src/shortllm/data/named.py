@@ -18,7 +18,7 @@ from typing import Any
 
 from shortllm.data.files import iter_lines, iter_path
 from shortllm.data.offline import hub_access, is_network_error
-from shortllm.errors import DataError
+from shortllm.errors import DataError, reason
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def _hub_error(ds: NamedDataset, split: str, err: Exception, reachable: bool = T
         hint = "pass --data-dir (or set SHORTLLM_DATA_DIR) with a local copy (layout in docs/data.md), or pass a file"
     else:
         hint = "check the name, or download the dataset's files and pass the folder"
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    first = reason(err)
     return DataError(f"cannot load {ds.name} ({ds.hub_name}, {split}) from the Hugging Face hub: {first[:200]}", hint)
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from unittest import mock
 
 from shortllm.data.offline import hub_access, is_network_error
-from shortllm.errors import DataError
+from shortllm.errors import DataError, reason
 from shortllm.evaluation.tasks import OFFLINE_TASKS, PAPER_METRIC, PAPER_TASKS, TASKS_DIR, check_offline_task
 from shortllm.evaluation.tasks.utils import DATA_DIR_KEY
 
@@ -158,7 +158,7 @@ def task_data_error(names: list[str], data_dir: Path | None, err: Exception) -> 
         err: what lm-eval (or ``datasets`` underneath) raised.
     """
     listed = ", ".join(names)
-    first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+    first = reason(err, 200)
     if not is_network_error(err):
         return DataError(f"cannot build the lm-eval task {listed}: {first}",
                          "check the task's YAML (--include-path), or run with SHORTLLM_DEBUG=1 for the traceback")

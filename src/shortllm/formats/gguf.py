@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shortllm.errors import ModelLoadError, UnsupportedArchitectureError
+from shortllm.errors import ModelLoadError, UnsupportedArchitectureError, reason
 from shortllm.formats.gguf_layout import BLOCK_COUNT, block_of, metadata_changes, renumbered
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def open_gguf(path: Path | str) -> GGUFSource:
     try:
         reader = GGUFReader(path, "r")
     except (OSError, ValueError) as err:
-        detail = " ".join(str(err).split())[:160] or type(err).__name__
+        detail = reason(err, 160)
         raise ModelLoadError(f"cannot read {path} as a GGUF ({detail})", "check the file") from err
     metadata = {name: _plain(field.contents()) for name, field in reader.fields.items()
                 if not name.startswith("GGUF.")}

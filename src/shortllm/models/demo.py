@@ -21,7 +21,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from shortllm.errors import ModelLoadError, OutputError
+from shortllm.errors import ModelLoadError, OutputError, reason
 from shortllm.tempdirs import make_temp_beside, remove_stale_temp
 
 logger = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ def gguf_to_hf_dir(gguf_path: Path, out_dir: Path) -> Path:
     except ModelLoadError:
         raise
     except Exception as error:  # transformers/gguf/numpy raise anything on a broken file
-        detail = " ".join(str(error).split())[:200] or type(error).__name__
+        detail = reason(error, 200)
         raise ModelLoadError(
             f"Cannot load {gguf_path} as a GGUF model ({detail})",
             "The file may be truncated or of an unsupported architecture; "

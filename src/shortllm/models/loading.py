@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shortllm.errors import DeviceError, ModelLoadError
+from shortllm.errors import DeviceError, ModelLoadError, reason
 from shortllm.models import demo
 from shortllm.wording import plural
 
@@ -175,7 +175,7 @@ def _hub_call(source: ModelSource) -> Any:
 def _hub_error(source: ModelSource, err: Exception) -> ModelLoadError:
     from shortllm.data.offline import hub_reachable, is_network_error, offline_requested
 
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    first = reason(err)
     offline = offline_requested() or is_network_error(err) or not hub_reachable()
     return ModelLoadError(
         f"cannot load '{source.spec}' from the Hugging Face hub or its local cache"
@@ -205,7 +205,7 @@ def load_config(source: ModelSource, trust_remote_code: bool = False) -> Any:
             ) from err
         if source.kind == "hub":
             raise _hub_error(source, err) from err
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = reason(err)
         raise ModelLoadError(f"cannot read the config of '{source.spec}': {first}", "check config.json") from err
 
 
@@ -320,7 +320,7 @@ def load_model(spec: str | None, settings: LoadSettings = LoadSettings()) -> Loa
     except Exception as err:
         if source.kind == "hub":
             raise _hub_error(source, err) from err
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = reason(err)
         if "safetensors" in first.lower() and "no file named" in first.lower():
             raise missing_weights(source) from err
         raise ModelLoadError(f"cannot load the weights of '{source.spec}': {first}", "check the files") from err
@@ -372,7 +372,7 @@ def check_text_path(model: Any, spec: str) -> None:
         with torch.no_grad():
             model(torch.ones(1, 2, dtype=torch.long, device=device), use_cache=False).logits
     except Exception as err:  # noqa: BLE001 - any failure of the library's forward means the same to the user
-        first = " ".join(str(err).split())[:160] or type(err).__name__
+        first = reason(err, 160)
         raise UnsupportedArchitectureError(
             f"'{spec}': {type(model).__name__} cannot run text-only in transformers "
             f"{transformers.__version__} ({type(err).__name__}: {first}), and scoring and the reload check "
@@ -498,7 +498,7 @@ def load_tokenizer(source: ModelSource, trust_remote_code: bool = False) -> Any:
                 source.path, revision=source.revision, trust_remote_code=trust_remote_code
             )
     except Exception as err:  # a model without a tokenizer is still prunable
-        log.warning("no tokenizer loaded for %s (%s)", source.spec, str(err).splitlines()[0] if str(err) else err)
+        log.warning("no tokenizer loaded for %s (%s)", source.spec, reason(err))
         return None
 
 
@@ -512,7 +512,7 @@ def load_processor(source: ModelSource, trust_remote_code: bool = False) -> Any:
             processor = AutoProcessor.from_pretrained(source.path, revision=source.revision,
                                                       trust_remote_code=trust_remote_code)
     except Exception as err:  # noqa: BLE001 - a checkpoint without a processor is still prunable
-        log.info("no processor loaded for %s (%s)", source.spec, str(err).splitlines()[0] if str(err) else err)
+        log.info("no processor loaded for %s (%s)", source.spec, reason(err))
         return None
     return processor if isinstance(processor, ProcessorMixin) else None
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shortllm.errors import BlockSelectionError, UnsupportedArchitectureError
+from shortllm.errors import BlockSelectionError, UnsupportedArchitectureError, reason
 from shortllm.models.arch import (
     POSITION_FIELD_NAMES,
     ArchSpec,
@@ -320,7 +320,7 @@ def rewrite_config(config: Any, keep: Sequence[int], old_count: int | None = Non
             except Exception as err:  # noqa: BLE001 - any validator failure means the value is not allowed
                 raise UnsupportedArchitectureError(
                     f"the config of model type '{getattr(config, 'model_type', '?')}' refuses "
-                    f"{name}={value!r} after the cut: {str(err).splitlines()[0] if str(err) else err}",
+                    f"{name}={value!r} after the cut: {reason(err)}",
                     "report this model type to shortllm",
                 ) from err
     changed = []

@@ -19,6 +19,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from shortllm.errors import reason
 from shortllm.training.config import TrainingError
 from shortllm.wording import plural
 
@@ -79,7 +80,7 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
             meta = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as err:  # safetensors raises its own error types for every kind of bad file
-        raise damaged(path, str(err).splitlines()[0] if str(err) else type(err).__name__) from err
+        raise damaged(path, reason(err)) from err
     expected = meta.pop("sha256", None)
     if expected is None or _digest(tensors, meta) != expected:
         raise damaged(path, "checksum mismatch")
