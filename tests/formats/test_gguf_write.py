@@ -227,3 +227,19 @@ def test_a_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
         result = run_cli("prune", "-m", src, "-b", "1", "--format", "gguf", "--out", out)
         assert result.exit_code == 130  # Ctrl-C: the CLI's Interrupted
     assert sorted(p.name for p in tmp_path.iterdir()) == ["llama.gguf"]
+
+
+@pytest.mark.parametrize(("damage", "needle"), [
+    (dict(skip=("blk.2.ffn_down.weight",)), "lacks blk.2.ffn_down.weight, which other blocks have"),
+    (dict(num_blocks=5, tensor_blocks=4), "states 5 blocks (llama.block_count) but has no tensors for block 4"),
+])
+@pytest.mark.parametrize("out", ["x.gguf", "folder"])
+def test_an_incomplete_gguf_is_refused_on_every_path(tmp_path, damage, needle, out):
+    from tests.cli.test_bad_input import assert_one_line_error
+    from tests.conftest import tree_digest
+
+    src = write_tiny_gguf(tmp_path / "src.gguf", **damage)
+    before = tree_digest(tmp_path)
+    result = run_cli("prune", "-m", src, "--blocks", "1", "--out", tmp_path / out)
+    assert_one_line_error(result, needle)
+    assert tree_digest(tmp_path) == before

@@ -42,15 +42,19 @@ def _weight(writer: gguf.GGUFWriter, name: str, shape: tuple[int, int], qtype: Q
 
 
 def write_tiny_gguf(path: Path, arch: str = "llama", num_blocks: int = 4, seed: int = 0,
-                    extra: dict | None = None) -> Path:
+                    extra: dict | None = None, tensor_blocks: int | None = None, skip: tuple[str, ...] = ()) -> Path:
     """Write a tiny ``arch`` GGUF (llama, qwen2 or gemma3) with ``num_blocks`` blocks to ``path``.
 
     Attention weights are Q8_0 (Q4_0 for qwen2's), feed-forward weights Q4_K, norms and biases F32. The head
     counts and feed-forward lengths are stored per block (arrays that differ from block to block, so filtering
-    is visible). ``extra``: more metadata, ``{key: value}`` (ints as uint32, lists as arrays).
+    is visible). ``extra``: more metadata, ``{key: value}`` (ints as uint32, lists as arrays). A damaged file for
+    the refusals: ``tensor_blocks`` writes tensors for only that many blocks, ``skip`` leaves those tensors out.
     """
     rng = np.random.default_rng(seed)
     writer = gguf.GGUFWriter(path, arch)
+    if skip:
+        add = writer.add_tensor
+        writer.add_tensor = lambda name, *a, **k: None if name in skip else add(name, *a, **k)
     writer.add_name(f"tiny-{arch}")
     writer.add_block_count(num_blocks)
     writer.add_context_length(128)
@@ -79,7 +83,7 @@ def write_tiny_gguf(path: Path, arch: str = "llama", num_blocks: int = 4, seed: 
     head, kv = HIDDEN // 4, HIDDEN // 4
     attn_type = Q.Q4_0 if arch == "qwen2" else Q.Q8_0
     writer.add_tensor("token_embd.weight", rng.standard_normal((VOCAB, HIDDEN)).astype(np.float16))
-    for i in range(num_blocks):
+    for i in range(num_blocks if tensor_blocks is None else tensor_blocks):
         kv_heads = 1 + i % 2
         _weight(writer, f"blk.{i}.attn_q.weight", (HIDDEN, HIDDEN), attn_type, rng)
         _weight(writer, f"blk.{i}.attn_k.weight", (kv * kv_heads, HIDDEN), attn_type, rng)

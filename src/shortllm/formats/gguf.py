@@ -69,7 +69,43 @@ def open_gguf(path: Path | str) -> GGUFSource:
     if not isinstance(arch, str) or not isinstance(count, int):
         raise ModelLoadError(f"{path} has no general.architecture / block_count metadata",
                              "pass a GGUF model written by llama.cpp's converter")
-    return GGUFSource(path, reader, arch, count, metadata)
+    source = GGUFSource(path, reader, arch, count, metadata)
+    check_blocks(source)
+    return source
+
+
+def check_blocks(source: GGUFSource) -> None:
+    """Refuse a GGUF whose blocks are incomplete or inconsistent, as loading refuses an incomplete Hugging Face
+    checkpoint: ``blk.{i}`` tensors for exactly the blocks ``block_count`` states, and no block holding a strict
+    subset of another block's tensors (a tensor missing: llama.cpp fails on it at load, or worse). Blocks of
+    different kinds (dense and mixture-of-experts blocks, attention and recurrent blocks) hold different sets,
+    never one inside another, and pass.
+
+    Raises:
+        ModelLoadError: naming the first missing block or tensor.
+    """
+    parts: dict[int, set[str]] = {}
+    for tensor in source.reader.tensors:
+        i = block_of(tensor.name)
+        if i is not None:
+            parts.setdefault(i, set()).add(tensor.name.split(".", 2)[2])
+    n, hint = source.num_blocks, "the file is incomplete or inconsistent: convert or download it again"
+    beyond = sorted(i for i in parts if i >= n)
+    if beyond:
+        raise ModelLoadError(f"{source.path} has tensors of block {beyond[0]} but its {source.arch}.block_count is "
+                             f"{n}", hint)
+    absent = [i for i in range(n) if i not in parts]
+    if absent:
+        raise ModelLoadError(f"{source.path} states {n} blocks ({source.arch}.block_count) but has no tensors for "
+                             f"block{'s' if len(absent) > 1 else ''} {', '.join(map(str, absent[:5]))}", hint)
+    kinds = {frozenset(p) for p in parts.values()}
+    for i in range(n):
+        fuller = next((k for k in kinds if parts[i] < k), None)
+        if fuller is not None:
+            missing = sorted(fuller - parts[i])
+            raise ModelLoadError(f"{source.path} lacks blk.{i}.{missing[0]}"
+                                 + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                                 + ", which other blocks have", hint)
 
 
 def tensor_counts(source: GGUFSource) -> tuple[list[int], int, int, int]:
