@@ -89,3 +89,28 @@ def test_a_refusal_keeps_the_librarys_whole_reason(tmp_path):
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))
     result = run_cli("inspect", "-m", tmp_path / "m")
     assert_one_line_error(result, "validate_layer_type", "(4) must be equal to the number of `layer_types` (5)")
+
+
+def test_dtype_auto_keeps_the_stored_tensors_on_every_path(tmp_path):
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    from tests.tiny_models import tiny_model
+
+    src = tmp_path / "src"
+    tiny_model("llama").to(torch.float16).save_pretrained(src)
+    config = json.loads((src / "config.json").read_text())
+    config["dtype"] = "bfloat16"  # the config disagrees with the stored float16 tensors
+    (src / "config.json").write_text(json.dumps(config))
+    copied = run_cli("prune", "-m", src, "--blocks", "2", "--out", tmp_path / "copied")  # out-of-core
+    assert copied.exit_code == 0, copied.output
+    loaded = run_cli("prune", "-m", src, "--num-blocks", "1", "-c", "chop", "--out", tmp_path / "loaded")
+    assert loaded.exit_code == 0, loaded.output
+    assert "config.json says dtype bfloat16 but the weights are stored in float16" in loaded.stderr
+    a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("copied", "loaded"))
+    assert set(a) == set(b)
+    for name in a:
+        assert a[name].dtype == b[name].dtype == torch.float16, name
+        assert torch.equal(a[name], b[name]), name

@@ -132,6 +132,24 @@ def weight_files(folder: Path) -> dict[str, Path] | None:
     return None
 
 
+FLOAT_DTYPES = {"F64": "float64", "F32": "float32", "BF16": "bfloat16", "F16": "float16"}
+
+
+def stored_dtype(folder: Path) -> str | None:
+    """The torch dtype name most of a folder's floating-point weights are stored in (by element count), read from
+    the safetensors headers; None without safetensors weights or floating-point tensors. What ``--dtype auto``
+    keeps: the stored tensors, not the config's ``dtype`` field, which can disagree with them."""
+    tensors = list_tensors(folder)
+    counts: dict[str, int] = {}
+    for entry in (tensors or {}).values():
+        if entry.dtype in FLOAT_DTYPES:
+            n = 1
+            for d in entry.shape:
+                n *= d
+            counts[entry.dtype] = counts.get(entry.dtype, 0) + n
+    return FLOAT_DTYPES[max(counts, key=counts.get)] if counts else None
+
+
 def list_tensors(folder: Path) -> dict[str, TensorEntry] | None:
     """Every tensor of a folder's safetensors weights, from the headers (see :func:`weight_files`).
 

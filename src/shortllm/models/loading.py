@@ -301,6 +301,8 @@ def load_model(spec: str | None, settings: LoadSettings = LoadSettings()) -> Loa
     source = resolve_source(spec, settings.revision)
     config = load_config(source, settings.trust_remote_code)
     check_decoder(config)
+    if dtype == "auto" and source.is_local:
+        dtype = auto_dtype(source, config)
     kwargs: dict[str, Any] = {
         "revision": source.revision,
         "trust_remote_code": settings.trust_remote_code,
@@ -351,6 +353,25 @@ def missing_weights(source: ModelSource) -> ModelLoadError:
         f"'{source.spec}' has no weight files: it holds {', '.join(present[:5])}{', ...' if len(present) > 5 else ''}"
         " but no model.safetensors (or model.safetensors.index.json and its shards)",
         "copy the weights into the folder, or pass the folder that has them")
+
+
+def auto_dtype(source: ModelSource, config: Any) -> Any:
+    """``--dtype auto`` for a local folder: the dtype its weights are stored in (transformers' ``auto`` takes the
+    config's ``dtype`` field, which can disagree, and would round every weight on the in-memory path while the
+    out-of-core path copies the bytes); a warning names a disagreement. ``"auto"`` where nothing is stored."""
+    import torch
+
+    from shortllm.models.checkpoint import stored_dtype
+
+    stored = stored_dtype(Path(source.path))
+    if stored is None:
+        return "auto"
+    declared = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    declared = str(declared).replace("torch.", "") if declared is not None else None
+    if declared not in (None, stored):
+        log.warning("%s: config.json says dtype %s but the weights are stored in %s; --dtype auto keeps %s",
+                    source.spec, declared, stored, stored)
+    return getattr(torch, stored)
 
 
 def check_text_path(model: Any, spec: str) -> None:

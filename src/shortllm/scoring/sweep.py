@@ -247,8 +247,8 @@ def open_stream(spec: str | None, settings: Any) -> tuple[Any, WeightStream]:
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
 
-    from shortllm.models.loading import (Loaded, check_settings, fingerprint, load_config, load_tokenizer,
-                                         resolve_dtype, resolve_source)
+    from shortllm.models.loading import (Loaded, auto_dtype, check_settings, fingerprint, load_config,
+                                         load_tokenizer, resolve_dtype, resolve_source)
 
     device = check_settings(settings)
     source = resolve_source(spec, settings.revision)
@@ -256,9 +256,9 @@ def open_stream(spec: str | None, settings: Any) -> tuple[Any, WeightStream]:
     check_offload_type(config)
     files = weight_files(source)
     dtype = resolve_dtype(settings.dtype)
-    if dtype == "auto":
-        dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or _file_dtype(files)
-        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    if dtype == "auto":  # the stored tensors' dtype, as every load keeps (not config.json's dtype field)
+        dtype = auto_dtype(source, config)
+        dtype = _file_dtype(files) if dtype == "auto" else dtype
     log.info("Loading the embeddings and head of %s (blocks are read one at a time)", source.spec,
              extra={"phase": True})
     with init_empty_weights(include_buffers=False):
