@@ -90,7 +90,7 @@ def test_an_error_inside_a_progress_display_is_one_line(env):
     assert_only(shortllm(["prune", "--ratio", "0.2", "--blocks", "1", "--dry-run"], env), TWO_SELECTORS)
 
 
-# -- usage errors: click's format, before any heavy import ---------------------------------------------------
+# -- usage errors: one line, before any heavy import ---------------------------------------------------------
 
 USAGE_SCRIPT = r"""
 import contextlib, io, json, sys, time
@@ -339,3 +339,26 @@ def test_the_libraries_are_quiet_unless_asked(cli_logging, capsys):
     assert logging.getLogger("lm_eval.tasks").isEnabledFor(logging.WARNING)
     with pytest.warns(UserWarning):
         warnings.warn("shown with -v", UserWarning)
+
+
+VALUE_CASES = [
+    (["prune", "--ratio", "-0.1", "--out", "x"], "--ratio -0.1 is outside (0, 1)"),
+    (["score", "--ratio", "1.5", "--out", "x"], "--ratio 1.5 is outside (0, 1)"),
+    (["score", "--samples", "0", "--out", "x"], "--samples 0 / --seq-len 128 must be positive"),
+    (["prune", "--ratio", "0.2", "--seq-len", "1", "--out", "x"], "--samples 10 / --seq-len 1 must be positive"),
+]
+
+
+def test_bad_values_are_refused_before_heavy_imports(env, tmp_path):
+    """A value no model could make valid is refused before torch, transformers or the model's config load
+    (it took 10-60 s: the config was read first)."""
+    out = subprocess.run([sys.executable, "-c", USAGE_SCRIPT, json.dumps([c for c, _ in VALUE_CASES]),
+                          json.dumps(HEAVY)], env=env, capture_output=True, text=True, timeout=120, check=True,
+                         cwd=tmp_path)
+    report = json.loads(out.stdout)
+    assert report["heavy"] == [], report["heavy"]
+    for case, (argv, message) in zip(report["cases"], VALUE_CASES):
+        assert case["code"] == 2, case
+        assert case["stderr"].splitlines() == [case["stderr"].strip()], case
+        assert case["stderr"].startswith(f"error: {message}"), case
+    assert list(tmp_path.iterdir()) == []

@@ -107,6 +107,19 @@ OffloadOpt = Annotated[Optional[bool], typer.Option(
     show_default=False)]
 
 
+def early_checks(ratio: float | None = None, samples: int | None = None, seq_len: int | None = None) -> None:
+    """The checks of option values that need no model, run before the core is imported (2-3 s of imports, then
+    the model's config): a bad value is answered at once."""
+    if ratio is not None:
+        from shortllm.pruning.plan import check_ratio
+
+        check_ratio(ratio)
+    if samples is not None and seq_len is not None:
+        from shortllm.data.sampling import check_calibration_sizes
+
+        check_calibration_sizes(samples, seq_len)
+
+
 def score_options(criterion: str, protect_first, protect_last, norm: int, batch_size, data: str, data_dir,
                   text_field: str, samples: int, seq_len: int, seed: int, add_bos: bool,
                   offload: bool | None = None, search_tokens: int = 4096, refine: int = 0,

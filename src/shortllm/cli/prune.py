@@ -14,7 +14,7 @@ from shortllm.cli.options import (AddBosOpt, BatchSizeOpt, CriterionOpt, DataDir
                                   DeviceOpt, DryRunOpt, DtypeOpt, JsonOpt, ModelOpt, NormOpt, OutOpt,
                                   OverwriteOpt, ProtectFirstOpt, ProtectLastOpt, RevisionOpt, SamplesOpt, SeedOpt,
                                   SeqLenOpt, OffloadOpt, RefineOpt, SearchSlebOpt, SearchTokensOpt, TextFieldOpt,
-                                  KernelsOpt, TrustRemoteCodeOpt, load_settings, score_options)
+                                  KernelsOpt, TrustRemoteCodeOpt, early_checks, load_settings, score_options)
 from shortllm.cli.output import activity, console, human, print_json, print_path
 from shortllm.models.checkpoint import DEFAULT_MAX_SHARD_SIZE  # no torch: keeps --help instant
 
@@ -133,6 +133,8 @@ def prune(
       shortllm prune --blocks 20,21 --dry-run
       shortllm prune -m model.gguf --blocks 20,21 --out short.gguf
     """
+    scoring_now = blocks is None and scores is None
+    early_checks(ratio, *((samples, seq_len) if scoring_now else (None, None)))
     from shortllm.pruning.plan import parse_blocks
     from shortllm.pruning.run import PruneRequest
     from shortllm.pruning.run import prune as run_prune

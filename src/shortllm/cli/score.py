@@ -11,7 +11,7 @@ from shortllm.cli.options import (AddBosOpt, BatchSizeOpt, CriterionOpt, DataDir
                                   DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, NormOpt, OutOpt, OverwriteOpt,
                                   ProtectFirstOpt, ProtectLastOpt, RevisionOpt, SamplesOpt, SeedOpt, SeqLenOpt,
                                   OffloadOpt, RefineOpt, SearchSlebOpt, SearchTokensOpt, TextFieldOpt,
-                                  KernelsOpt, TrustRemoteCodeOpt, load_settings, score_options)
+                                  KernelsOpt, TrustRemoteCodeOpt, early_checks, load_settings, score_options)
 from shortllm.cli.output import activity, console, print_json, print_path
 
 NumBlocksOpt = Annotated[Optional[int], typer.Option(
@@ -65,6 +65,7 @@ def score(
       shortllm score -c taylor+ --data c4 --data-dir ../shared/data --out taylor/ --json
       shortllm score -c angular -k 6 -m Qwen/Qwen2.5-0.5B --out angular/
     """
+    early_checks(ratio, samples, seq_len)
     from shortllm.scoring.run import ScoreRequest, run_score
 
     request = ScoreRequest(

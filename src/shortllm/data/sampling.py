@@ -37,6 +37,18 @@ def _special_id(tokenizer: Any, which: str, option: str) -> int:
     return int(token_id)
 
 
+def check_calibration_sizes(samples: int, seq_len: int) -> None:
+    """Refuse calibration sizes no criterion can use (``--samples`` >= 1, ``--seq-len`` >= 2: a window needs a
+    next token to predict); pure, so the CLI runs it before anything heavy is imported.
+
+    Raises:
+        DataError: naming both values and the paper's.
+    """
+    if samples <= 0 or seq_len <= 1:
+        raise DataError(f"--samples {samples} / --seq-len {seq_len} must be positive (seq-len >= 2)",
+                        "the paper uses --samples 10 --seq-len 128")
+
+
 def _check_sizes(n_samples: int, seq_len: int) -> None:
     if n_samples <= 0 or seq_len <= 0:
         raise DataError(f"calibration needs positive sizes, got n_samples={n_samples}, seq_len={seq_len}",

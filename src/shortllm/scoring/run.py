@@ -127,11 +127,9 @@ def calibration_ids(loaded: Loaded, cal: Calibration) -> tuple[Any, dict[str, An
     """
     from shortllm.data.context import check_context
     from shortllm.data.corpora import load_documents
-    from shortllm.data.sampling import calibration_windows
+    from shortllm.data.sampling import calibration_windows, check_calibration_sizes
 
-    if cal.samples <= 0 or cal.seq_len <= 1:
-        raise DataError(f"--samples {cal.samples} / --seq-len {cal.seq_len} must be positive (seq-len >= 2)",
-                        "the paper uses --samples 10 --seq-len 128")
+    check_calibration_sizes(cal.samples, cal.seq_len)
     check_context(loaded.model.config, cal.seq_len, f"--seq-len {cal.seq_len}", "--seq-len",
                   model=loaded.source.spec)  # a window is --seq-len tokens, an --add-bos BOS included
     if loaded.tokenizer is None:
