@@ -82,3 +82,27 @@ def test_objective_names():
     assert objective_name(True, 0.5) == "0.5 x KL to the teacher + 0.5 x cross-entropy"
     assert objective_name(True, 1.0, 0.1) == "1 x KL to the teacher + 0.1 x hidden-state loss"
     assert objective_name(True, 0.0) == "cross-entropy"
+
+
+def _curve(n, kl_weight):
+    """A kd loss curve: objective = w * KL + (1 - w) * CE."""
+    points = []
+    for step in range(1, n + 1):
+        ce, kl = 4.0 - 0.1 * step, 0.5 - 0.01 * step
+        points.append({"step": step, "loss": kl_weight * kl + (1 - kl_weight) * ce, "ce": ce, "kl": kl})
+    return points
+
+
+def test_the_curve_shows_each_quantity_once_with_whole_steps(tmp_path):
+    from shortllm.training.plot import plot_curve
+
+    held = [{"step": 0, "loss": 4.2}, {"step": 3, "loss": 3.9}]
+    kd = plot_curve(_curve(3, 1.0), held, "kd", tmp_path / "kd.png")
+    assert kd["labels"] == ["train CE", "train KL (x T^2)", "held-out CE"]  # the objective is the KL: not twice
+    mixed = plot_curve(_curve(3, 0.5), held, "kd", tmp_path / "mixed.png")
+    assert mixed["labels"] == ["train CE", "train KL (x T^2)", "train objective", "held-out CE"]
+    lora = plot_curve([{"step": s, "loss": 3.0 / s, "ce": 3.0 / s} for s in (1, 2, 3)], held, "lora",
+                      tmp_path / "lora.png")
+    assert lora["labels"] == ["train CE", "held-out CE"]
+    for drawn in (kd, mixed, lora):
+        assert all(t == int(t) for t in drawn["xticks"]), drawn["xticks"]
