@@ -146,6 +146,24 @@ class _Recording(list):
         return super().__getitem__(i)
 
 
+def heldout_documents(documents: list[str], read: set[int]) -> list[str]:
+    """The documents held-out text may come from: not read by the scoring windows (indices ``read``), and not a
+    copy of one that was, nor of an earlier held-out one (text compared with whitespace collapsed): corpora
+    can repeat documents, and a repeat would put scoring text into the held-out set."""
+    def key(text: str) -> str:
+        return " ".join(text.split())
+
+    seen = {key(documents[i]) for i in read}
+    rest = []
+    for i, doc in enumerate(documents):
+        k = key(doc) if doc else ""
+        if i in read or not k or k in seen:
+            continue
+        seen.add(k)
+        rest.append(doc)
+    return rest
+
+
 def heldout_windows(tokenizer: Any, calibration: Any, tokens: int) -> tuple[Any, dict[str, Any]]:
     """Held-out windows for ``auto``: disjoint from the scoring windows by document.
 
@@ -177,7 +195,7 @@ def heldout_windows(tokenizer: Any, calibration: Any, tokens: int) -> tuple[Any,
     recording = _Recording(corpus.documents)
     calibration_windows(tokenizer, Corpus(recording, corpus.name, corpus.split, corpus.source),
                         n_samples=cal.samples, seq_len=cal.seq_len, seed=cal.seed, add_bos=cal.add_bos)
-    rest = [d for i, d in enumerate(corpus.documents) if i not in recording.read and d]
+    rest = heldout_documents(corpus.documents, recording.read)
     if not rest:
         raise DataError(
             f"{cal.data} has no document left for held-out text once the {plural(cal.samples, 'scoring window')} "
@@ -187,6 +205,8 @@ def heldout_windows(tokenizer: Any, calibration: Any, tokens: int) -> tuple[Any,
                               n_samples=windows, seq_len=cal.seq_len, seed=cal.seed + 1, add_bos=cal.add_bos)
     info = {"windows": windows, "seq_len": cal.seq_len, "tokens": windows * cal.seq_len, "seed": cal.seed + 1,
             "documents_excluded": len(recording.read), "documents_available": len(rest),
+            "duplicates_dropped": sum(1 for i, d in enumerate(corpus.documents) if i not in recording.read and d)
+            - len(rest),
             "fingerprint": hashlib.sha256(ids.numpy().tobytes()).hexdigest()[:16]}
     return ids, info
 
