@@ -217,3 +217,21 @@ def test_a_failed_phase_is_not_reported_done(fast_heartbeat, capsys, monkeypatch
     lines = capsys.readouterr().err.splitlines()
     assert lines and all(re.fullmatch(STAMP + r"(Starting|Loading the model m): .* so far", line) for line in lines)
     assert not any("Loading the model m: done" in line for line in lines)
+
+
+def test_a_later_stage_counts_under_its_own_phase(monkeypatch):
+    """prune passes one counter to scoring and to the replacement fit after it: the fit's counts showed under
+    "Scoring blocks (ppl)" with the scoring's stale rate."""
+    now = [0.0]
+    monkeypatch.setattr(output.time, "monotonic", lambda: now[0])
+    act = output.Activity("Starting", "off")
+    count = act.counter("Scoring blocks (ppl)")
+    count(20, 20)
+    act.phase("Fitting the linear replacement")  # what the core's phase log record does
+    now[0] = 30.0
+    count(3, 8)
+    assert act.status_line() == "Fitting the linear replacement: 3/8, 10 s/it, ETA 50s, 30s so far"
+    assert count is not None and act.counter("Scoring blocks (ppl)") is not None
+    fresh = act.counter("Scoring blocks (ppl)")  # a new counter opens its phase again
+    fresh(1, 4)
+    assert act.status_line().startswith("Scoring blocks (ppl): 1/4")

@@ -211,8 +211,22 @@ class Activity:
                                       detail=p.detail(time.monotonic()))
 
     def counter(self, name: str | None = None, unit: str = "") -> Callable[[int, int], None]:
-        """A ``(done, total)`` callback for core code, counting in phase ``name`` (None: the current phase)."""
-        return lambda done, total: self.update(done, total, name=name, unit=unit)
+        """A ``(done, total)`` callback for core code, counting in phase ``name`` (None: the current phase).
+
+        The first count opens phase ``name``; once the core has named a later phase (its log records with
+        ``phase``), counts go to that phase: the core passes one callback down to every stage of a job, and a
+        later stage's counts (a replacement's fit after scoring) must not bring back the first stage's label.
+        """
+        opened: list[Any] = []  # the phase this counter opened
+
+        def count(done: int, total: int) -> None:
+            with self._lock:
+                moved_on = bool(opened) and self._phase is not opened[0]
+                self.update(done, total, name=None if moved_on else name, unit=unit)
+                if not opened:
+                    opened.append(self._phase)
+
+        return count
 
     def note(self, text: str) -> None:
         """Print one lasting line on stderr (above the bar on a terminal); nothing when the display is off."""

@@ -158,9 +158,6 @@ def gguf_to_hf_dir(gguf_path: Path, out_dir: Path) -> Path:
     if out_dir.exists():
         raise OutputError(f"{out_dir} exists but is not a converted model", "Remove it and retry")
     _check_gguf(gguf_path)
-    from shortllm.formats.gguf import open_gguf
-
-    open_gguf(gguf_path)  # an incomplete or inconsistent file is refused by name, as on the GGUF-to-GGUF path
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -169,6 +166,9 @@ def gguf_to_hf_dir(gguf_path: Path, out_dir: Path) -> Path:
 
     logger.info("Converting %s to safetensors (once, about 30 s): reading and dequantizing the GGUF",
                 gguf_path.name, extra=_PHASE)
+    from shortllm.formats.gguf import open_gguf
+
+    open_gguf(gguf_path)  # an incomplete or inconsistent file is refused by name, as on the GGUF-to-GGUF path
     folder, name = str(gguf_path.parent), gguf_path.name
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
