@@ -101,3 +101,15 @@ def test_out_of_core_prune_on_a_fresh_machine(hub_kernels_default, tiny_llama_di
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "p").config.num_hidden_layers == 2
+
+
+def test_the_embedded_tokenizer_adds_no_special_tokens(demo_dir):
+    """Pinned: eval's default ``--ppl-bos tokenizer`` and lm-eval's ``add_bos_token=None`` leave BOS to the
+    tokenizer, and the published perplexities of the embedded model were measured with none added. A release
+    that changes the tokenizer's default would change them: this test says so first."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(demo_dir)
+    text = "The tower is 324 metres tall."
+    assert tokenizer(text).input_ids == tokenizer(text, add_special_tokens=False).input_ids
+    assert tokenizer(text).input_ids[0] != tokenizer.bos_token_id
