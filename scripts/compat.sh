@@ -41,6 +41,7 @@ fi
 if [ -n "${COMPAT_TORCH:-}" ]; then
   python -m pip install --quiet "$COMPAT_TORCH"
   sed -i '/^torch==/d' "$PINS"
+  echo "torch==$(python -c 'import torch; print(torch.__version__)')" >> "$PINS"  # no pin may pull another
 fi
 
 # The README's test command, verbatim, with the pins as pip constraints.

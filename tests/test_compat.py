@@ -34,9 +34,11 @@ def test_the_recorded_set_pins_the_libraries_but_not_torch():
     assert not any(n.startswith(("nvidia-", "triton")) for n in pins)
 
 
-def test_ci_installs_the_recorded_set():
+def test_ci_installs_the_recorded_set_with_the_installed_torch():
     ci = (ROOT / ".ci" / "run").read_text()
-    assert 'PIP_CONSTRAINT="$ROOT/ci/constraints.txt" bash -euo pipefail -c "$CMD"' in ci
+    assert ('{ cat ci/constraints.txt; echo "torch==$(python -c \'import torch; print(torch.__version__)\')"; } '
+            '> "$PINS"') in ci
+    assert 'PIP_CONSTRAINT="$ROOT/$PINS" bash -euo pipefail -c "$CMD"' in ci
 
 
 def _report(path: Path, versions: dict[str, str]) -> Path:

@@ -22,7 +22,11 @@ def make_parents(out: Path) -> list[Path]:
     """Create the missing folders above ``out``; returns those it created, outermost first, so that a failed
     run can remove them again (:func:`remove_created`)."""
     missing = [p for p in reversed(out.parents) if not p.exists()]
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        remove_created(missing)  # those made before the failure
+        raise
     return missing
 
 

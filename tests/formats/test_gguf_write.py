@@ -243,3 +243,14 @@ def test_an_incomplete_gguf_is_refused_on_every_path(tmp_path, damage, needle, o
     result = run_cli("prune", "-m", src, "--blocks", "1", "--out", tmp_path / out)
     assert_one_line_error(result, needle)
     assert tree_digest(tmp_path) == before
+
+
+def test_blocks_that_differ_by_design_are_not_called_incomplete(tmp_path):
+    attention = tuple(f"blk.1.attn_{p}.weight" for p in ("q", "k", "v", "output"))
+    noop = write_tiny_gguf(tmp_path / "noop.gguf", skip=attention, head_count=[4, 0, 4, 4])  # deci: no attention
+    assert open_gguf(noop).num_blocks == 4
+    mtp = write_tiny_gguf(tmp_path / "mtp.gguf", extra={"llama.nextn_predict_layers": 1},
+                          extra_tensors={"blk.3.nextn.eh_proj.weight": np.zeros((8, 8))})  # an MTP layer last
+    assert open_gguf(mtp).num_blocks == 4
+    with pytest.raises(Exception, match="lacks blk.1.attn_k.weight"):  # the same gap without the metadata
+        open_gguf(write_tiny_gguf(tmp_path / "gap.gguf", skip=attention))

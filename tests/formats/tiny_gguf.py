@@ -42,13 +42,15 @@ def _weight(writer: gguf.GGUFWriter, name: str, shape: tuple[int, int], qtype: Q
 
 
 def write_tiny_gguf(path: Path, arch: str = "llama", num_blocks: int = 4, seed: int = 0,
-                    extra: dict | None = None, tensor_blocks: int | None = None, skip: tuple[str, ...] = ()) -> Path:
+                    extra: dict | None = None, tensor_blocks: int | None = None, skip: tuple[str, ...] = (),
+                    head_count: list[int] | None = None, extra_tensors: dict | None = None) -> Path:
     """Write a tiny ``arch`` GGUF (llama, qwen2 or gemma3) with ``num_blocks`` blocks to ``path``.
 
     Attention weights are Q8_0 (Q4_0 for qwen2's), feed-forward weights Q4_K, norms and biases F32. The head
     counts and feed-forward lengths are stored per block (arrays that differ from block to block, so filtering
     is visible). ``extra``: more metadata, ``{key: value}`` (ints as uint32, lists as arrays). A damaged file for
     the refusals: ``tensor_blocks`` writes tensors for only that many blocks, ``skip`` leaves those tensors out.
+    ``head_count``: the per-block head counts (default 4 each); ``extra_tensors``: more F32 tensors by name.
     """
     rng = np.random.default_rng(seed)
     writer = gguf.GGUFWriter(path, arch)
@@ -60,7 +62,7 @@ def write_tiny_gguf(path: Path, arch: str = "llama", num_blocks: int = 4, seed: 
     writer.add_context_length(128)
     writer.add_embedding_length(HIDDEN)
     writer.add_feed_forward_length([FFN] * num_blocks)
-    writer.add_head_count([4] * num_blocks)
+    writer.add_head_count(head_count or [4] * num_blocks)
     writer.add_head_count_kv([1 + i % 2 for i in range(num_blocks)])
     writer.add_layer_norm_rms_eps(1e-6)
     writer.add_rope_freq_base(10000.0)
@@ -102,6 +104,8 @@ def write_tiny_gguf(path: Path, arch: str = "llama", num_blocks: int = 4, seed: 
         _weight(writer, f"blk.{i}.ffn_gate.weight", (FFN, HIDDEN), Q.Q4_K, rng)
         _weight(writer, f"blk.{i}.ffn_up.weight", (FFN, HIDDEN), Q.Q4_K, rng)
         _weight(writer, f"blk.{i}.ffn_down.weight", (HIDDEN, FFN), Q.Q4_K, rng)
+    for name, value in (extra_tensors or {}).items():
+        writer.add_tensor(name, np.asarray(value, dtype=np.float32))
     writer.add_tensor("output_norm.weight", rng.standard_normal(HIDDEN).astype(np.float32))
     if arch != "gemma3":  # gemma3 ties the head to the embedding
         _weight(writer, "output.weight", (VOCAB, HIDDEN), Q.Q8_0, rng)

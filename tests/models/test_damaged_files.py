@@ -32,6 +32,11 @@ def _bad_header(folder):
     return "model.safetensors is not a readable safetensors file"
 
 
+def _lfs_pointer(folder):
+    (folder / "model.safetensors").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 9\n")
+    return "model.safetensors is not a safetensors file (its first 8 bytes give a header of"
+
+
 def _missing_shard(folder):
     first = folder / "model-00001-of-00002.safetensors"
     (folder / "model.safetensors").rename(first)
@@ -42,7 +47,8 @@ def _missing_shard(folder):
     return "model.safetensors.index.json names missing shard(s): model-00002-of-00002.safetensors"
 
 
-@pytest.mark.parametrize("damage", [_truncate, _empty, _bad_header, _missing_shard], ids=lambda f: f.__name__[1:])
+@pytest.mark.parametrize("damage", [_truncate, _empty, _bad_header, _lfs_pointer, _missing_shard],
+                         ids=lambda f: f.__name__[1:])
 @pytest.mark.parametrize("verb", [["prune", "-b", "1"], ["prune", "--num-blocks", "1", "-c", "magnitude"],
                                   ["score", "-c", "magnitude"]], ids=" ".join)
 def test_damaged_weights_are_named(tiny_llama_dir, tmp_path, damage, verb):

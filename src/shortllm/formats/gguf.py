@@ -98,14 +98,28 @@ def check_blocks(source: GGUFSource) -> None:
     if absent:
         raise ModelLoadError(f"{source.path} states {n} blocks ({source.arch}.block_count) but has no tensors for "
                              f"block{'s' if len(absent) > 1 else ''} {', '.join(map(str, absent[:5]))}", hint)
-    kinds = {frozenset(p) for p in parts.values()}
-    for i in range(n):
+    # Blocks that differ by design are left out of the comparison: multi-token-prediction layers at the end
+    # (nextn.*, counted in block_count) and no-op sub-layers (a per-block head count or feed-forward length of 0,
+    # as in Nemotron-NAS / deci files).
+    mtp = int(source.metadata.get(f"{source.arch}.nextn_predict_layers") or 0)
+    regular = [i for i in range(n - mtp) if not _has_noop(source, i)]
+    kinds = {frozenset(s for s in parts[i] if not s.startswith("nextn.")) for i in regular}
+    for i in regular:
         fuller = next((k for k in kinds if parts[i] < k), None)
         if fuller is not None:
             missing = sorted(fuller - parts[i])
             raise ModelLoadError(f"{source.path} lacks blk.{i}.{missing[0]}"
                                  + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
                                  + ", which other blocks have", hint)
+
+
+def _has_noop(source: GGUFSource, block: int) -> bool:
+    """Whether the per-block metadata says block ``block`` has no attention or no feed-forward (a 0 entry)."""
+    for key in ("attention.head_count", "attention.head_count_kv", "feed_forward_length"):
+        value = source.metadata.get(f"{source.arch}.{key}")
+        if isinstance(value, list) and block < len(value) and value[block] == 0:
+            return True
+    return False
 
 
 def tensor_counts(source: GGUFSource) -> tuple[list[int], int, int, int]:

@@ -217,8 +217,12 @@ class _staging:
         check_gguf_output(self.out, self.overwrite, self.inputs)
         target = self.out.resolve()
         self.created = make_parents(target)
-        remove_stale_temp(target)
-        self.tmp = make_temp_beside(target)
+        try:
+            remove_stale_temp(target)
+            self.tmp = make_temp_beside(target)
+        except BaseException:
+            remove_created(self.created)
+            raise
         return self.tmp
 
     def __exit__(self, kind: Any, value: Any, trace: Any) -> bool:

@@ -66,8 +66,13 @@ def read_header(path: Path) -> dict[str, TensorEntry]:
     try:
         with open(path, "rb") as f:
             (size,) = struct.unpack("<Q", f.read(8))
+            if 8 + size > Path(path).stat().st_size:  # a Git LFS pointer, a web page: not a header length
+                raise ModelLoadError(
+                    f"{path} is not a safetensors file (its first 8 bytes give a header of {size:,} bytes, longer "
+                    "than the file: a Git LFS pointer or a web page?)",
+                    "download the weights themselves (git lfs pull, or huggingface-cli download)")
             header = json.loads(f.read(size))
-    except (OSError, struct.error, ValueError, UnicodeDecodeError) as err:
+    except (OSError, struct.error, ValueError, UnicodeDecodeError, OverflowError, MemoryError) as err:
         raise ModelLoadError(f"{path} is not a readable safetensors file ({err})",
                              "check that the download is complete") from err
     base = 8 + size

@@ -276,8 +276,8 @@ def check_kernels() -> None:
     import importlib.util
     import os
 
-    value = os.environ.get("USE_HUB_KERNELS", "")
-    if value and value.strip().upper() not in ("1", "ON", "YES", "TRUE"):
+    value = os.environ.get("USE_HUB_KERNELS", "YES")  # transformers' default and its reading of the variable
+    if value.strip().lower() not in ("true", "1", "y", "yes", "on"):
         raise DeviceError(f"--kernels was given but USE_HUB_KERNELS={value} switches Hub kernels off",
                           "unset USE_HUB_KERNELS, or leave out --kernels")
     if importlib.util.find_spec("kernels") is None:
@@ -301,7 +301,7 @@ def load_model(spec: str | None, settings: LoadSettings = LoadSettings()) -> Loa
     source = resolve_source(spec, settings.revision)
     config = load_config(source, settings.trust_remote_code)
     check_decoder(config)
-    if dtype == "auto" and source.is_local:
+    if dtype == "auto":
         dtype = auto_dtype(source, config)
     kwargs: dict[str, Any] = {
         "revision": source.revision,
@@ -355,6 +355,19 @@ def missing_weights(source: ModelSource) -> ModelLoadError:
         "copy the weights into the folder, or pass the folder that has them")
 
 
+def _hub_snapshot(source: ModelSource) -> Path | None:
+    """The cached snapshot folder of a hub model (where its safetensors headers can be read), or None when it
+    is not cached yet (``from_pretrained`` downloads it; transformers' ``auto`` then decides)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        with _hub_call(source):
+            return Path(snapshot_download(source.path, revision=source.revision, local_files_only=True,
+                                          allow_patterns=["*.json"]))
+    except Exception:  # noqa: BLE001 - not cached, or no hub access: nothing to read here
+        return None
+
+
 def auto_dtype(source: ModelSource, config: Any) -> Any:
     """``--dtype auto`` for a local folder: the dtype its weights are stored in (transformers' ``auto`` takes the
     config's ``dtype`` field, which can disagree, and would round every weight on the in-memory path while the
@@ -363,7 +376,14 @@ def auto_dtype(source: ModelSource, config: Any) -> Any:
 
     from shortllm.models.checkpoint import stored_dtype
 
-    stored = stored_dtype(Path(source.path))
+    if source.is_local:
+        stored = stored_dtype(Path(source.path))
+    else:  # a hub model: its cached snapshot, when every weight file is there already
+        folder = _hub_snapshot(source)
+        try:
+            stored = stored_dtype(folder) if folder is not None else None
+        except ModelLoadError:  # shards not downloaded yet: transformers' auto decides, as on the first load
+            stored = None
     if stored is None:
         return "auto"
     declared = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
@@ -500,7 +520,7 @@ def from_pretrained_strict(path: str, spec: str, model_class: Any = None, *, ker
     except Exception:
         # The safetensors library's errors name no file ("incomplete metadata, file not fully covered"): a
         # damaged file of a local folder is refused naming the file; anything else keeps its own error.
-        if Path(path).is_dir():
+        if Path(path).is_dir() and "gguf_file" not in kwargs:
             from shortllm.models.checkpoint import check_weight_files
 
             check_weight_files(Path(path))

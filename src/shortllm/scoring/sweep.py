@@ -247,8 +247,9 @@ def open_stream(spec: str | None, settings: Any) -> tuple[Any, WeightStream]:
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
 
-    from shortllm.models.loading import (Loaded, auto_dtype, check_settings, fingerprint, load_config,
-                                         load_tokenizer, resolve_dtype, resolve_source)
+    from shortllm.models.checkpoint import stored_dtype
+    from shortllm.models.loading import (Loaded, check_settings, fingerprint, load_config, load_tokenizer,
+                                         resolve_dtype, resolve_source)
 
     device = check_settings(settings)
     source = resolve_source(spec, settings.revision)
@@ -257,8 +258,8 @@ def open_stream(spec: str | None, settings: Any) -> tuple[Any, WeightStream]:
     files = weight_files(source)
     dtype = resolve_dtype(settings.dtype)
     if dtype == "auto":  # the stored tensors' dtype, as every load keeps (not config.json's dtype field)
-        dtype = auto_dtype(source, config)
-        dtype = _file_dtype(files) if dtype == "auto" else dtype
+        stored = stored_dtype(Path(files[0]).parent)
+        dtype = getattr(torch, stored) if stored else _file_dtype(files)
     log.info("Loading the embeddings and head of %s (blocks are read one at a time)", source.spec,
              extra={"phase": True})
     with init_empty_weights(include_buffers=False):

@@ -118,13 +118,19 @@ def _stdout_to_stderr() -> Iterator[None]:
     """Send what is written to file descriptor 1 (C++ libraries included) to stderr for the block: under
     ``torchrun``, torch 2.8's gloo prints "[Gloo] Rank 0 is connected to 1 peer ranks" on stdout when the process
     group starts, which would break the one JSON object of ``--json``."""
-    sys.stdout.flush()
-    saved = os.dup(1)
+    if sys.stdout is not None:
+        sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # stdout closed (`>&-`): nothing to protect
+        yield
+        return
     try:
         os.dup2(2, 1)
         yield
     finally:
-        sys.stdout.flush()
+        if sys.stdout is not None:
+            sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
 
