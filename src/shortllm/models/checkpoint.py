@@ -55,6 +55,9 @@ class TensorEntry:
     nbytes: int
 
 
+_MAX_HEADER = 100_000_000  # safetensors refuses longer headers itself
+
+
 def read_header(path: Path) -> dict[str, TensorEntry]:
     """The tensors of one safetensors file, from its header (no tensor data is read).
 
@@ -66,11 +69,16 @@ def read_header(path: Path) -> dict[str, TensorEntry]:
     try:
         with open(path, "rb") as f:
             (size,) = struct.unpack("<Q", f.read(8))
-            if 8 + size > Path(path).stat().st_size:  # a Git LFS pointer, a web page: not a header length
+            actual = Path(path).stat().st_size
+            if 8 + size > actual and size > _MAX_HEADER:  # a Git LFS pointer, a web page: not a header length
                 raise ModelLoadError(
                     f"{path} is not a safetensors file (its first 8 bytes give a header of {size:,} bytes, longer "
                     "than the file: a Git LFS pointer or a web page?)",
                     "download the weights themselves (git lfs pull, or huggingface-cli download)")
+            if 8 + size > actual:
+                raise ModelLoadError(f"{path} is not a readable safetensors file (truncated inside its header: "
+                                     f"{8 + size:,} bytes of header, {actual:,} in the file)",
+                                     "check that the download is complete")
             header = json.loads(f.read(size))
     except (OSError, struct.error, ValueError, UnicodeDecodeError, OverflowError, MemoryError) as err:
         raise ModelLoadError(f"{path} is not a readable safetensors file ({err})",
