@@ -369,9 +369,10 @@ def _hub_snapshot(source: ModelSource) -> Path | None:
 
 
 def auto_dtype(source: ModelSource, config: Any) -> Any:
-    """``--dtype auto`` for a local folder: the dtype its weights are stored in (transformers' ``auto`` takes the
-    config's ``dtype`` field, which can disagree, and would round every weight on the in-memory path while the
-    out-of-core path copies the bytes); a warning names a disagreement. ``"auto"`` where nothing is stored."""
+    """``--dtype auto``: the dtype the weights are stored in, read from a local folder or a hub model's cached
+    snapshot (transformers' ``auto`` takes the config's ``dtype`` field, which can disagree, and would round every
+    weight on the in-memory path while the out-of-core path copies the bytes); a warning names a disagreement.
+    ``"auto"`` where no stored weights can be read (a hub model not downloaded yet)."""
     import torch
 
     from shortllm.models.checkpoint import stored_dtype

@@ -32,6 +32,7 @@ import torch
 
 from shortllm.errors import DeviceError, ModelLoadError, UnsupportedArchitectureError
 from shortllm.models.arch import blocks_of
+from shortllm.models.checkpoint import FLOAT_DTYPES
 from shortllm.scoring.capture import _as_output, _hidden_arg, bypass, patched_forwards
 
 log = logging.getLogger(__name__)
@@ -247,9 +248,8 @@ def open_stream(spec: str | None, settings: Any) -> tuple[Any, WeightStream]:
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
 
-    from shortllm.models.checkpoint import stored_dtype
-    from shortllm.models.loading import (Loaded, check_settings, fingerprint, load_config, load_tokenizer,
-                                         resolve_dtype, resolve_source)
+    from shortllm.models.loading import (Loaded, auto_dtype, check_settings, fingerprint, load_config,
+                                         load_tokenizer, resolve_dtype, resolve_source)
 
     device = check_settings(settings)
     source = resolve_source(spec, settings.revision)
@@ -258,8 +258,8 @@ def open_stream(spec: str | None, settings: Any) -> tuple[Any, WeightStream]:
     files = weight_files(source)
     dtype = resolve_dtype(settings.dtype)
     if dtype == "auto":  # the stored tensors' dtype, as every load keeps (not config.json's dtype field)
-        stored = stored_dtype(Path(files[0]).parent)
-        dtype = getattr(torch, stored) if stored else _file_dtype(files)
+        dtype = auto_dtype(source, config)
+        dtype = _file_dtype(files) if dtype == "auto" else dtype
     log.info("Loading the embeddings and head of %s (blocks are read one at a time)", source.spec,
              extra={"phase": True})
     with init_empty_weights(include_buffers=False):
@@ -278,8 +278,7 @@ def _file_dtype(files: Sequence[Path]) -> torch.dtype:
     with safe_open(str(files[0]), framework="pt") as handle:
         for key in handle.keys():
             tensor = handle.get_slice(key)
-            dtype = getattr(torch, {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}.get(
-                tensor.get_dtype(), "float32"))
+            dtype = getattr(torch, FLOAT_DTYPES.get(tensor.get_dtype(), "float32"))
             if dtype.is_floating_point:
                 return dtype
     return torch.float32
