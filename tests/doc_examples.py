@@ -194,12 +194,28 @@ def collect_examples() -> tuple[list[Example], list[str]]:
 
 def parse(argv: tuple[str, ...]):
     """Parse ``shortllm ARGV`` with click as the command line would (every option exists, every value
-    converts), without running it; returns the verb's click context. Raises ``UsageError`` otherwise."""
+    converts, every option given is one the run reads: cli/applies.py), without running it; returns the verb's
+    click context. Raises ``UsageError`` or ``OptionError`` otherwise."""
+    from shortllm.cli import applies
+
     group = click_command()
     ctx = group.make_context("shortllm", list(argv))
     rest = [*getattr(ctx, "_protected_args", []), *ctx.args]
     name, command, args = group.resolve_command(ctx, rest)
-    return command.make_context(name, args, parent=ctx)
+    verb_ctx = command.make_context(name, args, parent=ctx)
+    applies.check_given(verb_ctx, applies.BY_VERB.get(name, []))
+    return verb_ctx
+
+
+def _reads(argv: list[str]) -> bool:
+    """Whether every option of ``shortllm ARGV`` is one the run reads (sizes are added only where they are)."""
+    from shortllm.errors import OptionError
+
+    try:
+        parse(tuple(argv))
+    except OptionError:
+        return False
+    return True
 
 
 def options(argv: tuple[str, ...]) -> tuple[str, list[tuple[str, str, str | None]]]:
@@ -250,7 +266,8 @@ def shrink(argv: tuple[str, ...]) -> tuple[str, ...]:
     names = {name for name, _, _ in given}
     for name, (value, add) in table.items():
         if add and name not in names and not (name == "max_steps" and "max_tokens" in names):
-            out += ["--" + name.replace("_", "-"), value]
+            added = [*out, "--" + name.replace("_", "-"), value]
+            out = added if _reads(added) else out
     return tuple(out)
 
 

@@ -58,6 +58,10 @@ class DeviceError(ShortLLMError):
     """A device or dtype that is unknown or not available."""
 
 
+class OptionError(ShortLLMError):
+    """An option given for a run that would not read it (cli/applies.py), or options that contradict."""
+
+
 class DataError(ShortLLMError):
     """Calibration or evaluation data that cannot be found or is too small."""
 

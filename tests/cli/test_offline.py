@@ -121,13 +121,13 @@ def test_eval_lm_eval_task(monkeypatch, tok_model, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("verb", [["eval", "--tasks", "none", "--ppl", "pydoc"], ["inspect"],
-                                  ["prune", "--blocks", "1", "--dry-run"]])
+@pytest.mark.parametrize("verb", [["eval", "--tasks", "none", "--ppl", "pydoc", "--device", "cpu"], ["inspect"],
+                                  ["prune", "--blocks", "1", "--dry-run", "--device", "cpu"]])
 def test_hub_model_id(offline, verb, tmp_path):
     import time
 
     t0 = time.perf_counter()
-    result = run_cli(verb[0], "-m", "someone/no-such-model", *verb[1:], "--device", "cpu")
+    result = run_cli(verb[0], "-m", "someone/no-such-model", *verb[1:])
     assert_one_line_error(result, "cannot load 'someone/no-such-model' from the Hugging Face hub",
                           "(offline?)")
     # The hub libraries' offline mode answers at once: no retries with backoff (about 30 s before).

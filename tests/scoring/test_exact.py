@@ -64,3 +64,17 @@ def test_lean_loss_equals_plain_loss_and_gradients(arch):
     for name, p in model.named_parameters():
         if name in grads:
             torch.testing.assert_close(p.grad, grads[name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_taylor_batch_size_equals_one_pass(arch, batch_size):
+    """--batch-size splits the backward pass, not the scores: the chunks' gradients are summed first."""
+    model = tiny_model(arch)
+    ids = tiny_inputs(model.config, batch=3, seq=16)
+    whole = taylor_scores(model, ids, norm=1)
+    chunked = taylor_scores(model, ids, norm=1, batch_size=batch_size)
+    assert chunked == pytest.approx(whole, rel=1e-4)
+    summed = [sum(v) for v in zip(*(taylor_scores(model, ids[r:r + 1], norm=1) for r in range(3)))]
+    assert chunked != pytest.approx(summed, rel=1e-3)  # not a sum of per-chunk reductions
+    assert all(p.grad is None for p in model.parameters())

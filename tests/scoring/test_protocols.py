@@ -47,7 +47,7 @@ def test_sleb_never_removes_the_first_or_last_block(tiny_tok_dir, tmp_path):
 def test_plus_on_the_command_line_is_recorded_and_protects(tiny_tok_dir):
     # 6 blocks: --plus alone would protect all of them; --protect-first still overrides the first part.
     result = run_cli("score", "-m", tiny_tok_dir, "-c", "magnitude", "-k", "1", "--plus", "--protect-first", "1",
-                     "--json", *FAST)
+                     "--json", "--device", "cpu")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["protected"] == [0, 4, 5] and report["plus"] is True

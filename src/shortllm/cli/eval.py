@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from shortllm.cli import applies
 from shortllm.cli.options import (
     DataDirOpt,
     DeviceMapOpt,
@@ -65,6 +66,7 @@ MaxNewOpt = Annotated[int, typer.Option("--max-new-tokens", help="Tokens generat
 
 
 def eval(
+    ctx: typer.Context,
     model: ModelsOpt = None,
     ppl: PplOpt = None,
     tasks: TasksOpt = None,
@@ -110,6 +112,7 @@ def eval(
           --stride 512 --data-dir ../shared/data
       shortllm eval -m healed/ --data-dir ../shared/data --out eval-healed/ --json
     """
+    applies.check_given(ctx, applies.EVAL)
     from shortllm.evaluation.lmeval import parse_tasks
     from shortllm.evaluation.run import EvalRequest, parse_ppl, run_eval
 

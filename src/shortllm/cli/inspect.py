@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from shortllm.cli.options import (DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, RevisionOpt, TrustRemoteCodeOpt,
-                                  load_settings)
+from shortllm.cli.options import JsonOpt, ModelOpt, RevisionOpt, TrustRemoteCodeOpt
 from shortllm.cli.output import console, human, print_json, status
 
 
 def inspect(
     model: ModelOpt = None,
-    dtype: DtypeOpt = "auto",
-    device: DeviceOpt = "auto",
     trust_remote_code: TrustRemoteCodeOpt = False,
     revision: RevisionOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Show a model's architecture, blocks, parameters and per-layer types, without loading weights.
+    """Show a model's architecture, blocks, parameters and per-layer types, without loading weights (so it takes
+    no --dtype or --device: the dtype shown is the one its config records).
 
     Also lists how many blocks --ratio 0.1 .. 0.8 would remove (never more parameters than asked).
 
@@ -26,9 +24,10 @@ def inspect(
       shortllm inspect -m Qwen/Qwen2.5-0.5B --json
       shortllm inspect -m ./pruned
     """
+    from shortllm.models.loading import LoadSettings
     from shortllm.models.summary import describe
 
-    settings = load_settings(dtype, device, None, trust_remote_code, revision)
+    settings = LoadSettings(trust_remote_code=trust_remote_code, revision=revision)
     with status("Reading the model config"):
         info = describe(model, settings)
     if json_out:

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from shortllm.cli import applies
 from shortllm.cli.options import PlusOpt, SlebBarriersOpt
 from shortllm.cli.options import (AddBosOpt, BatchSizeOpt, CriterionOpt, DataDirOpt, DataOpt, DeviceMapOpt,
                                   DeviceOpt, DryRunOpt, DtypeOpt, JsonOpt, ModelOpt, NormOpt, OutOpt,
@@ -68,6 +69,7 @@ MaxShardSizeOpt = Annotated[str, typer.Option(
 
 
 def prune(
+    ctx: typer.Context,
     out: OutOpt = None,
     ratio: RatioOpt = None,
     num_blocks: NumBlocksOpt = None,
@@ -133,6 +135,7 @@ def prune(
       shortllm prune --blocks 20,21 --dry-run
       shortllm prune -m model.gguf --blocks 20,21 --out short.gguf
     """
+    applies.check_given(ctx, applies.PRUNE)
     scoring_now = blocks is None and scores is None
     early_checks(ratio, *((samples, seq_len) if scoring_now else (None, None)))
     from shortllm.pruning.plan import parse_blocks

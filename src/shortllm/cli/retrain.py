@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from shortllm.cli import applies
 from shortllm.cli.options import (
     DataDirOpt,
     DeviceOpt,
@@ -46,6 +47,7 @@ ESTIMATE_AFTER_S = 30.0
 
 
 def retrain(
+    ctx: typer.Context,
     method: MethodOpt,
     out: OutOpt = None,
     model: ModelOpt = None,
@@ -179,6 +181,7 @@ def retrain(
       shortllm retrain --method kd -m pruned/ --data c4 --data-dir ../shared/data --seq-len 128 \\
           --train-blocks all --kd-support 64 --max-time 10m --out kd-10min/
     """
+    applies.check_given(ctx, applies.RETRAIN)
     from shortllm.training.config import DataOptions, KDOptions, LoraOptions, TrainConfig
     from shortllm.training.run import retrain as run_retrain
 

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from shortllm.cli import applies
 from shortllm.cli.options import DataDirOpt, JsonOpt
 from shortllm.cli.output import console, err_console, print_json, print_path, state
 
@@ -25,6 +26,7 @@ RunModelOpt = Annotated[Optional[str], typer.Option(
 
 
 def run(
+    ctx: typer.Context,
     recipe: RecipeArg = None,
     out: RunOutOpt = None,
     model: RunModelOpt = None,
@@ -48,6 +50,7 @@ def run(
       shortllm run cpu-demo --set retrain.max-steps=2 --set eval.limit=2 --out demo-run/
       shortllm run shortened-llama-ppl-lora -m meta-llama/Llama-2-7b-hf --data-dir ../shared/data --show
     """
+    applies.check_given(ctx, applies.RUN)
     from shortllm.errors import RecipeError
     from shortllm.pipeline import RunRequest, apply_overrides, find_recipe, load_recipe, run_recipe, shipped_recipes
 

@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from shortllm.cli import applies
 from shortllm.cli.options import PlusOpt, SlebBarriersOpt
 from shortllm.cli.options import (AddBosOpt, BatchSizeOpt, CriterionOpt, DataDirOpt, DataOpt, DeviceMapOpt,
                                   DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, NormOpt, OutOpt, OverwriteOpt,
@@ -22,6 +23,7 @@ RatioOpt = Annotated[Optional[float], typer.Option(
 
 
 def score(
+    ctx: typer.Context,
     criterion: CriterionOpt = "ppl",
     out: OutOpt = None,
     model: ModelOpt = None,
@@ -65,6 +67,7 @@ def score(
       shortllm score -c taylor+ --data c4 --data-dir ../shared/data --out taylor/ --json
       shortllm score -c angular -k 6 -m Qwen/Qwen2.5-0.5B --out angular/
     """
+    applies.check_given(ctx, applies.SCORE)
     early_checks(ratio, samples, seq_len)
     from shortllm.scoring.run import ScoreRequest, run_score
 

@@ -280,7 +280,8 @@ def linear_replace(ctx: ReplaceContext) -> dict[str, Any]:
     import torch
 
     from shortllm.models.arch import blocks_of
-    from shortllm.scoring.sweep import capture_calls, row_chunks, run_block
+    from shortllm.scoring.base import row_chunks
+    from shortllm.scoring.sweep import capture_calls, run_block
 
     check_linear(ctx.model.config, ctx.removed)
     spec, scale = _fold_spec(ctx.model.config)

@@ -11,6 +11,12 @@ from shortllm.errors import BlockSelectionError
 Progress = Callable[[int, int], None]  # (done, total)
 
 
+def row_chunks(n: int, size: int | None) -> list[slice]:
+    """``[0, n)`` in slices of ``size`` rows (all at once for None): how ``--batch-size`` splits the windows."""
+    step = size or n
+    return [slice(s, s + step) for s in range(0, n, step)]
+
+
 @dataclass
 class ScoreContext:
     """Inputs of a criterion.

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from shortllm.scoring.base import Criterion, ScoreContext, ScoreResult, order_by_score, register
+from shortllm.scoring.base import Criterion, ScoreContext, ScoreResult, order_by_score, register, row_chunks
 from shortllm.scoring.capture import full_pass, logits_from
 
 
@@ -32,11 +32,6 @@ def perplexity(nll: float, count: int) -> float:
     return math.exp(nll / count)
 
 
-def _chunks(n: int, size: int | None):
-    step = size or n
-    return [slice(s, s + step) for s in range(0, n, step)]
-
-
 def removal_perplexities(model: Any, input_ids: torch.Tensor, candidates: Sequence[int],
                          skip: Sequence[int] = (), batch_size: int | None = None,
                          progress=None) -> tuple[dict[int, float], float]:
@@ -51,7 +46,7 @@ def removal_perplexities(model: Any, input_ids: torch.Tensor, candidates: Sequen
     out: dict[int, float] = {}
     for done, i in enumerate(candidates, 1):
         total, count = 0.0, 0
-        for rows in _chunks(input_ids.shape[0], batch_size):
+        for rows in row_chunks(input_ids.shape[0], batch_size):
             logits = logits_from(model, input_ids[rows], i, fp.inputs[i][rows], skip=skip)
             nll, n = nll_sum(logits, input_ids[rows])
             total, count = total + nll, count + n

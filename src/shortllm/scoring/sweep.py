@@ -333,12 +333,6 @@ def head_logits(model: Any, input_ids: torch.Tensor, hidden: torch.Tensor) -> to
         return model(input_ids, use_cache=False).logits
 
 
-def row_chunks(n: int, size: int | None) -> list[slice]:
-    """``[0, n)`` in slices of ``size`` rows (all at once for None)."""
-    step = size or n
-    return [slice(s, s + step) for s in range(0, n, step)]
-
-
 def model_bytes(files: Sequence[Path], dtype: Any) -> int:
     """Bytes the weights take in memory: the safetensors sizes, rescaled when ``dtype`` differs from the files'."""
     size = sum(f.stat().st_size for f in files)

@@ -22,11 +22,11 @@ from __future__ import annotations
 import torch
 
 from shortllm.errors import BlockSelectionError
-from shortllm.scoring.base import Criterion, ScoreContext, ScoreResult, order_by_score
+from shortllm.scoring.base import Criterion, ScoreContext, ScoreResult, order_by_score, row_chunks
 from shortllm.scoring.perplexity import nll_sum, perplexity, sleb_search
 from shortllm.scoring.similarity import angular_result, block_influence
 from shortllm.scoring.sweep import (WeightStream, available_bytes, capture_calls, continue_from, head_logits,
-                                    row_chunks, run_block)
+                                    run_block)
 from shortllm.scoring.weights import calibration_loss, float32_weights, magnitude_importance, taylor_importance
 
 TOKENS_PER_CALL = 16384  # candidate streams batched into one block call, up to this many tokens

@@ -24,7 +24,7 @@ from torch.utils.checkpoint import checkpoint
 
 from shortllm.models.arch import blocks_of
 from shortllm.scoring.capture import patched_forwards
-from shortllm.scoring.base import Criterion, ScoreContext, ScoreResult, order_by_score, register
+from shortllm.scoring.base import Criterion, ScoreContext, ScoreResult, order_by_score, register, row_chunks
 
 
 def magnitude_importance(weights: Iterable[torch.Tensor], norm: int = 1) -> float:
@@ -105,8 +105,10 @@ def float32_weights(model: Any) -> Iterator[None]:
             t.data = t.data.to(dtype)
 
 
-def taylor_scores(model: Any, input_ids: torch.Tensor, norm: int = 1, lean: bool = True) -> list[float]:
-    """Taylor importance of every block from one backward pass over the calibration batch, in float32.
+def taylor_scores(model: Any, input_ids: torch.Tensor, norm: int = 1, lean: bool = True,
+                  batch_size: int | None = None) -> list[float]:
+    """Taylor importance of every block from the calibration loss's gradient (one backward pass per
+    ``batch_size`` windows), in float32.
 
     The model is upcast to float32 for the pass whatever its dtype (:func:`float32_weights`), as Shortened
     LLaMA's reference computes it; half-precision gradients reorder blocks on real models.
@@ -116,12 +118,17 @@ def taylor_scores(model: Any, input_ids: torch.Tensor, norm: int = 1, lean: bool
             gradients and reduces at the end (the reference; used by tests and the memory benchmark).
             Both use the same low-activation loss (:func:`lean_calibration_loss`), so they differ only in
             the gradient buffer.
+        batch_size: windows per forward/backward (``--batch-size``; None: all at once). Smaller chunks bound the
+            activations; the gradients of all chunks are summed before they are reduced (|W * dL/dW| of the
+            whole loss, not a sum over chunks), so more than one chunk keeps every gradient as ``lean=False``.
     """
     layers = blocks_of(model).layers
     owner = {p: i for i, block in enumerate(layers) for p in block.parameters()}
     flags = {p: p.requires_grad for p in model.parameters()}
     scores = [0.0] * len(layers)
     handles = []
+    chunks = row_chunks(input_ids.shape[0], batch_size)
+    lean = lean and len(chunks) == 1  # a per-parameter reduction needs the whole gradient first
 
     def reduce_and_free(param):
         scores[owner[param]] += taylor_term(param, param.grad, norm)
@@ -133,7 +140,8 @@ def taylor_scores(model: Any, input_ids: torch.Tensor, norm: int = 1, lean: bool
         if lean:
             handles = [p.register_post_accumulate_grad_hook(reduce_and_free) for p in owner]
         with float32_weights(model), torch.enable_grad():
-            lean_calibration_loss(model, input_ids).backward()
+            for rows in chunks:  # the loss is a sum over windows: chunk gradients add up to the whole one
+                lean_calibration_loss(model, input_ids[rows]).backward()
             if not lean:
                 for p, i in owner.items():
                     if p.grad is not None:
@@ -164,7 +172,7 @@ def magnitude_criterion(ctx: ScoreContext) -> ScoreResult:
 
 def taylor_criterion(ctx: ScoreContext) -> ScoreResult:
     """Per block: sum of |W * dL/dW|^p over its weights (lean gradient reduction)."""
-    values = taylor_scores(ctx.model, ctx.input_ids, ctx.norm, lean=True)
+    values = taylor_scores(ctx.model, ctx.input_ids, ctx.norm, lean=True, batch_size=ctx.batch_size)
     ctx.progress(1, 1)
     return _per_block(ctx, values)
 
