@@ -52,7 +52,7 @@ def test_plus_on_the_command_line_is_recorded_and_protects(tiny_tok_dir):
     report = json.loads(result.stdout)
     assert report["protected"] == [0, 4, 5] and report["plus"] is True
     assert set(report["order"]) == {1, 2, 3}
-    result = run_cli("score", "-m", tiny_tok_dir, "-c", "magnitude", "-k", "1", "--plus", *FAST)
+    result = run_cli("score", "-m", tiny_tok_dir, "-c", "magnitude", "-k", "1", "--plus", "--device", "cpu")
     assert result.exit_code == 2 and "leaves none of the 6" in result.stderr
 
 
