@@ -156,8 +156,10 @@ def test_rules_name_real_options_and_run_on_the_defaults():
 
 
 def test_the_criterion_lists_match_the_registry():
-    from shortllm.scoring import REGISTRY
+    """The names checked before torch loads are the registry's (scoring.base.BUILTIN_CRITERIA)."""
+    from shortllm.scoring import REGISTRY, base
 
+    assert base.criterion_names() == list(base.BUILTIN_CRITERIA)
     assert set(applies.TEXT_FREE_CRITERIA) == {name for name, c in REGISTRY.items() if not c.needs_data}
     assert set(applies.NORM_CRITERIA) <= set(REGISTRY)
 

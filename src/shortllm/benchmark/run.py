@@ -306,15 +306,15 @@ def run_bench(req: BenchRequest, progress: Callable[[int, int, str], None] | Non
         ShortLLMError: bad sizes, unknown device or model, a sweep beyond a model's context, an unusable
             ``--out`` -- all before any weights are loaded.
     """
+    t0 = time.perf_counter()
+    check_request(req)  # before torch is imported: a bad size is answered at once
+    check_settings(req.settings)
     import torch
 
     from shortllm.benchmark.timing import (MemoryMeter, left_pad, special_ids, synthetic_prompts,
                                            timed_generate)
     from shortllm.pruning.export import check_output_dir, model_inputs
 
-    t0 = time.perf_counter()
-    check_request(req)
-    check_settings(req.settings)
     labels = labels_for(req.models)
     for label, spec in zip(labels, req.models, strict=True):
         config = load_config(resolve_source(spec, req.settings.revision), req.settings.trust_remote_code)

@@ -119,9 +119,9 @@ def _prune_scores_now(v: Values) -> bool:
 
 
 def _gguf_out(v: Values) -> bool:
-    out = v.get("out")
-    return v["out_format"] == "gguf" or (v["out_format"] is None and out is not None
-                                         and str(out).lower().endswith(".gguf"))
+    from shortllm.formats import writes_gguf
+
+    return writes_gguf(v["out"], v["out_format"])
 
 
 NOT_SCORING = "when prune scores the blocks (--ratio or --num-blocks without --scores)"

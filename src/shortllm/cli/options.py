@@ -107,17 +107,38 @@ OffloadOpt = Annotated[Optional[bool], typer.Option(
     show_default=False)]
 
 
-def early_checks(ratio: float | None = None, samples: int | None = None, seq_len: int | None = None) -> None:
-    """The checks of option values that need no model, run before the core is imported (2-3 s of imports, then
-    the model's config): a bad value is answered at once."""
-    if ratio is not None:
-        from shortllm.pruning.plan import check_ratio
+def early_checks(settings=None, *, ratio: float | None = None, num_blocks: int | None = None, scoring=None,
+                 replace: str | None = None, replace_options=None, max_shard_size: str | None = None,
+                 output: tuple | None = None) -> None:
+    """The core's checks of option values that need no model, run before torch or a config is loaded (imports and
+    the config take 2-60 s): a bad value is answered at once. Each check is the core's own function, which the
+    core runs again on its path (the Python API gets the same answers)."""
+    from shortllm.pruning.plan import check_size
 
-        check_ratio(ratio)
-    if samples is not None and seq_len is not None:
+    check_size(ratio, num_blocks)
+    if settings is not None:
+        from shortllm.models.loading import check_names
+
+        check_names(settings)
+    if scoring is not None:
         from shortllm.data.sampling import check_calibration_sizes
+        from shortllm.scoring.options import check_options
 
-        check_calibration_sizes(samples, seq_len)
+        check_options(scoring)
+        check_calibration_sizes(scoring.calibration.samples, scoring.calibration.seq_len)
+    if replace is not None:
+        from shortllm.pruning.replace import check_options as check_replace, get_replacement
+
+        get_replacement(replace)
+        check_replace(replace_options)
+    if max_shard_size is not None:
+        from shortllm.models.checkpoint import parse_size
+
+        parse_size(max_shard_size)
+    if output is not None:  # (--out, --format) of a prune
+        from shortllm.formats import writes_gguf
+
+        writes_gguf(*output)
 
 
 def score_options(criterion: str, protect_first, protect_last, norm: int, batch_size, data: str, data_dir,
@@ -125,8 +146,7 @@ def score_options(criterion: str, protect_first, protect_last, norm: int, batch_
                   offload: bool | None = None, search_tokens: int = 4096, refine: int = 0,
                   search_sleb: bool = False, plus: bool = False, sleb_barriers: bool = True):
     """Bundle the scoring/calibration options into the core's ScoreOptions (lazy import)."""
-    from shortllm.scoring.run import Calibration, ScoreOptions
-    from shortllm.scoring.search import SearchOptions
+    from shortllm.scoring.options import Calibration, ScoreOptions, SearchOptions
 
     return ScoreOptions(
         criterion=criterion, protect_first=protect_first, protect_last=protect_last, norm=norm,

@@ -136,24 +136,28 @@ def prune(
       shortllm prune -m model.gguf --blocks 20,21 --out short.gguf
     """
     applies.check_given(ctx, applies.PRUNE)
+    scoring = score_options(criterion, protect_first, protect_last, norm, batch_size, data, data_dir, text_field,
+                            samples, seq_len, seed, add_bos, offload, search_tokens, refine, search_sleb, plus=plus,
+                            sleb_barriers=sleb_barriers)
+    settings = load_settings(dtype, device, device_map, trust_remote_code, revision, kernels)
+    replace_options = _replace_options(samples=replace_samples, ridge=replace_ridge, objective=replace_objective,
+                                       epochs=replace_epochs, lr=replace_lr, init=replace_init)
     scoring_now = blocks is None and scores is None
-    early_checks(ratio, *((samples, seq_len) if scoring_now else (None, None)))
+    early_checks(settings, ratio=ratio, num_blocks=num_blocks, scoring=scoring if scoring_now else None,
+                 replace=replace, replace_options=replace_options, max_shard_size=max_shard_size,
+                 output=(out, out_format))
     from shortllm.pruning.plan import parse_blocks
+
+    removed = parse_blocks(blocks) if blocks is not None else None
     from shortllm.pruning.run import PruneRequest
     from shortllm.pruning.run import prune as run_prune
 
     request = PruneRequest(
-        model=model, out=out, blocks=parse_blocks(blocks) if blocks is not None else None, ratio=ratio,
-        num_blocks=num_blocks, scores_dir=scores,
-        scoring=score_options(criterion, protect_first, protect_last, norm, batch_size, data, data_dir,
-                              text_field, samples, seq_len, seed, add_bos, offload, search_tokens, refine,
-                              search_sleb, plus=plus, sleb_barriers=sleb_barriers),
-        settings=load_settings(dtype, device, device_map, trust_remote_code, revision, kernels),
+        model=model, out=out, blocks=removed, ratio=ratio,
+        num_blocks=num_blocks, scores_dir=scores, scoring=scoring, settings=settings,
         overwrite=overwrite, dry_run=dry_run, command=shlex.join(["shortllm", *sys.argv[1:]]),
         max_shard_size=max_shard_size, out_format=out_format, keep_attention_pattern=keep_attention_pattern,
-        replace=replace, replace_options=_replace_options(
-            samples=replace_samples, ridge=replace_ridge, objective=replace_objective, epochs=replace_epochs,
-            lr=replace_lr, init=replace_init),
+        replace=replace, replace_options=replace_options,
     )
     with activity("Starting shortllm prune") as act:  # the core names the next phases: loading, scoring, saving...
         result = run_prune(request, progress=act.counter(f"Scoring blocks ({criterion})"))

@@ -182,8 +182,7 @@ def retrain(
           --train-blocks all --kd-support 64 --max-time 10m --out kd-10min/
     """
     applies.check_given(ctx, applies.RETRAIN)
-    from shortllm.training.config import DataOptions, KDOptions, LoraOptions, TrainConfig
-    from shortllm.training.run import retrain as run_retrain
+    from shortllm.training.config import DataOptions, KDOptions, LoraOptions, TrainConfig, validate
 
     targets = tuple(t.strip() for t in lora_targets.split(",") if t.strip()) if lora_targets else None
     cfg = TrainConfig(
@@ -208,6 +207,9 @@ def retrain(
         settings=load_settings(dtype, device, None, trust_remote_code, revision, kernels), overwrite=overwrite,
         command=shlex.join(["shortllm", *sys.argv[1:]]),
     )
+    validate(cfg)  # the option values, before torch and the training code are imported (seconds)
+    from shortllm.training.run import retrain as run_retrain
+
     # Ctrl-C comes out of run_retrain as errors.Interrupted naming the checkpoint kept (exit code 130).
     with _training_progress(f"Starting shortllm retrain --method {method}") as on_step:
         result = run_retrain(cfg, on_step=on_step)

@@ -68,16 +68,15 @@ def score(
       shortllm score -c angular -k 6 -m Qwen/Qwen2.5-0.5B --out angular/
     """
     applies.check_given(ctx, applies.SCORE)
-    early_checks(ratio, samples, seq_len)
+    options = score_options(criterion, protect_first, protect_last, norm, batch_size, data, data_dir, text_field,
+                            samples, seq_len, seed, add_bos, offload, search_tokens, refine, search_sleb, plus=plus,
+                            sleb_barriers=sleb_barriers)
+    settings = load_settings(dtype, device, device_map, trust_remote_code, revision, kernels)
+    early_checks(settings, ratio=ratio, num_blocks=num_blocks, scoring=options)
     from shortllm.scoring.run import ScoreRequest, run_score
 
-    request = ScoreRequest(
-        model=model, out=out, num_blocks=num_blocks, ratio=ratio, overwrite=overwrite,
-        options=score_options(criterion, protect_first, protect_last, norm, batch_size, data, data_dir,
-                              text_field, samples, seq_len, seed, add_bos, offload, search_tokens, refine,
-                              search_sleb, plus=plus, sleb_barriers=sleb_barriers),
-        settings=load_settings(dtype, device, device_map, trust_remote_code, revision, kernels),
-    )
+    request = ScoreRequest(model=model, out=out, num_blocks=num_blocks, ratio=ratio, overwrite=overwrite,
+                           options=options, settings=settings)
     with activity("Starting shortllm score") as act:  # the core names the next phases: loading, scoring, saving
         report = run_score(request, progress=act.counter(f"Scoring blocks ({criterion})"))
     if json_out:

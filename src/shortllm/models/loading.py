@@ -217,9 +217,8 @@ def resolve_device(device: str) -> str:
     """
     import torch
 
+    check_names(LoadSettings(device=device))
     base = device.split(":")[0]
-    if base not in DEVICES:
-        raise DeviceError(f"unknown device '{device}'", f"use one of {', '.join(DEVICES)}")
     if base == "auto":
         if torch.cuda.is_available():
             return "cuda"
@@ -241,9 +240,23 @@ def resolve_dtype(dtype: str) -> Any:
     """
     import torch
 
-    if dtype not in DTYPES:
-        raise DeviceError(f"unknown dtype '{dtype}'", f"use one of {', '.join(DTYPES)}")
+    check_names(LoadSettings(dtype=dtype))
     return "auto" if dtype == "auto" else getattr(torch, dtype)
+
+
+def check_names(settings: LoadSettings) -> None:
+    """The spelling of ``--dtype`` and ``--device`` (not whether the device exists here) and whether ``--kernels``
+    can be honoured, without torch: for the checks that run before anything heavy.
+
+    Raises:
+        DeviceError: an unknown name, listing the known ones; ``--kernels`` that cannot be honoured.
+    """
+    if settings.dtype not in DTYPES:
+        raise DeviceError(f"unknown dtype '{settings.dtype}'", f"use one of {', '.join(DTYPES)}")
+    if settings.device.split(":")[0] not in DEVICES:
+        raise DeviceError(f"unknown device '{settings.device}'", f"use one of {', '.join(DEVICES)}")
+    if settings.kernels:
+        check_kernels()
 
 
 def fingerprint(source: ModelSource, config: Any) -> str:
@@ -260,9 +273,7 @@ def fingerprint(source: ModelSource, config: Any) -> str:
 
 def check_settings(settings: LoadSettings) -> str:
     """Validate dtype, device and the kernels choice before any slow work; returns the resolved device."""
-    resolve_dtype(settings.dtype)
-    if settings.kernels:
-        check_kernels()
+    check_names(settings)
     return resolve_device(settings.device)
 
 

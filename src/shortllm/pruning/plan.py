@@ -52,6 +52,21 @@ def check_ratio(ratio: float) -> None:
         )
 
 
+def check_size(ratio: float | None, num_blocks: int | None) -> None:
+    """The size request on its own (no model needed): at most one of ``--ratio`` / ``--num-blocks``, a ratio in
+    (0, 1), a count of at least 1.
+
+    Raises:
+        BlockSelectionError: naming the option.
+    """
+    if ratio is not None and num_blocks is not None:
+        raise BlockSelectionError("give --num-blocks or --ratio, not both")
+    if ratio is not None:
+        check_ratio(ratio)
+    if num_blocks is not None and num_blocks < 1:
+        raise BlockSelectionError(f"--num-blocks {num_blocks} must be at least 1")
+
+
 def blocks_within_ratio(counts: ParamCount, ratio: float, order: Sequence[int] | None = None) -> int:
     """Largest k such that the first k blocks of ``order`` hold at most ``ratio`` x total parameters.
 
@@ -200,8 +215,10 @@ def blocks_requested(counts: ParamCount, ratio: float | None = None, num_blocks:
         BlockSelectionError: bad ratio, a ratio too small for one block, removing every block.
     """
     n = len(counts.per_block)
+    if ratio is None and num_blocks is None:
+        raise BlockSelectionError("give --ratio or --num-blocks")
+    check_size(ratio, num_blocks)
     if ratio is not None:
-        check_ratio(ratio)
         k = blocks_within_ratio(counts, ratio, smallest_first(counts))
         if k == 0:
             raise BlockSelectionError(
@@ -210,8 +227,6 @@ def blocks_requested(counts: ParamCount, ratio: float | None = None, num_blocks:
             )
     else:
         k = num_blocks
-        if k is None or k < 1:
-            raise BlockSelectionError(f"--num-blocks {k} must be at least 1")
     if k >= n:
         what = f"--ratio {ratio:g}" if ratio is not None else f"--num-blocks {k}"
         raise BlockSelectionError(f"{what} would remove all {plural(n, 'block')}", "keep at least one block")

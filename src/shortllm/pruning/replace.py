@@ -133,12 +133,14 @@ def check_options(options: ReplaceOptions) -> None:
     if options.samples is not None and options.samples < 1:
         raise DataError(f"--replace-samples {options.samples} must be at least 1", "leave it out for the default")
     if not options.ridge >= 0:
-        raise DataError(f"--replace-ridge {options.ridge:g} must be >= 0", "the default is 1e-4")
+        raise DataError(f"--replace-ridge {options.ridge:g} must be >= 0", f"the default is {ReplaceOptions().ridge:g}")
     if options.objective not in OBJECTIVES:
         raise DataError(f"unknown --replace-objective '{options.objective}'", f"use one of {', '.join(OBJECTIVES)}")
-    if options.epochs < 1 or not options.lr > 0:
-        raise DataError(f"--replace-epochs {options.epochs} / --replace-lr {options.lr:g}: need >= 1 and > 0",
-                        "the defaults are 4 and 1e-3")
+    default = ReplaceOptions()
+    if options.epochs < 1:
+        raise DataError(f"--replace-epochs {options.epochs} must be at least 1", f"the default is {default.epochs}")
+    if not options.lr > 0:
+        raise DataError(f"--replace-lr {options.lr:g} must be positive", f"the default is {default.lr:g}")
     if options.init not in INITS:
         raise DataError(f"unknown --replace-init '{options.init}'", f"use one of {', '.join(INITS)}")
 

@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shortllm.errors import BlockSelectionError, OutputError
+from shortllm.errors import BlockSelectionError
+from shortllm.formats import writes_gguf
 from shortllm.models.checkpoint import DEFAULT_MAX_SHARD_SIZE, parse_size
 from shortllm.models.loading import (Loaded, LoadSettings, check_settings, fingerprint, load_config, load_model,
                                      load_skeleton, resolve_source)
@@ -110,7 +111,7 @@ def prune(req: PruneRequest, progress: Progress = lambda d, t: None) -> PruneRes
     Raises:
         ShortLLMError: for bad input (checked before slow work where possible) or a failed reload check.
     """
-    if gguf_output(req):  # GGUF in, GGUF out: quantized bytes copied, nothing dequantized but for scoring
+    if writes_gguf(req.out, req.out_format):  # GGUF in, GGUF out: quantized bytes copied, nothing dequantized but for scoring
         from shortllm.formats.gguf_prune import prune_gguf
 
         return prune_gguf(req, progress)
@@ -254,17 +255,6 @@ def replace_run(req: PruneRequest, loaded: Loaded, removed: list[int], progress:
     return {**record, "reference": method.reference,
             "summary": f"each removed run replaced by {method.summary} ({method.reference})"
                        + (f": {runs}" if runs else "")}
-
-
-def gguf_output(req: PruneRequest) -> bool:
-    """Whether the request writes a GGUF: ``--format gguf``, or no --format and an ``--out`` ending in .gguf."""
-    named = req.out is not None and Path(req.out).suffix.lower() == ".gguf"
-    if req.out_format not in (None, "hf", "gguf"):
-        raise OutputError(f"unknown --format {req.out_format!r}", "use --format hf or --format gguf")
-    if req.out_format == "hf" and named:
-        raise OutputError(f"--out {req.out} ends in .gguf but --format hf writes a Hugging Face folder",
-                          "drop --format hf to write a GGUF, or name the folder without .gguf")
-    return req.out_format == "gguf" or (req.out_format is None and named)
 
 
 def guard_pattern(req: PruneRequest, plan: Plan, rules: list[PatternRule], origin: list[int], n: int) -> None:

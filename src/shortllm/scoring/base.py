@@ -89,6 +89,8 @@ class Criterion:
 
 
 REGISTRY: dict[str, Criterion] = {}
+# The built-in criteria, in the order help and errors list them (tests check it against the registry).
+BUILTIN_CRITERIA = ("ppl", "taylor", "taylor+", "magnitude", "bi", "angular", "sleb", "chop", "auto")
 
 
 def register(criterion: Criterion) -> Criterion:
@@ -97,27 +99,43 @@ def register(criterion: Criterion) -> Criterion:
     return criterion
 
 
+def load_builtins() -> None:
+    """Register the built-in criteria (their modules import torch): once, on the registry's first use."""
+    from shortllm.scoring import perplexity, position, search, similarity, weights  # noqa: F401
+
+
 def get_criterion(name: str) -> Criterion:
     """Look up a criterion by name.
 
     Raises:
         BlockSelectionError: for an unknown name, listing the known ones.
     """
-    import shortllm.scoring  # noqa: F401  (registers the built-in criteria)
-
-    if name not in REGISTRY:
-        raise BlockSelectionError(
-            f"unknown criterion '{name}'", f"choose one of {', '.join(criterion_names())}"
-        )
+    load_builtins()
+    check_criterion_name(name)
     return REGISTRY[name]
 
 
 def criterion_names() -> list[str]:
-    """Registered criterion names, in registration order."""
-    import shortllm.scoring  # noqa: F401
+    """Registered criterion names: the built-in ones in :data:`BUILTIN_CRITERIA` order, then any others."""
+    load_builtins()
+    return _in_order(REGISTRY)
 
-    preferred = ["ppl", "taylor", "taylor+", "magnitude", "bi", "angular", "sleb", "chop", "auto"]
-    return sorted(REGISTRY, key=lambda n: (preferred.index(n) if n in preferred else len(preferred), n))
+
+def _in_order(names) -> list[str]:
+    return sorted(names, key=lambda n: (BUILTIN_CRITERIA.index(n) if n in BUILTIN_CRITERIA
+                                        else len(BUILTIN_CRITERIA), n))
+
+
+def check_criterion_name(name: str) -> None:
+    """Refuse an unknown criterion name without loading the criteria (torch): the built-in names and any
+    registered so far are known.
+
+    Raises:
+        BlockSelectionError: naming the known ones.
+    """
+    if name not in BUILTIN_CRITERIA and name not in REGISTRY:
+        raise BlockSelectionError(f"unknown criterion '{name}'",
+                                  f"choose one of {', '.join(_in_order({*BUILTIN_CRITERIA, *REGISTRY}))}")
 
 
 def order_by_score(scores: list[float | None], candidates: list[int]) -> list[int]:

@@ -13,7 +13,8 @@ from shortllm.errors import BlockSelectionError, DataError
 from shortllm.models.arch import blocks_of
 from shortllm.models.loading import Loaded, LoadSettings
 from shortllm.scoring.base import Criterion, Progress, ScoreContext, get_criterion
-from shortllm.scoring.search import SearchOptions, heldout_windows
+from shortllm.scoring.options import PLUS, Calibration, ScoreOptions, check_options
+from shortllm.scoring.search import heldout_windows
 from shortllm.wording import plural
 
 log = logging.getLogger(__name__)
@@ -23,37 +24,6 @@ ORDER_FILE = "block_order.csv"
 PLOT_FILE = "scores.png"
 
 
-@dataclass
-class Calibration:
-    """Where calibration windows come from (paper defaults: 10 x 128 tokens, seed 1234)."""
-
-    data: str = "pydoc"
-    split: str = "train"
-    data_dir: str | None = None
-    text_field: str = "text"
-    samples: int = 10
-    seq_len: int = 128
-    seed: int = 1234
-    add_bos: bool | None = None  # None: on for the Gemma family (models/arch.py needs_bos), off otherwise
-
-
-@dataclass
-class ScoreOptions:
-    """How to score: criterion, protection, norm, batch size, calibration."""
-
-    criterion: str = "ppl"
-    protect_first: int | None = None  # None: the criterion's default
-    protect_last: int | None = None
-    plus: bool = False  # Shortened LLaMA's "+": protect the first 4 and last 2 blocks, any criterion
-    sleb_barriers: bool = True  # SLEB's reference never removes the first or last block
-    norm: int = 1
-    batch_size: int | None = None
-    calibration: Calibration = field(default_factory=Calibration)
-    search: SearchOptions = field(default_factory=SearchOptions)  # --criterion auto only
-    offload: bool | None = None  # layer by layer (True), in memory (False), or by size (None): scoring/sweep.py
-
-
-PLUS = (4, 2)  # Shortened LLaMA's "+" heuristic: the first 4 and the last 2 blocks are kept
 
 
 def default_protection(criterion: Criterion, plus: bool = False, sleb_barriers: bool = True) -> tuple[int, int]:
@@ -163,6 +133,7 @@ def score_loaded(loaded: Loaded, options: ScoreOptions, num_remove: int,
         The report: criterion, per-block scores, order (least important first), protected blocks,
         removal set, calibration description with fingerprints, extras and timings.
     """
+    check_options(options)
     criterion = get_criterion(options.criterion)
     n = len(blocks_of(loaded.model).layers)
     if criterion.needs_data:  # decided once, so that every window sampled below agrees (held-out ones too)
@@ -174,8 +145,6 @@ def score_loaded(loaded: Loaded, options: ScoreOptions, num_remove: int,
                                  last if options.protect_last is None else options.protect_last)
     candidates = [i for i in range(n) if i not in protected]
     check_candidates(num_remove, candidates, protected)
-    if options.norm not in (1, 2):
-        raise BlockSelectionError(f"--norm {options.norm} is not supported", "use --norm 1 or --norm 2")
     t0 = time.perf_counter()
     ids, calibration = (None, None)
     if criterion.needs_data:
@@ -340,17 +309,16 @@ def run_score(req: ScoreRequest, progress: Progress = lambda d, t: None) -> dict
     from shortllm.models.loading import check_settings, load_skeleton
     from shortllm.models.surgery import count_params
     from shortllm.pruning.export import atomic_dir, check_output_dir, data_inputs, model_inputs, write_manifest
-    from shortllm.pruning.plan import blocks_requested
+    from shortllm.pruning.plan import blocks_requested, check_size
 
     t0 = time.perf_counter()
-    get_criterion(req.options.criterion)
+    check_options(req.options)
+    check_size(req.ratio, req.num_blocks)
     check_settings(req.settings)
     cal = req.options.calibration
     inputs = model_inputs("input model", req.model) + data_inputs("calibration data", cal.data, cal.data_dir)
     if req.out is not None:
         check_output_dir(req.out, req.overwrite, inputs)
-    if req.num_blocks is not None and req.ratio is not None:
-        raise BlockSelectionError("give --num-blocks or --ratio, not both")
     skeleton, source = load_skeleton(req.model, req.settings)
     counts = count_params(skeleton)
     if req.num_blocks is None and req.ratio is None:

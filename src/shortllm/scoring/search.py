@@ -32,29 +32,13 @@ from typing import Any
 
 from shortllm.errors import BlockSelectionError, DataError
 from shortllm.scoring.base import Criterion, ScoreContext, ScoreResult, get_criterion, register
+from shortllm.scoring.options import SearchOptions
 from shortllm.wording import plural
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("ppl", "bi", "angular", "magnitude", "taylor", "chop")
 RUN_SOURCE = "contiguous run"
-
-
-@dataclass(frozen=True)
-class SearchOptions:
-    """How ``auto`` searches.
-
-    Attributes:
-        tokens: held-out calibration tokens each candidate is measured on (rounded up to whole windows).
-        refine: rounds of local search after the pick (0: none).
-        sleb: also run ``sleb`` as a source (slow: k rounds of the ``ppl`` pass).
-        batch_size: held-out windows per forward (bounds the logits' memory).
-    """
-
-    tokens: int = 4096
-    refine: int = 0
-    sleb: bool = False
-    batch_size: int = 8
 
 
 # ---------------------------------------------------------------------------------------------- pure logic
