@@ -235,3 +235,51 @@ def test_a_later_stage_counts_under_its_own_phase(monkeypatch):
     fresh = act.counter("Scoring blocks (ppl)")  # a new counter opens its phase again
     fresh(1, 4)
     assert act.status_line().startswith("Scoring blocks (ppl): 1/4")
+
+
+def _uncounted(stderr: str, prefixes: tuple[str, ...]) -> list[str]:
+    """Heartbeat lines of the phases named by ``prefixes`` that carry no done/total count."""
+    lines = [line for line in stderr.splitlines() if re.match(STAMP + "(" + "|".join(map(re.escape, prefixes)) + ")",
+                                                                line)]
+    return [line for line in lines if not re.search(r": (\d+)/(\d+)|done \((\d+)/(\d+)\)", line)]
+
+
+def test_auto_counts_each_of_its_phases(tiny, tmp_path, fast_heartbeat, slow_scoring, phases):
+    """`score -c auto` reported "... so far" for minutes: each source, the held-out evaluation and every
+    refinement round is now a phase of its own with done/total."""
+    result = run_cli("score", "-m", tiny["model"], "-c", "auto", "-k", "1", "--samples", "2", "--seq-len", "16",
+                     "--search-tokens", "32", "--refine", "1", "--device", "cpu", "--out", tmp_path / "s")
+    assert result.exit_code == 0, result.output
+    for expected in ("auto: scoring with ppl (source 1 of 6)", "auto: scoring with chop (source 6 of 6)",
+                     "auto: held-out perplexity of "):
+        assert any(name.startswith(expected) for name in phases), (expected, phases)
+    assert re.search(r"auto: scoring with ppl \(source 1 of 6\): \d+/4", result.stderr), result.stderr
+    assert _uncounted(result.stderr, ("auto: scoring with ppl", "auto: held-out", "auto: refinement")) == []
+
+
+def test_replace_block_counts_its_capture_and_its_training(tiny, tmp_path, fast_heartbeat, phases, monkeypatch):
+    """`prune --replace block` showed "Fitting the block replacement: ... so far" for 17 minutes: the capture
+    counts windows and the training counts batches (epochs x batches, plus the error passes)."""
+    from shortllm.training import streamline
+
+    original = streamline._train_slot
+
+    def slow_train(*args, **kwargs):
+        tick = args[8]
+
+        def slow_tick():
+            time.sleep(0.01)
+            tick()
+        return original(*args[:8], slow_tick, **kwargs)
+
+    monkeypatch.setattr(streamline, "_train_slot", slow_train)
+    result = run_cli("prune", "-m", tiny["model"], "--blocks", "1,2", "--replace", "block", "--replace-samples", "4",
+                     "--replace-epochs", "2", "--seq-len", "16", "--device", "cpu", "--out", tmp_path / "short")
+    assert result.exit_code == 0, result.output
+    batches = streamline.slot_batches(4, 2)
+    assert any(name.startswith("Running the original model over 4 windows") for name in phases), phases
+    phase = f"Training 1 stand-in block (2 epochs of 4 windows, {batches} batches in all)"
+    assert phase in phases, phases
+    assert re.search(re.escape(phase) + rf": \d+/{batches}, [\d.]+ (s/it|it/s), ETA", result.stderr), result.stderr
+    assert f"/{batches}) in" in result.stderr  # the phase's closing line: done (N/N) in ...
+    assert _uncounted(result.stderr, ("Training 1 stand-in", "Running the original model")) == []

@@ -213,18 +213,16 @@ class Activity:
     def counter(self, name: str | None = None, unit: str = "") -> Callable[[int, int], None]:
         """A ``(done, total)`` callback for core code, counting in phase ``name`` (None: the current phase).
 
-        The first count opens phase ``name``; once the core has named a later phase (its log records with
-        ``phase``), counts go to that phase: the core passes one callback down to every stage of a job, and a
-        later stage's counts (a replacement's fit after scoring) must not bring back the first stage's label.
+        Counts go to the phase current when they come, once a phase has begun since the counter was made (the
+        core names its phases with log records, and a job's later stages, such as a replacement's fit after
+        scoring, or each source of the auto search, count under their own); a first count that comes while the
+        phase is still the one current at the counter's creation opens phase ``name``.
         """
-        opened: list[Any] = []  # the phase this counter opened
+        made_in = self._phase
 
         def count(done: int, total: int) -> None:
             with self._lock:
-                moved_on = bool(opened) and self._phase is not opened[0]
-                self.update(done, total, name=None if moved_on else name, unit=unit)
-                if not opened:
-                    opened.append(self._phase)
+                self.update(done, total, name=name if self._phase is made_in else None, unit=unit)
 
         return count
 

@@ -40,6 +40,8 @@ def removal_perplexities(model: Any, input_ids: torch.Tensor, candidates: Sequen
     Returns:
         ({block: perplexity}, perplexity with only ``skip`` removed).
     """
+    if progress is not None:
+        progress(0, len(candidates))  # the total is known before the full model's pass
     fp = full_pass(model, input_ids, skip=skip, keep_logits=True, batch_size=batch_size)
     base = perplexity(*nll_sum(fp.logits, input_ids))
     del fp.logits

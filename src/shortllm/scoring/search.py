@@ -27,7 +27,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from shortllm.errors import BlockSelectionError, DataError
@@ -262,10 +262,12 @@ def _fit(ctx: ScoreContext, choose: Callable[[int], Sequence[int]], name: str) -
 def _proposals(ctx: ScoreContext, sources: Sequence[str], timings: dict[str, float],
                scores_out: dict[str, ScoreResult]) -> list[tuple[str, list[int]]]:
     found: list[tuple[str, list[int]]] = []
-    for name in sources:
+    for k, name in enumerate(sources, 1):
         criterion = get_criterion(name)
         t = time.perf_counter()
-        result = criterion.run(replace(ctx, progress=lambda d, t: None))
+        # a phase each, counted by the source's own progress (the ppl pass: one count per candidate block)
+        log.info("auto: scoring with %s (source %d of %d)", name, k, len(sources), extra={"phase": True})
+        result = criterion.run(ctx)
         result.extras.setdefault("scored_for", ctx.num_remove)
         timings[name] = round(time.perf_counter() - t, 3)
         scores_out[name] = result
@@ -314,6 +316,8 @@ def auto_criterion(ctx: ScoreContext) -> ScoreResult:
         raise BlockSelectionError("no criterion proposes a removal set of the size asked",
                                   "lower --protect-first/--protect-last, or remove fewer blocks")
     t1 = time.perf_counter()
+    log.info("auto: held-out perplexity of %s", plural(len(candidates), "candidate cut"), extra={"phase": True})
+    ctx.progress(0, len(candidates))
     evaluate = HeldoutEvaluator(ctx.model, ctx.heldout_ids, opts.batch_size)
     for done, cand in enumerate(candidates, 1):
         cand.heldout_ppl = evaluate(cand.removed)
@@ -322,10 +326,17 @@ def auto_criterion(ctx: ScoreContext) -> ScoreResult:
     best = candidates[0]
     winner, winner_ppl, steps = list(best.removed), best.heldout_ppl, []
     t_refine = time.perf_counter()
-    for _ in range(max(opts.refine, 0)):
+    for round_ in range(1, max(opts.refine, 0) + 1):
         around = [s for s in swaps(winner, ctx.candidates) if _restrict(ctx)(s)
                   and (ctx.ratio is None or ctx.param_counts is None or _fits(ctx, s))]
-        tried = sorted(((evaluate(s), s) for s in around), key=lambda x: (x[0], x[1]))
+        log.info("auto: refinement round %d of at most %d (%s)", round_, opts.refine, plural(len(around), "swap"),
+                 extra={"phase": True})
+        tried = []
+        ctx.progress(0, len(around))
+        for done, s in enumerate(around, 1):
+            tried.append((evaluate(s), s))
+            ctx.progress(done, len(around))
+        tried.sort(key=lambda x: (x[0], x[1]))
         if not tried or tried[0][0] >= winner_ppl:
             break
         winner_ppl, winner = tried[0]

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from shortllm.errors import BlockSelectionError
 from shortllm.pruning.replace import ReplaceOptions, runs_of, token_weights
+from shortllm.wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,13 @@ def check_block(config: Any, removed: Sequence[int]) -> None:
         raise BlockSelectionError("--replace block needs removed blocks", "give --blocks, --num-blocks or --ratio")
 
 
-def block_inputs(model: Any, ids: Any, wanted: Sequence[int], batch_size: int) -> dict[int, Any]:
+def block_inputs(model: Any, ids: Any, wanted: Sequence[int], batch_size: int,
+                 progress: Callable[[int, int], None] = lambda d, t: None) -> dict[int, Any]:
     """``{i: [N, T, H]}`` the hidden state entering block ``i`` of the unchanged model for each ``i`` in
     ``wanted`` (``i == n``: the last block's output), kept on the CPU; nothing else is stored. Each forward stops
     at the last wanted block: the blocks after it and the head do not run (for the run 12-18 of a 30-block model
-    that is 11 blocks and the vocabulary projection, about half the forward's work)."""
+    that is 11 blocks and the vocabulary projection, about half the forward's work). ``progress(done, total)``
+    counts windows."""
     import torch
 
     from shortllm.models.arch import blocks_of
@@ -71,6 +74,7 @@ def block_inputs(model: Any, ids: Any, wanted: Sequence[int], batch_size: int) -
     found: dict[int, list] = {i: [] for i in wanted}
     if not found:
         return {}
+    progress(0, ids.shape[0])
     last = max(wanted)
 
     def pre(i):
@@ -94,6 +98,7 @@ def block_inputs(model: Any, ids: Any, wanted: Sequence[int], batch_size: int) -
                     model(ids[start:start + batch_size], use_cache=False)
                 except _Stop:
                     pass
+                progress(min(start + batch_size, ids.shape[0]), ids.shape[0])
     finally:
         for h in handles:
             h.remove()
@@ -101,9 +106,10 @@ def block_inputs(model: Any, ids: Any, wanted: Sequence[int], batch_size: int) -
 
 
 def _train_slot(model: Any, layers: Any, slot: int, x: Any, y: Any, ids: Any, opts: ReplaceOptions,
-                template: Any) -> tuple[float, float]:
+                template: Any, tick: Callable[[], None] = lambda: None) -> tuple[float, float]:
     """Train ``layers[slot]`` to map ``x`` (the run's input) to ``y`` (its output); return the relative error
-    before and after (:func:`block_replace`: per token for ``token``, per batch for ``mse``)."""
+    before and after (:func:`block_replace`: per token for ``token``, per batch for ``mse``). ``tick()`` is
+    called after every batch: :func:`slot_batches` of them."""
     import torch
 
     from shortllm.scoring.capture import bypass
@@ -144,9 +150,12 @@ def _train_slot(model: Any, layers: Any, slot: int, x: Any, y: Any, ids: Any, op
         return (w * (out - target) ** 2).sum() / (w * target ** 2).sum()
 
     def mean_error() -> float:
+        parts = []
         with torch.no_grad():
-            parts = [float(run(torch.arange(i, min(i + TRAIN_BATCH, len(ids))))) * min(TRAIN_BATCH,
-                     len(ids) - i) for i in range(0, len(ids), TRAIN_BATCH)]
+            for i in range(0, len(ids), TRAIN_BATCH):
+                parts.append(float(run(torch.arange(i, min(i + TRAIN_BATCH, len(ids))))) * min(TRAIN_BATCH,
+                                                                                               len(ids) - i))
+                tick()
         return sum(parts) / len(ids)
 
     was_training = model.training
@@ -161,6 +170,7 @@ def _train_slot(model: Any, layers: Any, slot: int, x: Any, y: Any, ids: Any, op
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
+                    tick()
             model.train(was_training)
             after = mean_error()
     finally:
@@ -171,6 +181,12 @@ def _train_slot(model: Any, layers: Any, slot: int, x: Any, y: Any, ids: Any, op
             p.requires_grad_(flags[id(p)])
             p.grad = None
     return before, after
+
+
+def slot_batches(windows: int, epochs: int) -> int:
+    """Batches one slot's training runs: ``epochs`` passes of :data:`TRAIN_BATCH` windows, plus the error
+    measured over every window before and after (forward only)."""
+    return (epochs + 2) * math.ceil(windows / TRAIN_BATCH)
 
 
 def block_replace(ctx: Any) -> dict[str, Any]:
@@ -201,22 +217,35 @@ def block_replace(ctx: Any) -> dict[str, Any]:
     template = block_template(model)
     runs = runs_of(ctx.removed)
     # The original model's activations (every block present, nothing replaced yet), only where runs start and end.
-    acts = block_inputs(model, ids, sorted({i for f, e in runs for i in (f, e + 1)}), max(1, ctx.batch_size))
+    log.info("Running the original model over %d windows (hidden states where the removed runs start and end)",
+             len(ids), extra={"phase": True})
+    acts = block_inputs(model, ids, sorted({i for f, e in runs for i in (f, e + 1)}), max(1, ctx.batch_size),
+                        ctx.progress)
+    per_slot = slot_batches(len(ids), opts.epochs)
+    total, done = per_slot * len(runs), 0
+    log.info("Training %s (%d epochs of %d windows, %d batches in all)", plural(len(runs), "stand-in block"),
+             opts.epochs, len(ids), total, extra={"phase": True})
+    ctx.progress(0, total)
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        ctx.progress(done, total)
+
     record = []
-    for r, (first, last) in enumerate(runs):
+    for first, last in runs:
         source = {"last": last, "first": first, "previous": first - 1}[opts.init]
         if source < 0:
             raise BlockSelectionError(f"--replace block: the run {first}-{last} starts at block 0, so there is no "
                                       "kept block before it to start from", "use the run's own first or last block")
         if source != last:
             layers[last].load_state_dict(layers[source].state_dict())
-        before, after = _train_slot(model, layers, last, acts[first], acts[last + 1], ids, opts, template)
+        before, after = _train_slot(model, layers, last, acts[first], acts[last + 1], ids, opts, template, tick)
         record.append({"blocks": [first, last], "replaced_by": f"block {last}", "init": f"block {source}",
                        "folded_into": f"block {last} (trained, from block {source})",
                        "error_before": round(before, 6), "error_after": round(after, 6)})
         log.info("replacement block for %d-%d (in slot %d, from block %d): relative error (%s) %.4g -> %.4g",
                  first, last, last, source, opts.objective, before, after)
-        ctx.progress(r + 1, len(runs))
     if any(not math.isfinite(r["error_after"]) for r in record):
         raise BlockSelectionError("--replace block: training diverged (the error is not finite)",
                                   "prune without --replace, or use --replace linear")
