@@ -20,13 +20,21 @@ _PANELS = (
 
 @literal_text
 def plot_bench(report: dict[str, Any], path: Path) -> Path:
-    """Draw a 2x2 figure from a bench report (``BenchResult.as_dict()``) and save it as PNG at ``path``.
+    """Draw :func:`bench_figure` of a bench report (``BenchResult.as_dict()``) and save it as PNG at ``path``."""
+    path = Path(path)
+    bench_figure(report).savefig(path, format="png")
+    return path
 
-    Each panel plots one metric against batch size (log scale), one line per model and prompt/generation
-    length; markers are medians and bars span min..max of the repeats. Non-first models are annotated with
-    their measured speedup over the first model with its min..max (paired repeats), and the ideal one from
-    FLOPs, on the decode panel. A result flagged unreliable is drawn with a hollow red-edged marker and its
-    label says so; the title counts the flagged results.
+
+def bench_figure(report: dict[str, Any]) -> Any:
+    """The bench figure: one panel per metric against batch size (log scale), one line per model and
+    prompt/generation length; markers are medians and bars span min..max of the repeats. With several models a
+    panel of each later model's decode speedup over the first follows (paired repeats: median, min..max) beside
+    its ideal from FLOPs, and a panel for the legend; no label is written over the data. A result flagged
+    unreliable is drawn with a hollow red-edged marker; the title counts the flagged results.
+
+    Returns:
+        A ``matplotlib.figure.Figure`` (no pyplot state).
     """
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
@@ -36,44 +44,36 @@ def plot_bench(report: dict[str, Any], path: Path) -> Path:
     series: dict[tuple[str, int, int], list[dict]] = defaultdict(list)
     for r in rows:
         series[(r["model"], r["prompt_len"], r["new_tokens"])].append(r)
-
-    fig = Figure(figsize=(13, 9), dpi=100, layout="constrained")
-    axes = fig.subplots(2, 2)
-    colors = [f"C{i}" for i in range(10)]
-    styles = ["-", "--", ":", "-."]
+    compare = len(models) > 1
+    fig = Figure(figsize=(13, 13 if compare else 9), dpi=100, layout="constrained")
+    axes = fig.subplots(3 if compare else 2, 2)
     batches = sorted({r["batch_size"] for r in rows})
-    for ax, (metric, title, scale, ylabel) in zip(axes.flat, _PANELS, strict=True):
-        for mi, model in enumerate(models):
+
+    def each_line(metric: str, first: int = 0):
+        """(model index, combo index, label, points with a value) of every line of a panel."""
+        for mi, model in enumerate(models[first:], first):
             for ci, (prompt_len, new_tokens) in enumerate(combos):
-                pts = sorted(series[(model, prompt_len, new_tokens)], key=lambda r: r["batch_size"])
-                pts = [p for p in pts if p[metric] is not None]
-                if not pts:
-                    continue
-                x = [p["batch_size"] for p in pts]
-                y = [p[metric] * scale for p in pts]
-                lo = [max(0.0, (p[metric] - p["min"][metric]) * scale) for p in pts]
-                hi = [max(0.0, (p["max"][metric] - p[metric]) * scale) for p in pts]
+                pts = [p for p in sorted(series[(model, prompt_len, new_tokens)], key=lambda r: r["batch_size"])
+                       if p[metric] is not None]
                 label = model if len(combos) == 1 else f"{model} (prompt {prompt_len}, {new_tokens} new)"
-                ax.errorbar(x, y, yerr=[lo, hi], color=colors[mi % 10], linestyle=styles[ci % 4], marker="o",
-                            capsize=4, linewidth=2, label=label)
-                bad = [(xv, yv) for p, xv, yv in zip(pts, x, y, strict=True) if not _trusted(p)]
-                if bad:
-                    ax.plot(*zip(*bad, strict=True), linestyle="none", marker="o", markersize=13,
-                            markerfacecolor="none", markeredgecolor="red", markeredgewidth=2)
-                if metric == "decode_tokens_per_s" and mi > 0:
-                    for p, xv, yv in zip(pts, x, y, strict=True):
-                        if p["speedup"] is not None:
-                            text = f"x{p['speedup']:.2f}"
-                            if p.get("min", {}).get("speedup") is not None:
-                                text += f" [x{p['min']['speedup']:.2f}..x{p['max']['speedup']:.2f}]"
-                            text += f" (ideal x{p['ideal_speedup']:.2f})"
-                            if not _trusted(p):
-                                text += " UNRELIABLE"
-                            last = xv == batches[-1]  # write the last point's label leftwards, inside the panel
-                            note = ax.annotate(text, (xv, yv), textcoords="offset points",
-                                               xytext=(-8 if last else 8, -16), ha="right" if last else "left",
-                                               fontsize=9, color="red" if not _trusted(p) else colors[mi % 10])
-                            note.set_in_layout(False)  # long labels must not shrink the panels
+                if pts:
+                    yield mi, ci, label, pts
+
+    def draw(ax, metric: str, scale: float, pts: list[dict], mi: int, ci: int, label: str) -> None:
+        x = [p["batch_size"] for p in pts]
+        y = [p[metric] * scale for p in pts]
+        lo = [max(0.0, (p[metric] - p["min"][metric]) * scale) if p["min"].get(metric) is not None else 0.0
+              for p in pts]
+        hi = [max(0.0, (p["max"][metric] - p[metric]) * scale) if p["max"].get(metric) is not None else 0.0
+              for p in pts]
+        ax.errorbar(x, y, yerr=[lo, hi], color=_COLORS[mi % 10], linestyle=_STYLES[ci % 4], marker="o",
+                    capsize=4, linewidth=2, label=label)
+        bad = [(xv, yv) for p, xv, yv in zip(pts, x, y, strict=True) if not _trusted(p)]
+        if bad:
+            ax.plot(*zip(*bad, strict=True), linestyle="none", marker="o", markersize=13,
+                    markerfacecolor="none", markeredgecolor="red", markeredgewidth=2)
+
+    def frame(ax, title: str, ylabel: str) -> None:
         ax.set_title(title, fontsize=12)
         ax.set_xlabel("batch size")
         ax.set_ylabel(ylabel)
@@ -81,9 +81,29 @@ def plot_bench(report: dict[str, Any], path: Path) -> Path:
         ax.set_xticks(batches, [str(b) for b in batches])
         ax.minorticks_off()
         ax.grid(True, alpha=0.3)
-        ax.set_ylim(bottom=0)
-        ax.set_xlim(batches[0] / 1.6, batches[-1] * 1.6)  # room for the end labels
-    axes[0][0].legend(fontsize=9, loc="upper left")
+        ax.set_xlim(batches[0] / 1.3, batches[-1] * 1.3)
+
+    for ax, (metric, title, scale, ylabel) in zip(axes.flat, _PANELS):
+        for mi, ci, label, pts in each_line(metric):
+            draw(ax, metric, scale, pts, mi, ci, label)
+        frame(ax, title, ylabel)
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.05)  # room above the highest marker
+    if compare:
+        speed, key = axes[2][0], axes[2][1]
+        speed.axhline(1.0, color="grey", linewidth=1)
+        for mi, ci, label, pts in each_line("speedup", first=1):
+            draw(speed, "speedup", 1.0, pts, mi, ci, f"{label}: measured")
+            ideal = [(p["batch_size"], p["ideal_speedup"]) for p in pts if p.get("ideal_speedup") is not None]
+            if ideal:
+                speed.plot(*zip(*ideal, strict=True), color=_COLORS[mi % 10], linestyle=":", linewidth=1.5,
+                           marker="_", markersize=14, label=f"{label}: ideal (FLOPs)")
+        frame(speed, f"Decode speedup over {models[0]} (paired repeats)", "x (1 = as fast)")
+        key.axis("off")
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        more_handles, more_labels = speed.get_legend_handles_labels()
+        key.legend(handles + more_handles, labels + more_labels, loc="center", fontsize=10, frameon=False)
+    else:
+        axes[0][0].legend(fontsize=9, loc="lower left")
 
     env, settings = report["environment"], report["settings"]
     lengths = ", ".join(f"prompt {p} + {n} new tokens" for p, n in combos)
@@ -97,9 +117,11 @@ def plot_bench(report: dict[str, Any], path: Path) -> Path:
         f"paired [min..max]\n{verdict}",
         fontsize=12, color="red" if flagged else "black",
     )
-    path = Path(path)
-    fig.savefig(path, format="png")
-    return path
+    return fig
+
+
+_COLORS = [f"C{i}" for i in range(10)]
+_STYLES = ["-", "--", ":", "-."]
 
 
 def _trusted(row: dict[str, Any]) -> bool:
