@@ -109,11 +109,11 @@ def test_c4_gptq_reads_the_train_slice_of_a_data_dir_without_validation(tmp_path
 def test_eval_records_the_bos_choices(tiny_lm_dir, data_root, tmp_path):
     out = tmp_path / "ev"
     result = run_cli("eval", "-m", tiny_lm_dir, "--ppl", "wikitext2", "--tasks", "none", "--seq-len", "16",
-                     "--limit", "2", "--ppl-bos", "always", "--no-add-bos", "--data-dir", data_root,
-                     "--device", "cpu", "--out", out)
+                     "--limit", "2", "--ppl-bos", "always", "--data-dir", data_root,
+                     "--device", "cpu", "--out", out)  # --no-add-bos: lm-eval's, refused with --tasks none
     assert result.exit_code == 0, result.output
     report = json.loads((out / "eval.json").read_text())
-    assert report["settings"]["ppl_bos"] == "always" and report["settings"]["add_bos"] is False
+    assert report["settings"]["ppl_bos"] == "always" and report["settings"]["add_bos"] is None
     assert report["models"][0]["ppl_details"]["wikitext2"]["ppl_bos"] == "always"
 
 
