@@ -16,8 +16,22 @@ def test_list_names_every_shipped_recipe():
 
     result = run_cli("run", "--list", "--json")
     assert result.exit_code == 0
-    names = [r["name"] for r in json.loads(result.stdout)["recipes"]]
+    rows = json.loads(result.stdout)["recipes"]
+    names = [r["name"] for r in rows]
     assert names == list(shipped_recipes()) and "shortened-llama-ppl-lora" in names
+    # the demo says what it costs (measured); recipes without a measured cost say nothing
+    cost = {r["name"]: r["cost"] for r in rows}
+    assert cost["cpu-demo"].startswith("about 4 minutes on a quiet 2-core CPU")
+    assert cost["shortened-llama-ppl-lora"] is None
+
+
+def test_the_cost_is_shown_before_the_commands_and_must_be_text(tmp_path):
+    result = run_cli("run", "cpu-demo", "--show")
+    assert result.stdout.splitlines()[0].startswith("# expected cost: about 4 minutes")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\ncost: 5\nstages:\n  prune: {ratio: 0.2}\n")
+    result = run_cli("run", recipe, "--show")
+    assert result.exit_code == 2 and "'cost' must be text" in result.stderr
 
 
 def test_show_prints_each_stage_as_the_cli_command_it_runs(tmp_path):
@@ -63,6 +77,7 @@ def test_the_cpu_demo_recipe_runs_end_to_end_shrunk(tmp_path, demo_dir):
     args = ["run", "cpu-demo", "--out", tmp_path / "demo"] + [a for s in shrink for a in ("--set", s)]
     result = run_cli(*args)
     assert result.exit_code == 0, result.stderr
+    assert result.stderr.startswith("[cpu-demo] expected cost: about 4 minutes")  # before the first stage
     run = tmp_path / "demo"
     report = json.loads((run / "report.json").read_text())
     assert [m["name"] for m in report["models"]] == ["original", "pruned", "healed"]

@@ -67,6 +67,10 @@ def run(
         _show(request)
         return
 
+    if loaded.cost and not state["quiet"]:
+        err_console.print(f"[{loaded.name}] expected cost: {loaded.cost}", markup=False, highlight=False,
+                          soft_wrap=True)
+
     def on_stage(stage: str, event: str, detail: str) -> None:
         if not state["quiet"]:
             err_console.print(f"[{stage}] {detail}", markup=False, highlight=False, soft_wrap=True)
@@ -94,12 +98,13 @@ def _list(recipes: dict[str, Path], json_out: bool) -> None:
     for name, path in recipes.items():
         r = load_recipe(path)
         rows.append({"name": name, "description": r.description, "stages": list(r.stages),
-                     "paper": r.source.get("paper", "")})
+                     "paper": r.source.get("paper", ""), "cost": r.cost or None})
     if json_out:
         print_json({"recipes": rows})
         return
     for row in rows:
-        console.print(f"{row['name']}: {row['description']} [{' -> '.join(row['stages'])}]", markup=False,
+        cost = f" Cost: {row['cost']}." if row["cost"] else ""
+        console.print(f"{row['name']}: {row['description']} [{' -> '.join(row['stages'])}]{cost}", markup=False,
                       highlight=False, soft_wrap=True)
 
 
@@ -108,6 +113,8 @@ def _show(request) -> None:
 
     from shortllm.pipeline.runner import stage_args
 
+    if request.recipe.cost:
+        console.print(f"# expected cost: {request.recipe.cost}", markup=False, highlight=False, soft_wrap=True)
     for stage in request.recipe.stages:
         args = stage_args(request, stage) + ["--out", str(request.out / stage)]
         console.print(_shlex.join(["shortllm", stage, *args]), markup=False, highlight=False, soft_wrap=True)

@@ -5,6 +5,7 @@ A recipe (docs/recipes.md)::
     name: cpu-demo
     description: the whole pipeline on the embedded model
     source: {paper: "...", code: "..."}
+    cost: "3 min 36 s on a quiet 2-core CPU, peak memory 1.95 GB (measured ...)"
     model: smollm2-135m
     stages:
       score: {criterion: ppl, samples: 10}
@@ -28,7 +29,8 @@ from typing import Any
 from shortllm.errors import RecipeError
 from shortllm.pipeline.verbs import RESERVED, STAGES, OptionSpec, verb_options
 
-TOP_KEYS = {"name": str, "description": str, "source": dict, "model": str, "notes": str, "stages": dict}
+TOP_KEYS = {"name": str, "description": str, "source": dict, "cost": str, "model": str, "notes": str,
+            "stages": dict}
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Recipe:
     description: str = ""
     source: dict[str, str] = field(default_factory=dict)
     notes: str = ""
+    cost: str = ""  # what one run costs, as measured (time, machine, memory): shown before it runs and by --list
     lines: dict[tuple[str, str], int] = field(default_factory=dict)  # (stage, key) -> line, for messages
 
 
@@ -176,7 +179,7 @@ def load_recipe(path: Path, text: str | None = None) -> Recipe:
     recipe = Recipe(name=top.get("name") or path.stem, path=str(path),
                     sha256=hashlib.sha256(text.encode()).hexdigest(), model=top.get("model"), stages=stages,
                     description=top.get("description", ""), source=top.get("source") or {},
-                    notes=top.get("notes", ""), lines=lines)
+                    notes=top.get("notes", ""), cost=top.get("cost", ""), lines=lines)
     check_required(recipe)
     return recipe
 
