@@ -83,6 +83,11 @@ CASES = [
      "only applies when held-out rows are split from --data"),
     (["retrain", "-M", "cpt", "--save-every", "0", "--keep-checkpoints", "3", "--out", "o"], "--keep-checkpoints "
      "only applies when checkpoints are written"),
+    (["score", "--overwrite"], "--overwrite only applies when --out is written"),
+    (["prune", "--blocks", "3", "--dry-run", "--out", "o", "--overwrite"], "--overwrite only applies when --out is "
+     "written (not without --out, nor with --dry-run)"),
+    (["eval", "--overwrite"], "--overwrite only applies when --out is written"),
+    (["bench", "--overwrite"], "--overwrite only applies when --out is written"),
     (["run", "--list", "--show"], "--show only applies without --list. Drop --show: --list only lists"),
     (["run", "--list", "cpu-demo"], "the recipe argument only applies without --list"),
     (["run", "cpu-demo", "--show", "--json"], "--json only applies without --show"),
@@ -106,6 +111,8 @@ ACCEPTED = [
     ["retrain", "-M", "kd", "--kd-hidden", "nmse", "--kd-hidden-weight", "2", "--kd-alpha", "0.5", "--out", "o"],
     ["retrain", "-M", "cpt", "--save-every", "0", "--stop-after", "5", "--keep-checkpoints", "1", "--out", "o"],
     ["run", "--list", "--json"],
+    ["bench", "--out", "b", "--overwrite"],
+    ["prune", "--blocks", "3", "--dry-run", "--out", "o"],
     ["run", "cpu-demo", "--show", "--set", "retrain.max-steps=2"],
 ]
 

@@ -366,6 +366,8 @@ VALUE_CASES = [
     (["retrain", "-M", "kd", "--kd-alpha", "2", "--out", "x"], "--kd-alpha 2 must be within 0..1"),
     (["bench", "--repeats", "0"], "--repeats must be at least 1, got 0"),
     (["eval", "--dtype", "float8", "--tasks", "none"], "unknown dtype 'float8'"),
+    (["score", "--revision", "v2", "--out", "x"], "--revision v2 only applies to hub models, and smollm2-135m is not"),
+    (["bench", "-m", "a.gguf", "--revision", "v2"], "--revision v2 only applies to hub models, and a.gguf is not"),
 ]
 
 

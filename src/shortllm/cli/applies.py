@@ -111,7 +111,10 @@ def _criterion_rules(scoring: Callable[[Values], bool]) -> list[Applies]:
 
 
 TEXT_FREE = "to criteria that read calibration text, not {criterion}"
-SCORE = [*_criterion_rules(lambda v: True), Applies(CALIBRATION, _reads_text, TEXT_FREE)]
+# --overwrite replaces a non-empty --out folder: without one (or with --dry-run) there is nothing to replace
+OVERWRITE = Applies(("overwrite",), lambda v: v["out"] is not None and not v.get("dry_run"),
+                    "when --out is written (not without --out, nor with --dry-run)")
+SCORE = [*_criterion_rules(lambda v: True), Applies(CALIBRATION, _reads_text, TEXT_FREE), OVERWRITE]
 
 
 def _prune_scores_now(v: Values) -> bool:
@@ -141,6 +144,7 @@ PRUNE = [
     # a GGUF-to-GGUF prune copies bytes: only scoring loads the model
     Applies(("dtype", "device", "device_map", "kernels"), lambda v: not _gguf_out(v) or _prune_scores_now(v),
             "when a model is loaded: a GGUF output from --blocks or --scores copies the source's bytes"),
+    OVERWRITE,
 ]
 
 
@@ -171,7 +175,9 @@ EVAL = [
     Applies(("text_field",), lambda v: bool(_ppl_names(v)), "to --ppl files (with --ppl none no text is read)"),
     Applies(("add_bos", "num_fewshot", "include_path"), _tasks, "to lm-eval tasks (--tasks none runs none)"),
     Applies(("max_new_tokens",), lambda v: v["generate"] is not None, "with --generate"),
+    OVERWRITE,
 ]
+BENCH = [OVERWRITE]
 
 RETRAIN = [
     Applies(("lora_r", "lora_alpha", "lora_dropout", "lora_targets"), lambda v: v["method"] == "lora",
@@ -195,4 +201,4 @@ RUN = [
     Applies(("json_out",), lambda v: not v["show"], "without --show (it prints the stage commands)"),
 ]
 
-BY_VERB = {"score": SCORE, "prune": PRUNE, "retrain": RETRAIN, "eval": EVAL, "run": RUN}
+BY_VERB = {"score": SCORE, "prune": PRUNE, "retrain": RETRAIN, "eval": EVAL, "bench": BENCH, "run": RUN}

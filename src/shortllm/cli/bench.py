@@ -9,8 +9,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from shortllm.cli import applies
 from shortllm.cli.options import (DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelsOpt, OutOpt, OverwriteOpt,
-                                  KernelsOpt, RevisionOpt, SeedOpt, TrustRemoteCodeOpt, load_settings)
+                                  KernelsOpt, RevisionOpt, SeedOpt, TrustRemoteCodeOpt, early_checks,
+                                  load_settings)
 from shortllm.cli.output import activity, console, err_console, print_json, print_path, state
 
 BatchSizesOpt = Annotated[str, typer.Option("--batch-sizes", help="Batch sizes to sweep, e.g. 1,8.")]
@@ -28,6 +30,7 @@ MaxSpreadOpt = Annotated[float, typer.Option(
 
 
 def bench(
+    ctx: typer.Context,
     model: ModelsOpt = None,
     batch_sizes: BatchSizesOpt = "1,8",
     prompt_len: PromptLenOpt = "64",
@@ -68,6 +71,9 @@ def bench(
       shortllm bench -m pruned/ --out bench/ --json
       shortllm bench -m Qwen/Qwen2.5-0.5B -m qwen-short/ --device cuda --dtype bfloat16 --batch-sizes 1,8,32
     """
+    applies.check_given(ctx, applies.BENCH)
+    settings = load_settings(dtype, device, device_map, trust_remote_code, revision, kernels)
+    early_checks(settings, models=list(model or [None]))
     from shortllm.benchmark.run import BenchRequest, parse_sizes, run_bench
 
     request = BenchRequest(
@@ -76,8 +82,7 @@ def bench(
         prompt_lens=parse_sizes(prompt_len, "--prompt-len"),
         new_tokens=parse_sizes(new_tokens, "--new-tokens"),
         warmup=warmup, repeats=repeats, threads=threads, seed=seed, max_spread=max_spread,
-        settings=load_settings(dtype, device, device_map, trust_remote_code, revision, kernels),
-        out=out, overwrite=overwrite, command=shlex.join(["shortllm", *sys.argv[1:]]),
+        settings=settings, out=out, overwrite=overwrite, command=shlex.join(["shortllm", *sys.argv[1:]]),
     )
     with _progress() as advance:
         result = run_bench(request, progress=advance)

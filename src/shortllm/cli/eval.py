@@ -23,6 +23,7 @@ from shortllm.cli.options import (
     SeedOpt,
     TextFieldOpt,
     KernelsOpt, TrustRemoteCodeOpt,
+    early_checks,
     load_settings,
 )
 from shortllm.cli.output import activity, console, print_json, print_path, progress_bar
@@ -113,6 +114,8 @@ def eval(
       shortllm eval -m healed/ --data-dir ../shared/data --out eval-healed/ --json
     """
     applies.check_given(ctx, applies.EVAL)
+    settings = load_settings(dtype, device, device_map, trust_remote_code, revision, kernels)
+    early_checks(settings, models=list(model or [None]))
     from shortllm.evaluation.lmeval import parse_tasks
     from shortllm.evaluation.run import EvalRequest, parse_ppl, run_eval
 
@@ -122,8 +125,7 @@ def eval(
         add_bos=add_bos, limit=limit,
         batch_size=batch_size, num_fewshot=num_fewshot, seed=seed, data_dir=data_dir, text_field=text_field,
         include_paths=list(include_path or []), generate=generate, max_new_tokens=max_new_tokens,
-        settings=load_settings(dtype, device, device_map, trust_remote_code, revision, kernels),
-        out=out, overwrite=overwrite, command=shlex.join(["shortllm", *sys.argv[1:]]),
+        settings=settings, out=out, overwrite=overwrite, command=shlex.join(["shortllm", *sys.argv[1:]]),
     )
     with activity("Evaluating"):  # loading each model, each perplexity and lm-eval run: a phase of it
         report = run_eval(request, phase=progress_bar)

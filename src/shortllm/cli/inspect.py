@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shortllm.cli.options import JsonOpt, ModelOpt, RevisionOpt, TrustRemoteCodeOpt
+from shortllm.cli.options import JsonOpt, ModelOpt, RevisionOpt, TrustRemoteCodeOpt, early_checks
 from shortllm.cli.output import console, human, print_json, status
 
 
@@ -28,6 +28,7 @@ def inspect(
     from shortllm.models.summary import describe
 
     settings = LoadSettings(trust_remote_code=trust_remote_code, revision=revision)
+    early_checks(settings, models=[model])
     with status("Reading the model config"):
         info = describe(model, settings)
     if json_out:

@@ -107,7 +107,8 @@ OffloadOpt = Annotated[Optional[bool], typer.Option(
     show_default=False)]
 
 
-def early_checks(settings=None, *, ratio: float | None = None, num_blocks: int | None = None, scoring=None,
+def early_checks(settings=None, *, models: list | None = None, ratio: float | None = None,
+                 num_blocks: int | None = None, scoring=None,
                  replace: str | None = None, replace_options=None, max_shard_size: str | None = None,
                  output: tuple | None = None) -> None:
     """The core's checks of option values that need no model, run before torch or a config is loaded (imports and
@@ -117,9 +118,11 @@ def early_checks(settings=None, *, ratio: float | None = None, num_blocks: int |
 
     check_size(ratio, num_blocks)
     if settings is not None:
-        from shortllm.models.loading import check_names
+        from shortllm.models.loading import check_names, check_revision
 
         check_names(settings)
+        if models is not None:  # the models of the run, when all are known before loading
+            check_revision(models, settings.revision)
     if scoring is not None:
         from shortllm.data.sampling import check_calibration_sizes
         from shortllm.scoring.options import check_options

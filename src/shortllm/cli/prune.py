@@ -143,7 +143,7 @@ def prune(
     replace_options = _replace_options(samples=replace_samples, ridge=replace_ridge, objective=replace_objective,
                                        epochs=replace_epochs, lr=replace_lr, init=replace_init)
     scoring_now = blocks is None and scores is None
-    early_checks(settings, ratio=ratio, num_blocks=num_blocks, scoring=scoring if scoring_now else None,
+    early_checks(settings, models=[model], ratio=ratio, num_blocks=num_blocks, scoring=scoring if scoring_now else None,
                  replace=replace, replace_options=replace_options, max_shard_size=max_shard_size,
                  output=(out, out_format))
     from shortllm.pruning.plan import parse_blocks

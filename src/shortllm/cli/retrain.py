@@ -22,6 +22,7 @@ from shortllm.cli.options import (
     SeedOpt,
     TextFieldOpt,
     KernelsOpt, TrustRemoteCodeOpt,
+    early_checks,
     load_settings,
 )
 from shortllm.cli.output import activity, console, duration, print_json, print_path, state
@@ -208,6 +209,9 @@ def retrain(
         command=shlex.join(["shortllm", *sys.argv[1:]]),
     )
     validate(cfg)  # the option values, before torch and the training code are imported (seconds)
+    # kd without --teacher reads its teacher from the pruned folder's manifest: a hub id, perhaps
+    early_checks(cfg.settings, models=None if method == "kd" and teacher is None else
+                 [model, *([teacher] if teacher else [])])
     from shortllm.training.run import retrain as run_retrain
 
     # Ctrl-C comes out of run_retrain as errors.Interrupted naming the checkpoint kept (exit code 130).

@@ -72,7 +72,7 @@ def score(
                             samples, seq_len, seed, add_bos, offload, search_tokens, refine, search_sleb, plus=plus,
                             sleb_barriers=sleb_barriers)
     settings = load_settings(dtype, device, device_map, trust_remote_code, revision, kernels)
-    early_checks(settings, ratio=ratio, num_blocks=num_blocks, scoring=options)
+    early_checks(settings, models=[model], ratio=ratio, num_blocks=num_blocks, scoring=options)
     from shortllm.scoring.run import ScoreRequest, run_score
 
     request = ScoreRequest(model=model, out=out, num_blocks=num_blocks, ratio=ratio, overwrite=overwrite,

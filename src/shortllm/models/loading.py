@@ -127,6 +127,27 @@ def resolve_source(spec: str | None, revision: str | None = None) -> ModelSource
     return ModelSource(spec, "hub", spec, revision)
 
 
+def is_hub_id(spec: str | None) -> bool:
+    """Whether ``resolve_source`` would read ``spec`` from the hub (not the alias, a .gguf, or a local path);
+    nothing is resolved or converted."""
+    if spec is None or spec == demo.DEMO_ALIAS:
+        return False
+    path = Path(spec).expanduser()
+    return not (path.suffix == ".gguf" or path.exists() or _looks_like_path(spec))
+
+
+def check_revision(specs: list[str | None], revision: str | None) -> None:
+    """Refuse ``--revision`` when no model of the run comes from the hub (it would be ignored).
+
+    Raises:
+        ModelLoadError: naming the models.
+    """
+    if revision is not None and not any(is_hub_id(spec) for spec in specs):
+        names = ", ".join(spec or demo.DEMO_ALIAS for spec in specs)
+        raise ModelLoadError(f"--revision {revision} only applies to hub models, and {names} "
+                             f"{'is' if len(specs) == 1 else 'are'} not", "drop --revision")
+
+
 def model_paths(spec: str | None) -> list[Path]:
     """The local files a model spec reads, found without loading or converting anything, for output-overlap
     checks: the folder (and the targets of symlinked files in it, as in the hub cache layout), the ``.gguf``
