@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, machine  # noqa: E402
 
 from shortllm.models.loading import LoadSettings, load_model  # noqa: E402
-from shortllm.scoring.base import ScoreContext, get_criterion  # noqa: E402
+from shortllm.scoring.base import ScoreContext  # noqa: E402
+from shortllm.scoring.registry import get_criterion  # noqa: E402
 from shortllm.scoring.run import Calibration, calibration_ids  # noqa: E402
 from shortllm.scoring.sweep import open_stream  # noqa: E402
 from shortllm.scoring.sweep_criteria import run_layerwise  # noqa: E402

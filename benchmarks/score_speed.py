@@ -24,7 +24,8 @@ from _common import emit, machine  # noqa: E402
 from shortllm.models.arch import blocks_of  # noqa: E402
 from shortllm.models.loading import LoadSettings, load_model  # noqa: E402
 from shortllm.models.surgery import drop_blocks  # noqa: E402
-from shortllm.scoring.base import ScoreContext, get_criterion  # noqa: E402
+from shortllm.scoring.base import ScoreContext  # noqa: E402
+from shortllm.scoring.registry import get_criterion  # noqa: E402
 from shortllm.scoring.perplexity import nll_sum, perplexity  # noqa: E402
 from shortllm.scoring.run import Calibration, calibration_ids  # noqa: E402
 

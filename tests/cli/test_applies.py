@@ -3,16 +3,13 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from shortllm.cli import applies
 from shortllm.pipeline.verbs import command
-from tests.cli.test_one_line import HEAVY, USAGE_SCRIPT, env  # noqa: F401  (env: the fixture)
+from tests.cli.test_one_line import assert_refused_at_once, env  # noqa: F401  (env: the fixture)
 
 # (argv, the start of the one line after "error: "); each was accepted and ignored before.
 CASES = [
@@ -164,9 +161,9 @@ def test_rules_name_real_options_and_run_on_the_defaults():
 
 def test_the_criterion_lists_match_the_registry():
     """The names checked before torch loads are the registry's (scoring.base.BUILTIN_CRITERIA)."""
-    from shortllm.scoring import REGISTRY, base
+    from shortllm.scoring import REGISTRY, base, registry
 
-    assert base.criterion_names() == list(base.BUILTIN_CRITERIA)
+    assert registry.criterion_names() == list(base.BUILTIN_CRITERIA)
     assert set(applies.TEXT_FREE_CRITERIA) == {name for name, c in REGISTRY.items() if not c.needs_data}
     assert set(applies.NORM_CRITERIA) <= set(REGISTRY)
 
@@ -191,13 +188,4 @@ def test_every_shipped_recipe_passes_its_stages_tables():
 
 
 def test_refusals_come_before_heavy_imports_and_write_nothing(env, tmp_path):  # noqa: F811
-    cases = CASES[::4]
-    out = subprocess.run([sys.executable, "-c", USAGE_SCRIPT, json.dumps([a for a, _ in cases]), json.dumps(HEAVY)],
-                         env=env, capture_output=True, text=True, timeout=120, check=True, cwd=tmp_path)
-    report = json.loads(out.stdout)
-    assert report["heavy"] == [], report["heavy"]
-    for case, (argv, message) in zip(report["cases"], cases):
-        assert case["code"] == 2, case
-        assert case["stderr"].splitlines() == [case["stderr"].strip()], case
-        assert case["stderr"].startswith(f"error: {message}"), case
-    assert list(tmp_path.iterdir()) == []
+    assert_refused_at_once(CASES[::4], env, tmp_path)

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import termios
 import time
+from pathlib import Path
 
 import pytest
 
@@ -375,14 +376,18 @@ def test_bad_values_are_refused_before_heavy_imports(env, tmp_path):
     """A value no model could make valid is refused before torch, transformers or the model's config load
     (it took 10-60 s: the config was read first). --max-shard-size is read by huggingface_hub's own size parser
     (40 ms to import), the one light library allowed here."""
-    heavy = [m for m in HEAVY if m != "huggingface_hub"]
-    out = subprocess.run([sys.executable, "-c", USAGE_SCRIPT, json.dumps([c for c, _ in VALUE_CASES]),
-                          json.dumps(heavy)], env=env, capture_output=True, text=True, timeout=120, check=True,
-                         cwd=tmp_path)
+    assert_refused_at_once(VALUE_CASES, env, tmp_path, heavy=[m for m in HEAVY if m != "huggingface_hub"])
+
+
+def assert_refused_at_once(cases: list, env: dict[str, str], cwd, heavy=HEAVY) -> None:
+    """Each ``(argv, message)`` of ``cases``, run in one fresh interpreter in ``cwd``: exit 2, the one line
+    ``error: message...``, none of ``heavy`` imported, and nothing written in ``cwd``."""
+    out = subprocess.run([sys.executable, "-c", USAGE_SCRIPT, json.dumps([c for c, _ in cases]), json.dumps(heavy)],
+                         env=env, capture_output=True, text=True, timeout=120, check=True, cwd=cwd)
     report = json.loads(out.stdout)
     assert report["heavy"] == [], report["heavy"]
-    for case, (argv, message) in zip(report["cases"], VALUE_CASES):
+    for case, (argv, message) in zip(report["cases"], cases):
         assert case["code"] == 2, case
         assert case["stderr"].splitlines() == [case["stderr"].strip()], case
         assert case["stderr"].startswith(f"error: {message}"), case
-    assert list(tmp_path.iterdir()) == []
+    assert list(Path(cwd).iterdir()) == []

@@ -15,7 +15,7 @@ from shortllm.errors import BlockSelectionError
 from shortllm.models.loading import LoadSettings, load_model
 from shortllm.models.surgery import ParamCount
 from shortllm.pruning.plan import blocks_within_ratio, fit_within_ratio, fits_ratio, smallest_first
-from shortllm.scoring import base as registry
+from shortllm.scoring import registry
 
 from shortllm.scoring.run import Calibration, ScoreOptions, protected_blocks, removal_from_report, score_loaded
 from tests.training.helpers import make_tiny_model_with_tokenizer
@@ -24,7 +24,7 @@ NUM_BLOCKS = 8
 
 
 def _criteria() -> list[str]:
-    return registry.criterion_names()  # registers every criterion
+    return registry.criterion_names()
 
 
 @pytest.fixture(scope="module")

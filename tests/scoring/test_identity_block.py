@@ -5,7 +5,8 @@ import torch
 
 from shortllm.models.arch import blocks_of
 from shortllm.models.loading import LoadSettings, load_model
-from shortllm.scoring.base import ScoreContext, get_criterion
+from shortllm.scoring.base import ScoreContext
+from shortllm.scoring.registry import get_criterion
 from shortllm.scoring.run import Calibration, calibration_ids
 
 IDENTITY = 10

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from shortllm.scoring.base import get_criterion
+from shortllm.scoring.registry import get_criterion
 from shortllm.scoring.run import Calibration, default_protection, resolve_add_bos
 from tests.conftest import run_cli
 from tests.tiny_models import tiny_config

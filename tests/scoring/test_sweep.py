@@ -9,7 +9,8 @@ import torch
 
 from shortllm.errors import UnsupportedArchitectureError
 from shortllm.models.loading import LoadSettings, load_model
-from shortllm.scoring.base import ScoreContext, get_criterion
+from shortllm.scoring.base import ScoreContext
+from shortllm.scoring.registry import get_criterion
 from shortllm.scoring.sweep import WeightStream, choose_offload, open_stream
 from shortllm.scoring.sweep_criteria import SWEEPS, run_layerwise
 from tests.conftest import run_cli

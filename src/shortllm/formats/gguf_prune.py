@@ -121,7 +121,7 @@ def prune_gguf(req: Any, progress: Any) -> Any:
     from shortllm.models.loading import load_config, resolve_source
     from shortllm.pruning.run import PruneResult
     from shortllm.pruning.select import brief_report, check_mode, select_blocks
-    from shortllm.scoring.base import get_criterion
+    from shortllm.scoring.registry import get_criterion
 
     t0 = time.perf_counter()
     check_mode(req)

@@ -25,7 +25,8 @@ from shortllm.pruning.plan import Plan, plan_from_blocks
 from shortllm.pruning.replace import ReplaceOptions, get_replacement
 from shortllm.pruning.replace import check_options as check_replace_options
 from shortllm.pruning.select import brief_report, check_mode, select_blocks
-from shortllm.scoring.base import Progress, get_criterion
+from shortllm.scoring.base import Progress
+from shortllm.scoring.registry import get_criterion
 from shortllm.scoring.run import ScoreOptions
 
 log = logging.getLogger(__name__)

@@ -99,28 +99,6 @@ def register(criterion: Criterion) -> Criterion:
     return criterion
 
 
-def load_builtins() -> None:
-    """Register the built-in criteria (their modules import torch): once, on the registry's first use."""
-    from shortllm.scoring import perplexity, position, search, similarity, weights  # noqa: F401
-
-
-def get_criterion(name: str) -> Criterion:
-    """Look up a criterion by name.
-
-    Raises:
-        BlockSelectionError: for an unknown name, listing the known ones.
-    """
-    load_builtins()
-    check_criterion_name(name)
-    return REGISTRY[name]
-
-
-def criterion_names() -> list[str]:
-    """Registered criterion names: the built-in ones in :data:`BUILTIN_CRITERIA` order, then any others."""
-    load_builtins()
-    return _in_order(REGISTRY)
-
-
 def _in_order(names) -> list[str]:
     return sorted(names, key=lambda n: (BUILTIN_CRITERIA.index(n) if n in BUILTIN_CRITERIA
                                         else len(BUILTIN_CRITERIA), n))

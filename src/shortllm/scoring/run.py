@@ -12,7 +12,8 @@ from typing import Any
 from shortllm.errors import BlockSelectionError, DataError
 from shortllm.models.arch import blocks_of
 from shortllm.models.loading import Loaded, LoadSettings
-from shortllm.scoring.base import Criterion, Progress, ScoreContext, get_criterion
+from shortllm.scoring.base import Criterion, Progress, ScoreContext
+from shortllm.scoring.registry import get_criterion
 from shortllm.scoring.options import PLUS, Calibration, ScoreOptions, check_options
 from shortllm.scoring.search import heldout_windows
 from shortllm.wording import plural

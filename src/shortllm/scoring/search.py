@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shortllm.errors import BlockSelectionError, DataError
-from shortllm.scoring.base import Criterion, ScoreContext, ScoreResult, get_criterion, register
+from shortllm.scoring.base import REGISTRY, Criterion, ScoreContext, ScoreResult, register
 from shortllm.scoring.options import SearchOptions
 from shortllm.wording import plural
 
@@ -263,7 +263,7 @@ def _proposals(ctx: ScoreContext, sources: Sequence[str], timings: dict[str, flo
                scores_out: dict[str, ScoreResult]) -> list[tuple[str, list[int]]]:
     found: list[tuple[str, list[int]]] = []
     for k, name in enumerate(sources, 1):
-        criterion = get_criterion(name)
+        criterion = REGISTRY[name]  # registered with this module by scoring.registry
         t = time.perf_counter()
         # a phase each, counted by the source's own progress (the ppl pass: one count per candidate block)
         log.info("auto: scoring with %s (source %d of %d)", name, k, len(sources), extra={"phase": True})
