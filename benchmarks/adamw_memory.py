@@ -1,5 +1,5 @@
 """Peak resident memory of one AdamW step: torch's default (foreach) implementation against the fused kernel that
-``retrain`` uses (``shortllm.training.loop.adamw``), on float32 parameters of a given total size.
+``retrain`` uses (``shortllm.optim.adamw``), on float32 parameters of a given total size.
 
 Each implementation runs in a fresh process (so each peak is its own): the parameters and their gradients are
 allocated and two steps taken; then the peak RSS (``VmHWM``) is compared with the resident memory after the
@@ -32,7 +32,7 @@ params = [torch.nn.Parameter(torch.randn(side, side)) for _ in range(max(1, n //
 for p in params:
     p.grad = torch.randn_like(p)
 if impl == 'fused':
-    from shortllm.training.loop import adamw
+    from shortllm.optim import adamw
     opt = adamw(params, lr=1e-4)
 else:
     opt = torch.optim.AdamW(params, lr=1e-4, foreach=True)

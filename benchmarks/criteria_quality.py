@@ -32,7 +32,8 @@ from shortllm.evaluation.perplexity import perplexity  # noqa: E402
 from shortllm.models.loading import LoadSettings, load_model  # noqa: E402
 from shortllm.models.surgery import count_params, drop_blocks  # noqa: E402
 from shortllm.pruning.plan import blocks_requested, fit_within_ratio  # noqa: E402
-from shortllm.pruning.replace import ReplaceContext, ReplaceOptions, get_replacement  # noqa: E402
+from shortllm.pruning.replace import ReplaceContext, ReplaceOptions  # noqa: E402
+from shortllm.pruning.replacements import get_replacement  # noqa: E402
 from shortllm.scoring.registry import criterion_names  # noqa: E402
 from shortllm.scoring.run import Calibration, ScoreOptions, calibration_ids, removal_from_report  # noqa: E402
 from shortllm.scoring.run import score_loaded  # noqa: E402

@@ -260,7 +260,7 @@ def test_auto_counts_each_of_its_phases(tiny, tmp_path, fast_heartbeat, slow_sco
 def test_replace_block_counts_its_capture_and_its_training(tiny, tmp_path, fast_heartbeat, phases, monkeypatch):
     """`prune --replace block` showed "Fitting the block replacement: ... so far" for 17 minutes: the capture
     counts windows and the training counts batches (epochs x batches, plus the error passes)."""
-    from shortllm.training import streamline
+    from shortllm.pruning import streamline
 
     original = streamline._train_slot
 

@@ -214,7 +214,7 @@ def test_ratio_and_count_choose_on_the_dequantized_scores_and_keep_the_pattern(t
 
 
 def test_a_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
-    import shortllm.formats.gguf_prune as job
+    import shortllm.pruning.gguf as job
 
     src = write_tiny_gguf(tmp_path / "llama.gguf")
 

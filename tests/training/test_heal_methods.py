@@ -15,7 +15,7 @@ from shortllm.errors import TrainingError
 from shortllm.training import retrain
 from shortllm.training.config import KDOptions
 from shortllm.training.freeze import cuts_of, freeze_except, resolve_blocks
-from shortllm.training.loop import param_groups
+from shortllm.optim import param_groups
 from tests.tiny_models import tiny_model
 from tests.training.helpers import quick_config, torchrun
 

@@ -77,7 +77,7 @@ def test_every_training_optimizer_is_fused_where_torch_has_the_kernel(pruned_tin
 
 
 def test_fused_adamw_steps_like_the_default(tmp_path):
-    from shortllm.training.loop import adamw
+    from shortllm.optim import adamw
 
     torch.manual_seed(0)
     a = [torch.nn.Parameter(torch.randn(64, 32)), torch.nn.Parameter(torch.randn(32))]

@@ -130,7 +130,8 @@ def early_checks(settings=None, *, models: list | None = None, ratio: float | No
         check_options(scoring)
         check_calibration_sizes(scoring.calibration.samples, scoring.calibration.seq_len)
     if replace is not None:
-        from shortllm.pruning.replace import check_options as check_replace, get_replacement
+        from shortllm.pruning.replace import check_options as check_replace
+        from shortllm.pruning.replacements import get_replacement
 
         get_replacement(replace)
         check_replace(replace_options)

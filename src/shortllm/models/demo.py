@@ -162,7 +162,7 @@ def gguf_to_hf_dir(gguf_path: Path, out_dir: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from shortllm.models.loading import from_pretrained_strict
+    from shortllm.models.strict import from_pretrained_strict
 
     logger.info("Converting %s to safetensors (once, about 30 s): reading and dequantizing the GGUF",
                 gguf_path.name, extra=_PHASE)

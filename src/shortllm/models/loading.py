@@ -14,28 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shortllm.errors import DeviceError, ModelLoadError, reason
+from shortllm.errors import ModelLoadError, reason
 from shortllm.models import demo
-from shortllm.wording import plural
+# the load options and the strict door, re-exported under the names callers have always imported from here
+from shortllm.models.settings import (DEVICES, DTYPES, LoadSettings, check_kernels, check_names,  # noqa: F401
+                                      check_settings, resolve_device, resolve_dtype)
+from shortllm.models.strict import check_loading_info, from_pretrained_strict  # noqa: F401
 
 log = logging.getLogger(__name__)
-
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-
-
-@dataclass(frozen=True)
-class LoadSettings:
-    """How to load a model; built by the CLI from the shared options."""
-
-    dtype: str = "auto"
-    device: str = "auto"
-    device_map: str | None = None
-    trust_remote_code: bool = False
-    revision: str | None = None
-    # transformers' Hub kernels (``use_kernels``); off unless asked: see :func:`from_pretrained_strict`.
-    kernels: bool = False
-
 
 @dataclass(frozen=True)
 class ModelSource:
@@ -230,56 +216,6 @@ def load_config(source: ModelSource, trust_remote_code: bool = False) -> Any:
         raise ModelLoadError(f"cannot read the config of '{source.spec}': {first}", "check config.json") from err
 
 
-def resolve_device(device: str) -> str:
-    """Turn ``auto|cpu|cuda|mps`` (or ``cuda:N``) into a concrete available device.
-
-    Raises:
-        DeviceError: unknown device or not available on this machine.
-    """
-    import torch
-
-    check_names(LoadSettings(device=device))
-    base = device.split(":")[0]
-    if base == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if base == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("--device cuda was asked for but CUDA is not available here", "use --device cpu")
-    if base == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise DeviceError("--device mps was asked for but MPS is not available here", "use --device cpu")
-    return device
-
-
-def resolve_dtype(dtype: str) -> Any:
-    """``auto`` (the checkpoint's own dtype) or a torch dtype for ``float32|bfloat16|float16``.
-
-    Raises:
-        DeviceError: for an unknown dtype name.
-    """
-    import torch
-
-    check_names(LoadSettings(dtype=dtype))
-    return "auto" if dtype == "auto" else getattr(torch, dtype)
-
-
-def check_names(settings: LoadSettings) -> None:
-    """The spelling of ``--dtype`` and ``--device`` (not whether the device exists here) and whether ``--kernels``
-    can be honoured, without torch: for the checks that run before anything heavy.
-
-    Raises:
-        DeviceError: an unknown name, listing the known ones; ``--kernels`` that cannot be honoured.
-    """
-    if settings.dtype not in DTYPES:
-        raise DeviceError(f"unknown dtype '{settings.dtype}'", f"use one of {', '.join(DTYPES)}")
-    if settings.device.split(":")[0] not in DEVICES:
-        raise DeviceError(f"unknown device '{settings.device}'", f"use one of {', '.join(DEVICES)}")
-    if settings.kernels:
-        check_kernels()
-
-
 def fingerprint(source: ModelSource, config: Any) -> str:
     """A short, stable identity of a model: config plus weight file names and sizes (or hub commit)."""
     h = hashlib.sha256()
@@ -290,31 +226,6 @@ def fingerprint(source: ModelSource, config: Any) -> str:
     else:
         h.update(f"{source.path}@{getattr(config, '_commit_hash', None) or source.revision}".encode())
     return h.hexdigest()[:16]
-
-
-def check_settings(settings: LoadSettings) -> str:
-    """Validate dtype, device and the kernels choice before any slow work; returns the resolved device."""
-    check_names(settings)
-    return resolve_device(settings.device)
-
-
-def check_kernels() -> None:
-    """Check that ``--kernels`` can be honoured: the ``kernels`` package is installed and the environment does not
-    switch Hub kernels off (transformers would then drop the request with a warning only).
-
-    Raises:
-        DeviceError: naming the missing package or the environment variable.
-    """
-    import importlib.util
-    import os
-
-    value = os.environ.get("USE_HUB_KERNELS", "YES")  # transformers' default and its reading of the variable
-    if value.strip().lower() not in ("true", "1", "y", "yes", "on"):
-        raise DeviceError(f"--kernels was given but USE_HUB_KERNELS={value} switches Hub kernels off",
-                          "unset USE_HUB_KERNELS, or leave out --kernels")
-    if importlib.util.find_spec("kernels") is None:
-        raise DeviceError("--kernels needs the 'kernels' package, which is not installed",
-                          "install it (pip install kernels), or leave out --kernels")
 
 
 def load_model(spec: str | None, settings: LoadSettings = LoadSettings()) -> Loaded:
@@ -453,113 +364,6 @@ def check_text_path(model: Any, spec: str) -> None:
             "need that path",
             "use a transformers version whose text-only forward works for this class",
         ) from err
-
-
-def _first(keys: Any, few: int = 3) -> str:
-    names = sorted(k if isinstance(k, str) else k[0] for k in keys)
-    return ", ".join(names[:few]) + (", ..." if len(names) > few else "")
-
-
-def check_loading_info(info: dict[str, Any], spec: str) -> None:
-    """Refuse a load that did not cover the model exactly.
-
-    ``info`` is the loading report of ``from_pretrained(..., output_loading_info=True)``. transformers already
-    leaves out of it the keys the architecture declares ignorable (``_keys_to_ignore_on_load_*``, a tied head
-    absent from the file), so anything left means freshly initialised or dropped weights.
-
-    Raises:
-        ModelLoadError: naming how many tensors are missing, unexpected or of the wrong shape, and the first few.
-    """
-    missing, unexpected = info.get("missing_keys") or (), info.get("unexpected_keys") or ()
-    mismatched, errors = info.get("mismatched_keys") or (), info.get("error_msgs") or ()
-    problems = []
-    if missing:
-        problems.append(f"{plural(len(missing), 'missing tensor')} (e.g. {_first(missing)})")
-    if unexpected:
-        problems.append(f"{plural(len(unexpected), 'unexpected tensor')} (e.g. {_first(unexpected)})")
-    if mismatched:
-        key, found, wanted = sorted(mismatched, key=lambda m: m[0])[0]
-        problems.append(f"{plural(len(mismatched), 'tensor')} of the wrong shape (e.g. {key}: {tuple(found)} in the file, "
-                        f"{tuple(wanted)} in the model)")
-    if errors:
-        problems.append(f"{plural(len(errors), 'load error')} ({' '.join(str(errors[0]).split())[:120]})")
-    if not problems:
-        return
-    prefix = _common_prefix_hint(missing, unexpected)
-    raise ModelLoadError(
-        f"the weights of '{spec}' do not match its architecture: " + "; ".join(problems)
-        + (f"; every unexpected name starts with '{prefix}'" if prefix else ""),
-        ("strip the prefix from the tensor names (e.g. merge and save the adapter with peft first)" if prefix
-         else "check that config.json belongs to these weights and that no shard is missing or truncated"),
-    )
-
-
-def _common_prefix_hint(missing: Any, unexpected: Any) -> str | None:
-    """The extra prefix every unexpected key carries when it explains the missing keys (adapter tooling)."""
-    if not missing or not unexpected:
-        return None
-    first = min(unexpected)
-    for m in missing:
-        if first.endswith("." + m):
-            prefix = first[: -len(m)]
-            if all(k.startswith(prefix) for k in unexpected):
-                return prefix
-    return None
-
-
-def from_pretrained_strict(path: str, spec: str, model_class: Any = None, *, kernels: bool = False,
-                           **kwargs: Any) -> Any:
-    """``from_pretrained`` that refuses a checkpoint not covering the model exactly, with the library defaults
-    that change what is computed set by us.
-
-    Every place shortllm loads weights goes through here (local, hub, alias, GGUF conversion, teachers, the
-    reload check, the meta-device coverage check), so a model whose weights did not load is never pruned,
-    trained or measured, and no installed release decides for us whether layers are swapped for Hub kernels.
-
-    Hub kernels: transformers 5.25 turns ``use_kernels`` on by default (``kernels`` package, unless
-    ``USE_HUB_KERNELS=0``); that replaces modules such as RMSNorm and the MLP with kernels fetched from the Hub,
-    cannot be applied on the meta device (``ValueError: Unsupported device type 'meta'``) and needs the network.
-    shortllm always passes ``use_kernels`` explicitly: False unless ``kernels`` is True, and always False for a
-    load onto the meta device (nothing is computed there).
-
-    Args:
-        path: what ``from_pretrained`` takes (local folder or hub id).
-        spec: the user's model spec, for messages.
-        model_class: the class to load with (default: the architecture table's auto class for the
-            checkpoint's config, ``AutoModelForCausalLM`` or, for a multimodal checkpoint,
-            ``AutoModelForImageTextToText``, so the checkpoint loads as the class it was saved as).
-        kernels: let transformers swap layers for Hub kernels (``--kernels``; GPU users who want speed and
-            accept last-bit differences). Ignored for ``device_map="meta"``.
-        **kwargs: passed to ``from_pretrained`` (``use_kernels`` is refused: pass ``kernels``).
-
-    Raises:
-        ModelLoadError: missing, unexpected or shape-mismatched tensors (see :func:`check_loading_info`);
-            other failures propagate as ``from_pretrained`` raised them.
-    """
-    if "use_kernels" in kwargs:
-        raise TypeError("pass kernels=..., not use_kernels: the loading door decides it")
-    kwargs["use_kernels"] = bool(kernels) and kwargs.get("device_map") != "meta"
-    if model_class is None:
-        from transformers import AutoConfig
-
-        from shortllm.models.arch import auto_class
-
-        model_class = auto_class(AutoConfig.from_pretrained(
-            path, **{k: kwargs[k] for k in ("revision", "trust_remote_code") if k in kwargs}))
-    # Shape mismatches are collected (not raised with a generic message) so the error can name them.
-    try:
-        model, info = model_class.from_pretrained(path, output_loading_info=True, ignore_mismatched_sizes=True,
-                                                  **kwargs)
-    except Exception:
-        # The safetensors library's errors name no file ("incomplete metadata, file not fully covered"): a
-        # damaged file of a local folder is refused naming the file; anything else keeps its own error.
-        if Path(path).is_dir() and "gguf_file" not in kwargs:
-            from shortllm.models.checkpoint import check_weight_files
-
-            check_weight_files(Path(path))
-        raise
-    check_loading_info(info, spec)
-    return model
 
 
 def load_tokenizer(source: ModelSource, trust_remote_code: bool = False) -> Any:

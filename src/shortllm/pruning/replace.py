@@ -1,9 +1,10 @@
 """``prune --replace``: stand-ins for the removed blocks, folded into the weights that stay.
 
-A registry like the criteria's: adding a method is one function ``(ReplaceContext) -> record`` plus one
-``register(Replacement(...))`` line (a trained replacement block, LLM-Streamline, registers from
-``training/`` the same way). Each method runs after the plan and before surgery, on the loaded model,
-and returns a JSON-ready record for the manifest.
+This module holds what every method shares (options, context, the method record, the maths of runs and
+token weights) and ReplaceMe's ``linear`` method; ``pruning/streamline.py`` holds LLM-Streamline's trained
+``block``; ``pruning/replacements.py`` names both (``get_replacement``). A method is one function
+``(ReplaceContext) -> record`` and one entry there. Each runs after the plan and before surgery, on the loaded
+model, and returns a JSON-ready record for the manifest.
 
 ``linear`` is ReplaceMe (Shopkhoev et al. 2025, arXiv 2505.02819), training-free. For a contiguous run of
 removed blocks ``s..e`` and the kept block ``b = s - 1`` before it, block ``b`` computes
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 
 
 OBJECTIVES = ("token", "mse")
-INITS = ("last", "first", "previous")  # where a trained replacement block starts (training/streamline.py)
+INITS = ("last", "first", "previous")  # where a trained replacement block starts (pruning/streamline.py)
 
 
 @dataclass(frozen=True)
@@ -120,9 +121,6 @@ class Replacement:
     kept_back: Callable[[Sequence[int]], list[int]] | None = None
 
 
-REPLACEMENTS: dict[str, Replacement] = {}
-
-
 def check_options(options: ReplaceOptions) -> None:
     """Refuse sizes that cannot fit a map.
 
@@ -143,24 +141,6 @@ def check_options(options: ReplaceOptions) -> None:
         raise DataError(f"--replace-lr {options.lr:g} must be positive", f"the default is {default.lr:g}")
     if options.init not in INITS:
         raise DataError(f"unknown --replace-init '{options.init}'", f"use one of {', '.join(INITS)}")
-
-
-def register(method: Replacement) -> Replacement:
-    """Add a replacement method (one line per method)."""
-    REPLACEMENTS[method.name] = method
-    return method
-
-
-def get_replacement(name: str) -> Replacement:
-    """Look a method up.
-
-    Raises:
-        BlockSelectionError: an unknown name, listing the known ones.
-    """
-    if name not in REPLACEMENTS:
-        raise BlockSelectionError(f"unknown --replace method '{name}'",
-                                  f"choose one of {', '.join(sorted(REPLACEMENTS))}")
-    return REPLACEMENTS[name]
 
 
 # ---------------------------------------------------------------------------------------------- pure maths
@@ -357,19 +337,3 @@ def linear_replace(ctx: ReplaceContext) -> dict[str, Any]:
                  first, last, first - 1, spec.path, record[-1]["join_error_removed"],
                  record[-1]["join_error_linear"])
     return result
-
-
-register(Replacement("linear", linear_replace, check_linear,
-                     "a least-squares linear map per removed run, folded into the MLP output of the block before",
-                     reference="ReplaceMe (arXiv 2505.02819)", protect_first=1))
-register(Replacement("block", lambda ctx: _streamline().block_replace(ctx),
-                     lambda config, removed: _streamline().check_block(config, removed),
-                     "one block trained on the run's input -> output hidden states, in the run's last slot",
-                     reference="LLM-Streamline (ICLR 2025, arXiv 2403.19135)",
-                     kept_back=lambda removed: _streamline().replacement_slots(removed), default_samples=256))
-
-
-def _streamline():
-    from shortllm.training import streamline  # the training maths (torch) loads only when used
-
-    return streamline

@@ -7,103 +7,28 @@ import copy
 import dataclasses
 import logging
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
 from shortllm.errors import BlockSelectionError
 from shortllm.formats import writes_gguf
-from shortllm.models.checkpoint import DEFAULT_MAX_SHARD_SIZE, parse_size
-from shortllm.models.loading import (Loaded, LoadSettings, check_settings, fingerprint, load_config, load_model,
+from shortllm.models.checkpoint import parse_size
+from shortllm.models.loading import (Loaded, check_settings, fingerprint, load_config, load_model,
                                      load_skeleton, resolve_source)
 from shortllm.models.surgery import count_params, drop_blocks, original_indices, rewrite_config
-from shortllm.pruning.export import (atomic_dir, check_output_dir, data_inputs, model_card, model_inputs,
-                                     prune_options, save_model, verify_reload, write_manifest)
+from shortllm.pruning.export import (atomic_dir, check_output_dir, model_card, prune_options, save_model,
+                                     verify_reload, write_manifest)
 from shortllm.pruning import out_of_core
 from shortllm.pruning.pattern import PatternRule, check_pattern, moved_blocks, pattern_note, pattern_record, rules_for_hf
 from shortllm.pruning.plan import Plan, plan_from_blocks
-from shortllm.pruning.replace import ReplaceOptions, get_replacement
+from shortllm.pruning.request import PruneRequest, PruneResult, prune_inputs
 from shortllm.pruning.replace import check_options as check_replace_options
+from shortllm.pruning.replacements import get_replacement
 from shortllm.pruning.select import brief_report, check_mode, select_blocks
 from shortllm.scoring.base import Progress
 from shortllm.scoring.registry import get_criterion
-from shortllm.scoring.run import ScoreOptions
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PruneRequest:
-    """Everything the prune job needs; built by ``cli/prune.py``. Exactly one of blocks/ratio/num_blocks."""
-
-    model: str | None
-    out: Path | None
-    blocks: list[int] | None = None
-    ratio: float | None = None
-    num_blocks: int | None = None
-    scores_dir: Path | None = None
-    scoring: ScoreOptions = field(default_factory=ScoreOptions)
-    settings: LoadSettings = field(default_factory=LoadSettings)
-    overwrite: bool = False
-    dry_run: bool = False
-    command: str = "shortllm prune"
-    max_shard_size: str = DEFAULT_MAX_SHARD_SIZE
-    out_format: str | None = None  # "hf" | "gguf"; None: gguf when --out ends in .gguf (formats/gguf_prune.py)
-    keep_attention_pattern: bool = False  # choose only removals that keep llama.cpp's index-derived roles
-    replace: str | None = None  # a pruning/replace.py method (e.g. "linear": ReplaceMe) folded in before surgery
-    replace_options: ReplaceOptions = field(default_factory=ReplaceOptions)
-
-
-@dataclass
-class PruneResult:
-    """What the job did; ``as_dict`` is the JSON the CLI prints and the manifest records."""
-
-    model: str
-    fingerprint: str | None
-    plan: Plan
-    removed_original: list[int]
-    kept_original: list[int]
-    how: str
-    requested_ratio: float | None = None
-    scores: dict[str, Any] | None = None
-    out: str | None = None
-    reload_max_diff: float | None = None
-    surgery: str | None = None  # "out-of-core" (files rewritten tensor by tensor) or "in-memory"
-    written: dict[str, Any] | None = None  # what out-of-core surgery wrote and how it was verified
-    patterns: dict[str, Any] | None = None  # llama.cpp's index-derived roles checked (pruning/pattern.py)
-    out_format: str = "hf"
-    replacement: dict[str, Any] | None = None  # what --replace fitted and where it was folded
-    # Multimodal checkpoints: params_before/after and the ratios count the whole model; this is the part
-    # outside the language model (vision tower, projector), never pruned. None for text-only models.
-    params_outside_language_model: int | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "fingerprint": self.fingerprint,
-            "how": self.how,
-            "num_blocks_before": self.plan.num_blocks,
-            "num_blocks_after": len(self.plan.kept),
-            "removed": self.plan.removed,
-            "kept": self.plan.kept,
-            "removed_original": self.removed_original,
-            "kept_original": self.kept_original,
-            "params_before": self.plan.params_before,
-            "params_after": self.plan.params_after,
-            "requested_ratio": self.requested_ratio,
-            "achieved_ratio": round(self.plan.achieved_ratio, 6),
-            "params_outside_language_model": self.params_outside_language_model,
-            "scores": self.scores,
-            "out": self.out,
-            "reload_max_diff": self.reload_max_diff,
-            "surgery": self.surgery,
-            "written": self.written,
-            "format": self.out_format,
-            "runtime_patterns": self.patterns,
-            "replacement": self.replacement,
-            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
-        }
 
 
 def prune(req: PruneRequest, progress: Progress = lambda d, t: None) -> PruneResult:
@@ -113,7 +38,7 @@ def prune(req: PruneRequest, progress: Progress = lambda d, t: None) -> PruneRes
         ShortLLMError: for bad input (checked before slow work where possible) or a failed reload check.
     """
     if writes_gguf(req.out, req.out_format):  # GGUF in, GGUF out: quantized bytes copied, nothing dequantized but for scoring
-        from shortllm.formats.gguf_prune import prune_gguf
+        from shortllm.pruning.gguf import prune_gguf
 
         return prune_gguf(req, progress)
     t0 = time.perf_counter()
@@ -132,7 +57,7 @@ def prune(req: PruneRequest, progress: Progress = lambda d, t: None) -> PruneRes
     if not req.dry_run:
         if req.out is None:
             raise BlockSelectionError("--out is required", "give an output directory, or --dry-run")
-        check_output_dir(req.out, req.overwrite, _inputs(req))
+        check_output_dir(req.out, req.overwrite, prune_inputs(req))
     skeleton, source = load_skeleton(req.model, req.settings)
     counts = count_params(skeleton)
     n = len(counts.per_block)
@@ -183,7 +108,7 @@ def prune(req: PruneRequest, progress: Progress = lambda d, t: None) -> PruneRes
         drop_blocks(loaded.model, plan.removed)
     result.fingerprint = fingerprint(source, config) if files else loaded.fingerprint
     t2 = time.perf_counter()
-    with atomic_dir(req.out, req.overwrite, _inputs(req)) as tmp:
+    with atomic_dir(req.out, req.overwrite, prune_inputs(req)) as tmp:
         log.info("Saving the pruned model to %s (%s surgery)", req.out, result.surgery, extra={"phase": True})
         if files:
             result.written, result.reload_max_diff = out_of_core.prune_files(
@@ -215,15 +140,6 @@ def prune(req: PruneRequest, progress: Progress = lambda d, t: None) -> PruneRes
             results=result.as_dict(), timings=result.timings,
         )
     return result
-
-
-def _inputs(req: PruneRequest) -> list[tuple[str, Any]]:
-    """What a prune reads: the model, a --scores folder, calibration data (when scoring now or fitting --replace)."""
-    found = model_inputs("input model", req.model) + [("--scores folder", req.scores_dir)]
-    if (req.blocks is None and req.scores_dir is None) or req.replace is not None:
-        cal = req.scoring.calibration
-        found += data_inputs("calibration data", cal.data, cal.data_dir)
-    return found
 
 
 def samples_for(req: PruneRequest) -> int:

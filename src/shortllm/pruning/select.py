@@ -1,6 +1,6 @@
 """Which blocks a prune request removes: ``--blocks`` as given, or ``--ratio``/``--num-blocks`` ranked by a
 criterion (scored now) or a saved ``--scores`` report. HF prune (``pruning/run.py``) and GGUF prune
-(``formats/gguf_prune.py``) both choose here; the size arithmetic is ``pruning/plan.py``'s."""
+(``pruning/gguf.py``) both choose here; the size arithmetic is ``pruning/plan.py``'s."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from shortllm.models.loading import Loaded
 from shortllm.models.surgery import ParamCount
 from shortllm.pruning.pattern import PatternRule, pattern_allows, pattern_choice
 from shortllm.pruning.plan import blocks_requested, fit_within_ratio
-from shortllm.pruning.replace import get_replacement
+from shortllm.pruning.replacements import get_replacement
 from shortllm.scoring.base import Progress
 from shortllm.scoring.run import load_for_scoring, read_score_report, removal_from_report, score_loaded
 
 if TYPE_CHECKING:
-    from shortllm.pruning.run import PruneRequest
+    from shortllm.pruning.request import PruneRequest
 
 
 def blocks_to_remove(req: PruneRequest, counts: ParamCount) -> int:

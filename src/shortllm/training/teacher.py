@@ -43,7 +43,7 @@ def warm_up_teacher(teacher: Any, data: Any, steps: int, lr: float, batch_size: 
     from shortllm.training.batches import collate, make_batches
     from shortllm.training.forward import LossSetup, micro_losses
     from shortllm.training.head import check_head, output_head
-    from shortllm.training.loop import adamw
+    from shortllm.optim import adamw
 
     log.info("Teacher correction: %d steps on the healing data (worth it when they differ from the teacher's own "
              "training data; Minitron)", steps, extra={"phase": True})

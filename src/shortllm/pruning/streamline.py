@@ -113,7 +113,7 @@ def _train_slot(model: Any, layers: Any, slot: int, x: Any, y: Any, ids: Any, op
     import torch
 
     from shortllm.scoring.capture import bypass
-    from shortllm.training.loop import adamw
+    from shortllm.optim import adamw
 
     block = layers[slot]
     flags = {id(p): p.requires_grad for p in model.parameters()}

@@ -10,7 +10,7 @@ import torch
 from shortllm.models.surgery import ParamCount
 from shortllm.pruning.plan import fit_within_ratio
 from shortllm.pruning.replace import ReplaceContext, ReplaceOptions
-from shortllm.training.streamline import block_inputs, block_replace, replacement_slots
+from shortllm.pruning.streamline import block_inputs, block_replace, replacement_slots
 from tests.conftest import run_cli
 from tests.tiny_models import tiny_inputs, tiny_model
 

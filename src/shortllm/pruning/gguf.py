@@ -119,7 +119,7 @@ def prune_gguf(req: Any, progress: Any) -> Any:
     """
     from shortllm.models.loading import fingerprint as model_fingerprint
     from shortllm.models.loading import load_config, resolve_source
-    from shortllm.pruning.run import PruneResult
+    from shortllm.pruning.request import PruneResult
     from shortllm.pruning.select import brief_report, check_mode, select_blocks
     from shortllm.scoring.registry import get_criterion
 
@@ -196,7 +196,7 @@ def prune_gguf(req: Any, progress: Any) -> Any:
 
 
 def _inputs(req: Any, spec: Path) -> list[tuple[str, Any]]:
-    from shortllm.pruning.run import _inputs as prune_inputs
+    from shortllm.pruning.request import prune_inputs
 
     found = prune_inputs(req)  # the .gguf itself and its cached dequantized conversion, --scores, data
     return found if any(Path(p).resolve() == spec.resolve() for _, p in found if p) else found + [("input GGUF", spec)]
