@@ -177,7 +177,7 @@ def test_an_option_at_its_default_value_is_refused_only_when_given():
 
 def test_every_shipped_recipe_passes_its_stages_tables():
     from shortllm.pipeline import RunRequest, load_recipe, shipped_recipes
-    from shortllm.pipeline.runner import stage_args
+    from shortllm.pipeline.stages import stage_args
 
     for name, path in shipped_recipes().items():
         recipe = load_recipe(path)

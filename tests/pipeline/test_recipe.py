@@ -9,7 +9,8 @@ import pytest
 
 from shortllm.errors import RecipeError
 from shortllm.pipeline import RunRequest, apply_overrides, load_recipe, shipped_recipes
-from shortllm.pipeline.runner import check_parses, stage_args
+from shortllm.pipeline.runner import check_parses
+from shortllm.pipeline.stages import stage_args
 from shortllm.pipeline.verbs import STAGES, verb_options
 
 SHIPPED = shipped_recipes()

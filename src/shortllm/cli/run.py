@@ -111,7 +111,7 @@ def _list(recipes: dict[str, Path], json_out: bool) -> None:
 def _show(request) -> None:
     import shlex as _shlex
 
-    from shortllm.pipeline.runner import stage_args
+    from shortllm.pipeline.stages import stage_args
 
     if request.recipe.cost:
         console.print(f"# expected cost: {request.recipe.cost}", markup=False, highlight=False, soft_wrap=True)

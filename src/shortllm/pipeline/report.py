@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from shortllm.pipeline.runner import MANIFEST, RunRequest, _write_json, stage_args
+from shortllm.pipeline.stages import MANIFEST, RunRequest, stage_args, write_json
 
 
 def _manifest(run: Path, stage: str) -> dict[str, Any] | None:
@@ -147,6 +147,6 @@ def render_markdown(report: dict[str, Any]) -> str:
 def write_report(req: RunRequest, run: Path) -> dict[str, Any]:
     """Write ``report.json`` and ``report.md`` into the run folder; returns the report."""
     report = build_report(req, run)
-    _write_json(run / "report.json", report)
+    write_json(run / "report.json", report)
     (run / "report.md").write_text(render_markdown(report))
     return report

@@ -19,42 +19,24 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shlex
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from shortllm.cli.click_errors import click_module, errors_propagate
 from shortllm.errors import Interrupted, RecipeError, ShortLLMError
-from shortllm.pipeline.recipe import Recipe
-from shortllm.pipeline.verbs import command, verb_options
+from shortllm.pipeline.stages import MANIFEST, RunRequest, stage_args, write_json
+from shortllm.pipeline.verbs import command
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "shortllm.json"
 SESSION_ONLY = {"--stop-after"}  # how far this session goes, not what the stage makes: not part of its identity
 # (stage, event, detail): event is "skip" (detail: why), "run" (detail: the command), "stopped" (detail: why)
 StageCallback = Callable[[str, str, str], None]
-
-
-@dataclass
-class RunRequest:
-    """One ``shortllm run``: the checked recipe (overrides applied), where it runs, and what the machine adds."""
-
-    recipe: Recipe
-    out: Path
-    model: str | None = None  # replaces the recipe's model
-    data_dir: str | None = None
-    overrides: list[dict[str, Any]] = field(default_factory=list)
-    command: str = "shortllm run"
-
-    @property
-    def source_model(self) -> str | None:
-        return self.model or self.recipe.model
 
 
 @dataclass
@@ -65,62 +47,6 @@ class RunResult:
     stages: dict[str, str]
     report: dict[str, Any]
     finished: bool
-
-
-def _flags(stage: str, options: dict[str, Any]) -> list[str]:
-    """A stage's recipe options as command-line arguments (None: the verb's default, left out)."""
-    specs, args = verb_options(stage), []
-    for key, value in options.items():
-        spec = specs[key]
-        if value is None:
-            continue
-        if spec.kind is bool:
-            if value:
-                args.append(spec.flag)
-            elif spec.off_flag:
-                args.append(spec.off_flag)
-            continue
-        for v in value if isinstance(value, list) else [value]:
-            args += [spec.flag, str(v)]
-    return args
-
-
-def stage_args(req: RunRequest, stage: str) -> list[str]:
-    """The arguments of ``stage`` as ``shortllm STAGE ...`` would take them, without --out/--overwrite/--resume.
-
-    Models are wired from the run: score and prune read the recipe's model, retrain the pruned one, eval and bench
-    every model of the run (original, pruned, healed) side by side; prune reuses the run's scores.
-    """
-    recipe, run = req.recipe, req.out
-    opts = dict(recipe.stages[stage])
-    model = req.source_model
-    if stage == "score" and "prune" in recipe.stages:
-        # sleb and angular choose the blocks while scoring: tell them how many the prune stage removes
-        prune = recipe.stages["prune"]
-        if opts.get("num-blocks") is None and opts.get("ratio") is None:
-            for key in ("num-blocks", "ratio"):
-                if prune.get(key) is not None:
-                    opts[key] = prune[key]
-    args = _flags(stage, opts)
-    if req.data_dir and "data-dir" in verb_options(stage):
-        args += ["--data-dir", req.data_dir]
-    models: list[str | None]
-    if stage in ("score", "prune"):
-        models = [model]
-    elif stage == "retrain":
-        models = [str(run / "prune") if "prune" in recipe.stages else model]
-    else:
-        models = [model] + [str(run / s) for s in ("prune", "retrain") if s in recipe.stages]
-        if models[0] is None and len(models) > 1:
-            from shortllm.models.demo import DEMO_ALIAS
-
-            models[0] = DEMO_ALIAS
-    for m in models:
-        if m is not None:
-            args += ["--model", m]
-    if stage == "prune" and "score" in recipe.stages and opts.get("blocks") is None:
-        args += ["--scores", str(run / "score")]
-    return args
 
 
 def _fingerprint(spec: str, run: Path) -> str:
@@ -152,12 +78,6 @@ def _identity(req: RunRequest, args: list[str]) -> dict[str, Any]:
         if flag in ("--model", "--scores", "--teacher", "--eval-data") or (flag == "--data" and Path(value).exists()):
             inputs[value] = _fingerprint(value, req.out)
     return {"args": kept, "inputs": inputs}
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def _read_run_manifest(run: Path) -> dict[str, Any]:
@@ -277,7 +197,7 @@ def run_recipe(req: RunRequest, on_stage: StageCallback | None = None) -> RunRes
         cmdline = shlex.join(["shortllm", stage, *full])
         records[stage] = {**identity, "status": "started", "command": cmdline,
                           "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        _write_json(run / MANIFEST, manifest)
+        write_json(run / MANIFEST, manifest)
         on_stage(stage, "run", cmdline)
         t0 = time.perf_counter()
         before = _stamp(folder / MANIFEST)
@@ -302,11 +222,11 @@ def run_recipe(req: RunRequest, on_stage: StageCallback | None = None) -> RunRes
                 break
             raise RecipeError(f"stage {stage} wrote nothing to {folder}", "run it alone to see why: " + cmdline)
         records[stage] = {**records[stage], "status": "done", "seconds": round(time.perf_counter() - t0, 1)}
-        _write_json(run / MANIFEST, manifest)
+        write_json(run / MANIFEST, manifest)
         done[stage] = "ran"
     report = write_report(req, run)
     manifest["finished"] = finished
-    _write_json(run / MANIFEST, manifest)
+    write_json(run / MANIFEST, manifest)
     return RunResult(out=run, stages=done, report=report, finished=finished)
 
 
