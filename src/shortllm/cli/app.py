@@ -19,6 +19,7 @@ from shortllm.cli import retrain as retrain_cmd
 from shortllm.cli import run as run_cmd
 from shortllm.cli import score as score_cmd
 from shortllm.cli.click_errors import OneLineErrors, errors_propagating
+from shortllm.cli.help import GroupedHelp
 from shortllm.cli.output import PhaseHandler, err_console, state
 from shortllm.errors import DeviceError, Interrupted, ShortLLMError, reason
 
@@ -194,13 +195,13 @@ def quiet_libraries(verbose: int) -> None:
         hf_logging.disable_progress_bar()
 
 
-app.command("inspect", no_args_is_help=False)(handle_errors(inspect_cmd.inspect))
-app.command("score")(handle_errors(score_cmd.score))
-app.command("prune")(handle_errors(prune_cmd.prune))
-app.command("retrain")(handle_errors(retrain_cmd.retrain))
-app.command("eval")(handle_errors(eval_cmd.eval))
-app.command("bench")(handle_errors(bench_cmd.bench))
-app.command("run")(handle_errors(run_cmd.run))
+app.command("inspect", no_args_is_help=False, cls=GroupedHelp)(handle_errors(inspect_cmd.inspect))
+app.command("score", cls=GroupedHelp)(handle_errors(score_cmd.score))
+app.command("prune", cls=GroupedHelp)(handle_errors(prune_cmd.prune))
+app.command("retrain", cls=GroupedHelp)(handle_errors(retrain_cmd.retrain))
+app.command("eval", cls=GroupedHelp)(handle_errors(eval_cmd.eval))
+app.command("bench", cls=GroupedHelp)(handle_errors(bench_cmd.bench))
+app.command("run", cls=GroupedHelp)(handle_errors(run_cmd.run))
 
 
 _received: dict[str, str] = {}

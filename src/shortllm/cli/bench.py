@@ -13,20 +13,21 @@ from shortllm.cli import applies
 from shortllm.cli.options import (DeviceMapOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelsOpt, OutOpt, OverwriteOpt,
                                   KernelsOpt, RevisionOpt, SeedOpt, TrustRemoteCodeOpt, early_checks,
                                   load_settings)
+from shortllm.cli.help import in_group
 from shortllm.cli.output import activity, console, err_console, print_json, print_path, state
 
-BatchSizesOpt = Annotated[str, typer.Option("--batch-sizes", help="Batch sizes to sweep, e.g. 1,8.")]
-PromptLenOpt = Annotated[str, typer.Option("--prompt-len", help="Prompt length(s) in tokens, e.g. 64,512.")]
-NewTokensOpt = Annotated[str, typer.Option("--new-tokens", help="New tokens per row (forced), e.g. 128.")]
-WarmupOpt = Annotated[int, typer.Option("--warmup", help="Untimed runs per model and sweep point.")]
-RepeatsOpt = Annotated[int, typer.Option("--repeats", help="Timed runs per model and sweep point (median).")]
+BatchSizesOpt = Annotated[str, typer.Option("--batch-sizes", help="Batch sizes to sweep, e.g. 1,8.", rich_help_panel='Sweep')]
+PromptLenOpt = Annotated[str, typer.Option("--prompt-len", help="Prompt length(s) in tokens, e.g. 64,512.", rich_help_panel='Sweep')]
+NewTokensOpt = Annotated[str, typer.Option("--new-tokens", help="New tokens per row (forced), e.g. 128.", rich_help_panel='Sweep')]
+WarmupOpt = Annotated[int, typer.Option("--warmup", help="Untimed runs per model and sweep point.", rich_help_panel='Sweep')]
+RepeatsOpt = Annotated[int, typer.Option("--repeats", help="Timed runs per model and sweep point (median).", rich_help_panel='Sweep')]
 ThreadsOpt = Annotated[
     Optional[int],
-    typer.Option("--threads", help="torch CPU threads (default: torch's own).", show_default=False),
+    typer.Option("--threads", help="torch CPU threads (default: torch's own).", show_default=False, rich_help_panel='Sweep'),
 ]
 MaxSpreadOpt = Annotated[float, typer.Option(
     "--max-spread", help="Flag a result unreliable when a figure's (max - min) / median over the repeats "
-                         "is above this (0.2 = 20%).")]
+                         "is above this (0.2 = 20%).", rich_help_panel='Sweep')]
 
 
 def bench(
@@ -46,11 +47,18 @@ def bench(
     trust_remote_code: TrustRemoteCodeOpt = False,
     kernels: KernelsOpt = False,
     revision: RevisionOpt = None,
-    seed: SeedOpt = 1234,
+    seed: in_group(SeedOpt, "Sweep") = 1234,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Measure generation speed and memory of one or more models side by side, against the ideal speedup.
+
+    Examples:
+
+    \b
+      shortllm bench -m smollm2-135m -m pruned/ --batch-sizes 1,4 --new-tokens 32
+      shortllm bench -m pruned/ --out bench/ --json
+      shortllm bench -m Qwen/Qwen2.5-0.5B -m qwen-short/ --device cuda --dtype bfloat16 --batch-sizes 1,8,32
 
     Per model and sweep point: time to first token, decode tokens/s, latency, total tokens/s, peak memory.
 
@@ -63,13 +71,6 @@ def bench(
     Ideal speedup over the first model = ratio of forward FLOPs per token; efficiency = measured / ideal.
 
     With --out: bench.json (every raw timing and the manifest), bench.png, shortllm.json.
-
-    Examples:
-
-    \b
-      shortllm bench -m smollm2-135m -m pruned/ --batch-sizes 1,4 --new-tokens 32
-      shortllm bench -m pruned/ --out bench/ --json
-      shortllm bench -m Qwen/Qwen2.5-0.5B -m qwen-short/ --device cuda --dtype bfloat16 --batch-sizes 1,8,32
     """
     applies.check_given(ctx, applies.BENCH)
     settings = load_settings(dtype, device, device_map, trust_remote_code, revision, kernels)

@@ -26,44 +26,45 @@ from shortllm.cli.options import (
     early_checks,
     load_settings,
 )
+from shortllm.cli.help import in_group
 from shortllm.cli.output import activity, console, print_json, print_path, progress_bar
 
 PplOpt = Annotated[Optional[str], typer.Option(
     "--ppl", help="Perplexity datasets, comma-separated: wikitext2 (test), ptb (validation, as the reference "
     "code; ptb:test for test), c4, pydoc, name:split, or a local file; c4-gptq measures C4 as GPTQ/SparseGPT/SLEB "
     "do (first 1100 validation documents, 256 windows of 2048 tokens); 'none' to skip. [default: wikitext2,ptb]",
-    show_default=False)]
+    show_default=False, rich_help_panel='Perplexity')]
 TasksOpt = Annotated[Optional[str], typer.Option(
     "--tasks", "-t", help="lm-eval tasks, comma-separated; 'none' to skip. [default: the paper's seven: boolq, "
-    "piqa, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa]", show_default=False)]
+    "piqa, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa]", show_default=False, rich_help_panel='Tasks (lm-eval)')]
 ProtocolOpt = Annotated[str, typer.Option(
-    "--ppl-protocol", help="paper: non-overlapping windows, BOS only at the start; sliding: strided windows.")]
+    "--ppl-protocol", help="paper: non-overlapping windows, BOS only at the start; sliding: strided windows.", rich_help_panel='Perplexity')]
 EvalSeqLenOpt = Annotated[Optional[int], typer.Option(
-    "--seq-len", help="Perplexity window in tokens. [default: 128 paper, 2048 sliding]", show_default=False)]
-StrideOpt = Annotated[int, typer.Option("--stride", help="Step between sliding windows (sliding only).")]
+    "--seq-len", help="Perplexity window in tokens. [default: 128 paper, 2048 sliding]", show_default=False, rich_help_panel='Perplexity')]
+StrideOpt = Annotated[int, typer.Option("--stride", help="Step between sliding windows (sliding only).", rich_help_panel='Perplexity')]
 BosEveryOpt = Annotated[Optional[bool], typer.Option(
     "--bos-every/--no-bos-every", help="Put BOS before every perplexity window of --seq-len text tokens (paper "
     "protocol; the reference repo's ppl_bos variant). [default: on for the Gemma family, which needs BOS]",
-    show_default=False)]
+    show_default=False, rich_help_panel='Perplexity')]
 PplBosOpt = Annotated[str, typer.Option(
     "--ppl-bos", help="BOS at the start of the perplexity text: tokenizer (its own special tokens), always (the "
-    "BOS id first whatever the tokenizer does: the Shortened LLaMA release), never.")]
+    "BOS id first whatever the tokenizer does: the Shortened LLaMA release), never.", rich_help_panel='Perplexity')]
 LmEvalBosOpt = Annotated[Optional[bool], typer.Option(
     "--add-bos/--no-add-bos", help="Start lm-eval task inputs with BOS (lm-eval's add_bos_token). The Shortened "
     "LLaMA numbers were produced without it. [default: the tokenizer's own behaviour, as lm-eval 0.4; Gemma: on]",
-    show_default=False)]
+    show_default=False, rich_help_panel='Tasks (lm-eval)')]
 LimitOpt = Annotated[Optional[int], typer.Option(
     "--limit", help="Quick runs: the first N perplexity windows and the first N examples of each task.",
-    show_default=False)]
+    show_default=False, rich_help_panel='Data and sizes')]
 EvalBatchOpt = Annotated[Optional[int], typer.Option(
     "--batch-size", help="Rows per forward pass. [default: 8 for tasks; perplexity: 2048 tokens' worth]",
-    show_default=False)]
-FewshotOpt = Annotated[int, typer.Option("--num-fewshot", help="Examples in each task prompt (0 = zero-shot).")]
+    show_default=False, rich_help_panel='Data and sizes')]
+FewshotOpt = Annotated[int, typer.Option("--num-fewshot", help="Examples in each task prompt (0 = zero-shot).", rich_help_panel='Tasks (lm-eval)')]
 IncludeOpt = Annotated[Optional[list[Path]], typer.Option(
-    "--include-path", help="A folder of your own lm-eval task YAML files (repeatable).", show_default=False)]
+    "--include-path", help="A folder of your own lm-eval task YAML files (repeatable).", show_default=False, rich_help_panel='Tasks (lm-eval)')]
 GenerateOpt = Annotated[Optional[str], typer.Option(
-    "--generate", help="Add each model's greedy continuation of this prompt to the report.", show_default=False)]
-MaxNewOpt = Annotated[int, typer.Option("--max-new-tokens", help="Tokens generated for --generate.")]
+    "--generate", help="Add each model's greedy continuation of this prompt to the report.", show_default=False, rich_help_panel='Generation')]
+MaxNewOpt = Annotated[int, typer.Option("--max-new-tokens", help="Tokens generated for --generate.", rich_help_panel='Generation')]
 
 
 def eval(
@@ -80,13 +81,13 @@ def eval(
     limit: LimitOpt = None,
     batch_size: EvalBatchOpt = None,
     num_fewshot: FewshotOpt = 0,
-    data_dir: DataDirOpt = None,
-    text_field: TextFieldOpt = "text",
+    data_dir: in_group(DataDirOpt, "Data and sizes") = None,
+    text_field: in_group(TextFieldOpt, "Perplexity") = "text",
     include_path: IncludeOpt = None,
     generate: GenerateOpt = None,
     max_new_tokens: MaxNewOpt = 32,
     out: OutOpt = None,
-    seed: SeedOpt = 1234,
+    seed: in_group(SeedOpt, "Data and sizes") = 1234,
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "auto",
     device_map: DeviceMapOpt = None,
@@ -98,12 +99,6 @@ def eval(
 ) -> None:
     """Measure perplexity and zero-shot accuracy of one or more models, side by side.
 
-    Perplexity follows Shortened LLaMA (--ppl-protocol paper, 128-token windows) or the strided recipe
-    (--ppl-protocol sliding). Tasks run through lm-eval on the model already in memory; with --data-dir (or
-    $SHORTLLM_DATA_DIR) the paper's seven tasks read local files instead of downloading (docs/eval.md).
-
-    With --out: eval.json and shortllm.json.
-
     Examples:
 
     \b
@@ -112,6 +107,12 @@ def eval(
       shortllm eval -m pruned/ --tasks none --ppl wikitext2 --ppl-protocol sliding --seq-len 2048 \\
           --stride 512 --data-dir ../shared/data
       shortllm eval -m healed/ --data-dir ../shared/data --out eval-healed/ --json
+
+    Perplexity follows Shortened LLaMA (--ppl-protocol paper, 128-token windows) or the strided recipe
+    (--ppl-protocol sliding). Tasks run through lm-eval on the model already in memory; with --data-dir (or
+    $SHORTLLM_DATA_DIR) the paper's seven tasks read local files instead of downloading (docs/eval.md).
+
+    With --out: eval.json and shortllm.json.
     """
     applies.check_given(ctx, applies.EVAL)
     settings = load_settings(dtype, device, device_map, trust_remote_code, revision, kernels)

@@ -15,14 +15,14 @@ def inspect(
     """Show a model's architecture, blocks, parameters and per-layer types, without loading weights (so it takes
     no --dtype or --device: the dtype shown is the one its config records).
 
-    Also lists how many blocks --ratio 0.1 .. 0.8 would remove (never more parameters than asked).
-
     Examples:
 
     \b
       shortllm inspect
       shortllm inspect -m Qwen/Qwen2.5-0.5B --json
       shortllm inspect -m ./pruned
+
+    Also lists how many blocks --ratio 0.1 .. 0.8 would remove (never more parameters than asked).
     """
     from shortllm.models.loading import LoadSettings
     from shortllm.models.summary import describe

@@ -21,40 +21,40 @@ from shortllm.models.checkpoint import DEFAULT_MAX_SHARD_SIZE  # no torch: keeps
 
 BlocksOpt = Annotated[Optional[str], typer.Option(
     "--blocks", "-b", help="Remove exactly these blocks, e.g. 20,21 or 10-12: indices of the model given to -m (0-based; for an already-pruned model its current blocks, not the original's).",
-    show_default=False)]
+    show_default=False, rich_help_panel='What to remove')]
 RatioOpt = Annotated[Optional[float], typer.Option(
     "--ratio", "-r", help="Remove the most blocks whose parameters stay within this fraction of the total.",
-    show_default=False)]
+    show_default=False, rich_help_panel='What to remove')]
 NumBlocksOpt = Annotated[Optional[int], typer.Option("--num-blocks", "-k", help="Remove this many blocks.",
-                                                     show_default=False)]
+                                                     show_default=False, rich_help_panel='What to remove')]
 ScoresOpt = Annotated[Optional[Path], typer.Option(
-    "--scores", help="Reuse a `shortllm score --out` folder instead of scoring now.", show_default=False)]
+    "--scores", help="Reuse a `shortllm score --out` folder instead of scoring now.", show_default=False, rich_help_panel='What to remove')]
 FormatOpt = Annotated[Optional[str], typer.Option(
     "--format", help="Output format: hf (a Hugging Face folder) or gguf (quantized bytes copied from a .gguf "
-    "model; see docs/gguf.md). Default: gguf when --out ends in .gguf, else hf.", show_default=False)]
+    "model; see docs/gguf.md). Default: gguf when --out ends in .gguf, else hf.", show_default=False, rich_help_panel='Output')]
 KeepPatternOpt = Annotated[bool, typer.Option(
     "--keep-attention-pattern", help="Choose only removals that keep every kept block's attention role as "
-    "llama.cpp derives it from block indices (Gemma 2/3, Cohere 2, ...), e.g. whole pattern periods.")]
+    "llama.cpp derives it from block indices (Gemma 2/3, Cohere 2, ...), e.g. whole pattern periods.", rich_help_panel='What to remove')]
 ReplaceOpt = Annotated[Optional[str], typer.Option(
     "--replace", help="Stand in for each removed run: linear (ReplaceMe, training-free: a least-squares map "
     "folded into the MLP output of the block before the run; the model keeps its architecture) | block "
     "(LLM-Streamline: the run's last block stays, trained to map the run's input to its output hidden states; "
     "--ratio counts it, so one more block is cut).",
-    show_default=False)]
+    show_default=False, rich_help_panel='Replacement (--replace)')]
 ReplaceSamplesOpt = Annotated[Optional[int], typer.Option(
     "--replace-samples", help="--replace: calibration windows (of --seq-len tokens, from --data) to fit on "
-    "[default: linear 64, block 256].", show_default=False)]
+    "[default: linear 64, block 256].", show_default=False, rich_help_panel='Replacement (--replace)')]
 ReplaceRidgeOpt = Annotated[float, typer.Option(
-    "--replace-ridge", help="--replace linear: ridge term, relative to the mean diagonal of the Gram matrix.")]
+    "--replace-ridge", help="--replace linear: ridge term, relative to the mean diagonal of the Gram matrix.", rich_help_panel='Replacement (--replace)')]
 ReplaceObjectiveOpt = Annotated[str, typer.Option(
     "--replace-objective", help="--replace: token (each token's squared error relative to its own squared "
     "norm, averaged) | mse (the papers' plain squared error, which the first token's massive activations "
-    "dominate).")]
-ReplaceEpochsOpt = Annotated[int, typer.Option("--replace-epochs", help="--replace block: passes over the windows.")]
-ReplaceLrOpt = Annotated[float, typer.Option("--replace-lr", help="--replace block: AdamW learning rate.")]
+    "dominate).", rich_help_panel='Replacement (--replace)')]
+ReplaceEpochsOpt = Annotated[int, typer.Option("--replace-epochs", help="--replace block: passes over the windows.", rich_help_panel='Replacement (--replace)')]
+ReplaceLrOpt = Annotated[float, typer.Option("--replace-lr", help="--replace block: AdamW learning rate.", rich_help_panel='Replacement (--replace)')]
 ReplaceInitOpt = Annotated[str, typer.Option(
     "--replace-init", help="--replace block: the trained block starts from the run's last | first block, or "
-    "previous (the kept block before the run).")]
+    "previous (the kept block before the run).", rich_help_panel='Replacement (--replace)')]
 
 
 def _replace_options(**given):
@@ -65,7 +65,7 @@ def _replace_options(**given):
 
 
 MaxShardSizeOpt = Annotated[str, typer.Option(
-    "--max-shard-size", help="Largest safetensors file of the output, e.g. 5GB or 500MB (as save_pretrained).")]
+    "--max-shard-size", help="Largest safetensors file of the output, e.g. 5GB or 500MB (as save_pretrained).", rich_help_panel='Output')]
 
 
 def prune(
@@ -116,6 +116,14 @@ def prune(
 ) -> None:
     """Remove transformer blocks and save the shorter model (safetensors, tokenizer, manifest, card).
 
+    Examples:
+
+    \b
+      shortllm prune --ratio 0.2 --out pruned/
+      shortllm prune -m Qwen/Qwen2.5-0.5B -k 6 -c taylor+ --out qwen-short/ --dtype bfloat16
+      shortllm prune --blocks 20,21 --dry-run
+      shortllm prune -m model.gguf --blocks 20,21 --out short.gguf
+
     With --ratio or --num-blocks the blocks are ranked by --criterion (scored now on calibration text) or
     taken from a saved --scores folder; --blocks names them directly. The result is reloaded with plain
     transformers and its logits checked before success is reported.
@@ -126,14 +134,6 @@ def prune(
 
     From a .gguf model, an --out ending in .gguf (or --format gguf) writes a GGUF whose kept tensors are the
     source's quantized bytes, unchanged (see docs/gguf.md).
-
-    Examples:
-
-    \b
-      shortllm prune --ratio 0.2 --out pruned/
-      shortllm prune -m Qwen/Qwen2.5-0.5B -k 6 -c taylor+ --out qwen-short/ --dtype bfloat16
-      shortllm prune --blocks 20,21 --dry-run
-      shortllm prune -m model.gguf --blocks 20,21 --out short.gguf
     """
     applies.check_given(ctx, applies.PRUNE)
     scoring = score_options(criterion, protect_first, protect_last, norm, batch_size, data, data_dir, text_field,

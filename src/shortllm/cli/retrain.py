@@ -25,20 +25,21 @@ from shortllm.cli.options import (
     early_checks,
     load_settings,
 )
+from shortllm.cli.help import in_group
 from shortllm.cli.output import activity, console, duration, print_json, print_path, state
 
 MethodOpt = Annotated[str, typer.Option(
     "--method", "-M", help="lora (peft adapter, r=8) | cpt (full-parameter continued pretraining) | "
-    "kd (cpt plus distillation from the unpruned teacher).", show_default=False)]
+    "kd (cpt plus distillation from the unpruned teacher).", show_default=False, rich_help_panel='Method and data')]
 TrainDataOpt = Annotated[str, typer.Option(
     "--data", "-d", help="Training text: a named dataset (pydoc, wikitext2, c4, ...; name[:split]), "
     "hf:OWNER/NAME[/CONFIG][:SPLIT], a "
-    ".txt/.jsonl/.json/.parquet file or folder, or an Alpaca .json/.jsonl of instruction/input/output records.")]
+    ".txt/.jsonl/.json/.parquet file or folder, or an Alpaca .json/.jsonl of instruction/input/output records.", rich_help_panel='Method and data')]
 FormatOpt = Annotated[str, typer.Option(
-    "--format", help="auto (Alpaca records if the file has an 'instruction' field) | text | instruction.")]
+    "--format", help="auto (Alpaca records if the file has an 'instruction' field) | text | instruction.", rich_help_panel='Method and data')]
 EvalDataOpt = Annotated[str | None, typer.Option(
-    "--eval-data", help="Held-out data (default: the last --eval-fraction of --data).", show_default=False)]
-TrainSeqLenOpt = Annotated[int, typer.Option("--seq-len", help="Tokens per training row (packed text / truncation).")]
+    "--eval-data", help="Held-out data (default: the last --eval-fraction of --data).", show_default=False, rich_help_panel='Method and data')]
+TrainSeqLenOpt = Annotated[int, typer.Option("--seq-len", help="Tokens per training row (packed text / truncation).", rich_help_panel='Method and data')]
 
 # The run's estimated time is printed after ESTIMATE_AFTER_STEPS steps of a session, or as soon as two steps took
 # ESTIMATE_AFTER_S seconds. Its seconds per step leave out the session's first step (allocations, lazy set-up:
@@ -53,109 +54,109 @@ def retrain(
     out: OutOpt = None,
     model: ModelOpt = None,
     data: TrainDataOpt = "pydoc:train",
-    data_dir: DataDirOpt = None,
-    text_field: TextFieldOpt = "text",
+    data_dir: in_group(DataDirOpt, "Method and data") = None,
+    text_field: in_group(TextFieldOpt, "Method and data") = "text",
     data_format: FormatOpt = "auto",
     eval_data: EvalDataOpt = None,
-    eval_fraction: Annotated[float, typer.Option("--eval-fraction", help="Share of rows held out.")] = 0.05,
+    eval_fraction: Annotated[float, typer.Option("--eval-fraction", help="Share of rows held out.", rich_help_panel='Method and data')] = 0.05,
     max_eval_rows: Annotated[int | None, typer.Option(
         "--max-eval-rows", help="At most this many held-out rows (default: a tenth of the rows the run trains on, "
-        "4 to 32).", show_default=False)] = None,
+        "4 to 32).", show_default=False, rich_help_panel='Method and data')] = None,
     streaming: Annotated[bool, typer.Option(
         "--streaming", help="Read plain text lazily, in order (corpora larger than memory; hub datasets "
-        "streamed whole). Needs --max-steps or --max-tokens; holds out the first --max-eval-rows blocks.")] = False,
+        "streamed whole). Needs --max-steps or --max-tokens; holds out the first --max-eval-rows blocks.", rich_help_panel='Method and data')] = False,
     shuffle_window: Annotated[int, typer.Option(
         "--shuffle-window", help="With --streaming: read this many blocks at a time and serve them in a seeded "
-        "random order (memory: this many blocks; 1: corpus order).")] = 1,
+        "random order (memory: this many blocks; 1: corpus order).", rich_help_panel='Method and data')] = 1,
     seq_len: TrainSeqLenOpt = 256,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per device per micro-step.")] = 4,
-    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Micro-steps per optimizer step.")] = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per device per micro-step.", rich_help_panel='Optimisation')] = 4,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Micro-steps per optimizer step.", rich_help_panel='Optimisation')] = 1,
     max_steps: Annotated[int | None, typer.Option(
-        "--max-steps", help="Optimizer steps (default: one pass over the data).", show_default=False)] = None,
+        "--max-steps", help="Optimizer steps (default: one pass over the data).", show_default=False, rich_help_panel='Optimisation')] = None,
     max_tokens: Annotated[int | None, typer.Option(
-        "--max-tokens", help="Or a budget in training tokens.", show_default=False)] = None,
+        "--max-tokens", help="Or a budget in training tokens.", show_default=False, rich_help_panel='Optimisation')] = None,
     max_time: Annotated[str | None, typer.Option(
         "--max-time", help="Or a budget in training time: 600, 90s, 10m, 1.5h (loading, teacher correction, "
         "the first and last held-out loss and the save not counted). The schedule follows the clock; "
-        "--max-steps / --max-tokens / one pass over the data is then an upper bound.", show_default=False)] = None,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 1e-4,
+        "--max-steps / --max-tokens / one pass over the data is then an upper bound.", show_default=False, rich_help_panel='Optimisation')] = None,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).", rich_help_panel='Optimisation')] = 1e-4,
     adam_betas: Annotated[str, typer.Option(
-        "--adam-betas", help="AdamW beta1,beta2 (HF Trainer's default, used by the LoRA reference: 0.9,0.999).")
+        "--adam-betas", help="AdamW beta1,beta2 (HF Trainer's default, used by the LoRA reference: 0.9,0.999).", rich_help_panel='Optimisation')
     ] = "0.9,0.95",
     lr_schedule: Annotated[str, typer.Option(
         "--lr-schedule", help="After the warmup: cosine (down to lr x --min-lr-ratio) | linear (down to 0, "
-        "HF Trainer's default).")] = "cosine",
-    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay (matrices).")] = 0.1,
+        "HF Trainer's default).", rich_help_panel='Optimisation')] = "cosine",
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay (matrices).", rich_help_panel='Optimisation')] = 0.1,
     warmup_steps: Annotated[int | None, typer.Option(
         "--warmup-steps", help="Linear warmup steps (default: 5% of the steps, or of the progress with "
         "--max-time), then the --lr-schedule decay.",
-        show_default=False)] = None,
-    min_lr_ratio: Annotated[float, typer.Option("--min-lr-ratio", help="Cosine ends at lr x this.")] = 0.1,
-    max_grad_norm: Annotated[float, typer.Option("--max-grad-norm", help="Gradient clipping norm.")] = 1.0,
-    lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank.")] = 8,
-    lora_alpha: Annotated[int, typer.Option("--lora-alpha", help="LoRA alpha.")] = 16,
-    lora_dropout: Annotated[float, typer.Option("--lora-dropout", help="LoRA dropout.")] = 0.05,
+        show_default=False, rich_help_panel='Optimisation')] = None,
+    min_lr_ratio: Annotated[float, typer.Option("--min-lr-ratio", help="Cosine ends at lr x this.", rich_help_panel='Optimisation')] = 0.1,
+    max_grad_norm: Annotated[float, typer.Option("--max-grad-norm", help="Gradient clipping norm.", rich_help_panel='Optimisation')] = 1.0,
+    lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank.", rich_help_panel='LoRA (--method lora)')] = 8,
+    lora_alpha: Annotated[int, typer.Option("--lora-alpha", help="LoRA alpha.", rich_help_panel='LoRA (--method lora)')] = 16,
+    lora_dropout: Annotated[float, typer.Option("--lora-dropout", help="LoRA dropout.", rich_help_panel='LoRA (--method lora)')] = 0.05,
     lora_targets: Annotated[str | None, typer.Option(
         "--lora-targets", help="Comma-separated module names (default: every attention and MLP projection).",
-        show_default=False)] = None,
+        show_default=False, rich_help_panel='LoRA (--method lora)')] = None,
     save_adapter: Annotated[bool, typer.Option(
-        "--save-adapter", help="LoRA: save the adapter only (default: merge it into a full model).")] = False,
+        "--save-adapter", help="LoRA: save the adapter only (default: merge it into a full model).", rich_help_panel='LoRA (--method lora)')] = False,
     teacher: Annotated[str | None, typer.Option(
         "--teacher", help="KD teacher (default: the unpruned model named in the pruned folder's shortllm.json).",
-        show_default=False)] = None,
-    kd_alpha: Annotated[float, typer.Option("--kd-alpha", help="KD weight: alpha*T^2*KL + (1-alpha)*CE; 1 = forward KL only, as Minitron.")] = 1.0,
-    kd_temperature: Annotated[float, typer.Option("--kd-temperature", help="KD softmax temperature T.")] = 1.0,
+        show_default=False, rich_help_panel='Distillation (--method kd)')] = None,
+    kd_alpha: Annotated[float, typer.Option("--kd-alpha", help="KD weight: alpha*T^2*KL + (1-alpha)*CE; 1 = forward KL only, as Minitron.", rich_help_panel='Distillation (--method kd)')] = 1.0,
+    kd_temperature: Annotated[float, typer.Option("--kd-temperature", help="KD softmax temperature T.", rich_help_panel='Distillation (--method kd)')] = 1.0,
     kd_hidden: Annotated[str | None, typer.Option(
         "--kd-hidden", help="kd: also match each kept block's output to its original block's output in the teacher "
         "(the mapping comes from the pruned folder's provenance): nmse (normalised MSE) | cosine.",
-        show_default=False)] = None,
+        show_default=False, rich_help_panel='Distillation (--method kd)')] = None,
     kd_hidden_weight: Annotated[float, typer.Option(
-        "--kd-hidden-weight", help="Weight of the --kd-hidden term, added to the KD objective.")] = 1.0,
+        "--kd-hidden-weight", help="Weight of the --kd-hidden term, added to the KD objective.", rich_help_panel='Distillation (--method kd)')] = 1.0,
     teacher_warmup_steps: Annotated[int, typer.Option(
         "--teacher-warmup-steps", help="kd: fine-tune the teacher on the healing data for N steps first "
-        "(Minitron's teacher correction, for data unlike the teacher's own).")] = 0,
+        "(Minitron's teacher correction, for data unlike the teacher's own).", rich_help_panel='Distillation (--method kd)')] = 0,
     teacher_dtype: Annotated[str | None, typer.Option(
         "--teacher-dtype", help="kd: store the teacher's weights in bfloat16 | float16 | float32 (default: as "
         "--dtype); 16 bits halve its memory, and each module still computes in the loaded precision (its "
-        "weights rounded once).", show_default=False)] = None,
+        "weights rounded once).", show_default=False, rich_help_panel='Distillation (--method kd)')] = None,
     kd_support: Annotated[int | None, typer.Option(
         "--kd-support", help="kd: estimate the KL (and CE) at the teacher's K most probable tokens plus "
         "--kd-tail-samples draws from the rest, instead of all of the vocabulary: the student's output head is "
         "never applied in full (faster steps where the head is a large share of the model: docs/retrain.md); "
         "temperature 1 only.",
-        show_default=False)] = None,
+        show_default=False, rich_help_panel='Distillation (--method kd)')] = None,
     kd_tail_samples: Annotated[int | None, typer.Option(
         "--kd-tail-samples", help="kd with --kd-support: draws from the teacher's distribution beyond its top "
         "K, each carrying an equal share of the remaining mass (0: renormalise the top K, as top-k KD). "
-        "[default: 64]", show_default=False)] = None,
+        "[default: 64]", show_default=False, rich_help_panel='Distillation (--method kd)')] = None,
     train_blocks: Annotated[str | None, typer.Option(
         "--train-blocks", help="cpt/kd: train only these blocks, freeze the rest: last:N | first:N | "
         "around-cuts:N | from-cut:N | 3,7,10-12 | all. kd without --train-head: the teacher skips the "
-        "frozen leading blocks (takes their output from the student).", show_default=False)] = None,
+        "frozen leading blocks (takes their output from the student).", show_default=False, rich_help_panel='What to train (cpt, kd)')] = None,
     train_head: Annotated[bool, typer.Option(
-        "--train-head", help="cpt/kd: also train the output head and final norm (alone: only them).")] = False,
-    eval_every: Annotated[int, typer.Option("--eval-every", help="Held-out loss every N steps (0: at the end).")] = 50,
-    save_every: Annotated[int, typer.Option("--save-every", help="Checkpoint every N steps (0: never).")] = 100,
-    keep_checkpoints: Annotated[int, typer.Option("--keep-checkpoints", help="Newest checkpoints kept.")] = 2,
+        "--train-head", help="cpt/kd: also train the output head and final norm (alone: only them).", rich_help_panel='What to train (cpt, kd)')] = False,
+    eval_every: Annotated[int, typer.Option("--eval-every", help="Held-out loss every N steps (0: at the end).", rich_help_panel='Checkpoints and evaluation')] = 50,
+    save_every: Annotated[int, typer.Option("--save-every", help="Checkpoint every N steps (0: never).", rich_help_panel='Checkpoints and evaluation')] = 100,
+    keep_checkpoints: Annotated[int, typer.Option("--keep-checkpoints", help="Newest checkpoints kept.", rich_help_panel='Checkpoints and evaluation')] = 2,
     checkpoint_dir: Annotated[Path | None, typer.Option(
         "--checkpoint-dir", help="Where checkpoints go (default: OUT.checkpoints beside --out).",
-        show_default=False)] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint of this run.")] = False,
+        show_default=False, rich_help_panel='Checkpoints and evaluation')] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint of this run.", rich_help_panel='Checkpoints and evaluation')] = False,
     keep_best: Annotated[bool, typer.Option(
         "--keep-best", help="Save the weights of the lowest held-out loss (of the evaluations every --eval-every "
-        "steps and at the end) to --out, as the reference's load_best_model_at_end; survives --resume.")] = False,
+        "steps and at the end) to --out, as the reference's load_best_model_at_end; survives --resume.", rich_help_panel='Checkpoints and evaluation')] = False,
     stop_after: Annotated[int | None, typer.Option(
         "--stop-after", help="End this session after N steps with a checkpoint (continue later with --resume).",
-        show_default=False)] = None,
+        show_default=False, rich_help_panel='Checkpoints and evaluation')] = None,
     gradient_checkpointing: Annotated[bool, typer.Option(
-        "--gradient-checkpointing", help="Recompute activations in backward (less memory, ~30% slower).")] = False,
+        "--gradient-checkpointing", help="Recompute activations in backward (less memory, ~30% slower).", rich_help_panel='Memory and precision')] = False,
     optimizer_in_backward: Annotated[bool, typer.Option(
         "--optimizer-in-backward", help="Update each parameter as soon as its gradient is complete and free it "
         "(no gradients held: 4 bytes per float32 trained parameter less); no gradient clipping (--max-grad-norm "
-        "is not applied), no --grad-accum, one process, no fp16.")] = False,
+        "is not applied), no --grad-accum, one process, no fp16.", rich_help_panel='Memory and precision')] = False,
     mixed_precision: Annotated[str, typer.Option(
-        "--mixed-precision", help="auto (bf16 autocast on CUDA, none on CPU) | no | bf16 | fp16.")] = "auto",
-    seed: SeedOpt = 1234,
+        "--mixed-precision", help="auto (bf16 autocast on CUDA, none on CPU) | no | bf16 | fp16.", rich_help_panel='Memory and precision')] = "auto",
+    seed: in_group(SeedOpt, "Optimisation") = 1234,
     dtype: DtypeOpt = "float32",
     device: DeviceOpt = "auto",
     trust_remote_code: TrustRemoteCodeOpt = False,
@@ -165,11 +166,6 @@ def retrain(
     json_out: JsonOpt = False,
 ) -> None:
     """Heal a model by retraining: LoRA, continued pretraining (CPT) or distillation (KD).
-
-    Writes a plain Hugging Face checkpoint (LoRA merged unless --save-adapter), shortllm.json (method,
-    data, tokens, steps, wall time, loss curve) and train_curve.png to --out. Checkpoints go to
-    OUT.checkpoints every --save-every steps; --resume continues a stopped run. Runs the same under
-    `torchrun --nproc_per_node N` or `accelerate launch` (see docs/distributed.md).
 
     Examples:
 
@@ -181,6 +177,11 @@ def retrain(
           --seq-len 256 --out lora/
       shortllm retrain --method kd -m pruned/ --data c4 --data-dir ../shared/data --seq-len 128 \\
           --train-blocks all --kd-support 64 --max-time 10m --out kd-10min/
+
+    Writes a plain Hugging Face checkpoint (LoRA merged unless --save-adapter), shortllm.json (method,
+    data, tokens, steps, wall time, loss curve) and train_curve.png to --out. Checkpoints go to
+    OUT.checkpoints every --save-every steps; --resume continues a stopped run. Runs the same under
+    `torchrun --nproc_per_node N` or `accelerate launch` (see docs/distributed.md).
     """
     applies.check_given(ctx, applies.RETRAIN)
     from shortllm.training.config import DataOptions, KDOptions, LoraOptions, TrainConfig, validate

@@ -11,18 +11,19 @@ import typer
 
 from shortllm.cli import applies
 from shortllm.cli.options import DataDirOpt, JsonOpt
+from shortllm.cli.help import in_group
 from shortllm.cli.output import console, err_console, print_json, print_path, state
 
 RecipeArg = Annotated[Optional[str], typer.Argument(
     help="A shipped recipe's name (see --list) or a recipe .yaml file.", show_default=False)]
 SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", help="Override one stage option, e.g. --set retrain.max-steps=5 (repeatable; value read as YAML).",
-    show_default=False)]
+    show_default=False, rich_help_panel='Run')]
 RunOutOpt = Annotated[Optional[Path], typer.Option(
     "--out", "-o", help="The run folder (default: runs/RECIPE-NAME). Rerunning into it skips finished stages.",
-    show_default=False)]
+    show_default=False, rich_help_panel='Run')]
 RunModelOpt = Annotated[Optional[str], typer.Option(
-    "--model", "-m", help="Run the recipe on this model instead of the one it names.", show_default=False)]
+    "--model", "-m", help="Run the recipe on this model instead of the one it names.", show_default=False, rich_help_panel='Run')]
 
 
 def run(
@@ -31,17 +32,12 @@ def run(
     out: RunOutOpt = None,
     model: RunModelOpt = None,
     set_: SetOpt = None,
-    data_dir: DataDirOpt = None,
-    list_: Annotated[bool, typer.Option("--list", help="List the shipped recipes and exit.")] = False,
-    show: Annotated[bool, typer.Option("--show", help="Print the recipe's stage commands and exit.")] = False,
+    data_dir: in_group(DataDirOpt, "Run") = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the shipped recipes and exit.", rich_help_panel='Run')] = False,
+    show: Annotated[bool, typer.Option("--show", help="Print the recipe's stage commands and exit.", rich_help_panel='Run')] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Run a recipe: its stages in order into one run folder, with a side-by-side report.
-
-    Each stage is the verb of the same name with the recipe's options, writing into RUN/STAGE; the models flow
-    from stage to stage (original -> pruned -> healed) and report.md / report.json put their numbers side by
-    side. Running again skips the stages whose options and inputs are unchanged and resumes an interrupted
-    retrain. See docs/recipes.md for the shipped recipes and their sources.
 
     Examples:
 
@@ -49,6 +45,11 @@ def run(
       shortllm run --list
       shortllm run cpu-demo --set retrain.max-steps=2 --set eval.limit=2 --out demo-run/
       shortllm run shortened-llama-ppl-lora -m meta-llama/Llama-2-7b-hf --data-dir ../shared/data --show
+
+    Each stage is the verb of the same name with the recipe's options, writing into RUN/STAGE; the models flow
+    from stage to stage (original -> pruned -> healed) and report.md / report.json put their numbers side by
+    side. Running again skips the stages whose options and inputs are unchanged and resumes an interrupted
+    retrain. See docs/recipes.md for the shipped recipes and their sources.
     """
     applies.check_given(ctx, applies.RUN)
     from shortllm.errors import RecipeError

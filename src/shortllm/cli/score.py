@@ -17,9 +17,9 @@ from shortllm.cli.output import activity, console, print_json, print_path
 
 NumBlocksOpt = Annotated[Optional[int], typer.Option(
     "--num-blocks", "-k", help="Blocks the plan removes: highlighted in the plot; sleb and angular need it "
-    "(default: what --ratio 0.2 removes).", show_default=False)]
+    "(default: what --ratio 0.2 removes).", show_default=False, rich_help_panel='Plan')]
 RatioOpt = Annotated[Optional[float], typer.Option(
-    "--ratio", help="Or give the plan as a parameter ratio (default 0.2).", show_default=False)]
+    "--ratio", help="Or give the plan as a parameter ratio (default 0.2).", show_default=False, rich_help_panel='Plan')]
 
 
 def score(
@@ -57,15 +57,15 @@ def score(
 ) -> None:
     """Rank the model's blocks by importance (least important first) with one criterion.
 
-    Writes scores.json (inside the shortllm.json manifest too), block_order.csv and scores.png to --out.
-    Calibration follows Shortened LLaMA: 10 random windows of 128 tokens, seed 1234.
-
     Examples:
 
     \b
       shortllm score --criterion ppl --out scores/
       shortllm score -c taylor+ --data c4 --data-dir ../shared/data --out taylor/ --json
       shortllm score -c angular -k 6 -m Qwen/Qwen2.5-0.5B --out angular/
+
+    Writes scores.json (inside the shortllm.json manifest too), block_order.csv and scores.png to --out.
+    Calibration follows Shortened LLaMA: 10 random windows of 128 tokens, seed 1234.
     """
     applies.check_given(ctx, applies.SCORE)
     options = score_options(criterion, protect_first, protect_last, norm, batch_size, data, data_dir, text_field,
