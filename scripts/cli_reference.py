@@ -31,6 +31,8 @@ OWN_DEFAULT = re.compile(r"\s*\[default: ([^\[\]]*)\]\.?$")
 
 def click_group():
     """The click group typer builds from the ``shortllm`` app, and a context to render its help with."""
+    if str(ROOT / "src") not in sys.path:  # this checkout's CLI, whichever copy of shortllm is installed
+        sys.path.insert(0, str(ROOT / "src"))
     import typer.main
 
     from shortllm.cli.app import app
@@ -122,16 +124,15 @@ def options_tables(command, ctx) -> list[str]:
 def render() -> str:
     """docs/reference.md as the CLI would describe itself now."""
     group, gctx = click_group()
+    verbs = {name: command for name, command in group.commands.items() if not getattr(command, "hidden", False)}
     lines = ["# Options reference", "",
              "<!-- Generated from the CLI by `" + REGENERATE + "`: do not edit by hand. -->", "",
              "Every option of every verb, as `shortllm VERB --help` gives it. The verb pages say when to use "
              "which; this page says what each option is. Global options go before the verb "
              "(`shortllm -q prune ...`).", "",
-             "Verbs: " + ", ".join(f"[{name}](#{name})" for name in group.commands) + ".", "",
+             "Verbs: " + ", ".join(f"[{name}](#{name})" for name in verbs) + ".", "",
              "## Global options", "", *options_tables(group, gctx)]
-    for name, command in group.commands.items():
-        if getattr(command, "hidden", False):
-            continue
+    for name, command in verbs.items():
         ctx = command.make_context(name, [], parent=gctx, resilient_parsing=True)
         lines += [f"## {name}", "", f"`shortllm {name}`: {first_paragraph(command.help)}", ""]
         page = PAGES.get(name)
@@ -149,7 +150,7 @@ def main(argv: list[str]) -> int:
             return 1
         return 0
     if argv:
-        print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
+        print("usage: python scripts/cli_reference.py [--check]", file=sys.stderr)
         return 2
     PAGE.write_text(text, encoding="utf-8")
     return 0
