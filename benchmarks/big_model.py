@@ -9,9 +9,9 @@ ever in memory). Then, each in a fresh process, with wall time and peak resident
 * ``prune``: ``shortllm prune --blocks ...`` (6 blocks), then ``sync``; the blocks are known before loading,
   so this is out-of-core surgery (the JSON says which path ran and how the output was verified);
 * ``score-bi``, ``score-ppl`` (with ``--verbs``): ``shortllm score --offload --criterion bi|ppl`` on a few
-  short windows, layer-by-layer scoring (not part of this script's targets; fails until ``--offload`` exists).
+  short windows, layer-by-layer scoring (not part of this script's targets).
 
-Targets (issue #11): prune peak RSS <= 2 GiB and wall time <= 2x ``cp``. The page cache is shared with the
+Targets: prune peak RSS <= 2 GiB and wall time <= 2x ``cp``. The page cache is shared with the
 other processes of the machine; note its size next to the model's (``free -g``) when reading the numbers.
 The checkpoint is deleted afterwards unless ``--keep``.
 

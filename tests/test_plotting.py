@@ -1,4 +1,4 @@
-"""Plots draw user text literally (issue #10, item 4: user text through markup, here matplotlib's math text)."""
+"""Plots draw user text literally (user text through markup, here matplotlib's math text)."""
 
 from shortllm.training.plot import plot_curve
 

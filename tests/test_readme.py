@@ -1,4 +1,4 @@
-"""The README's set-up is right on a CPU-only machine (issue #15, item 1).
+"""The README's set-up is right on a CPU-only machine.
 
 Two commands (one runs the main job, one the tests), with the CPU-only torch install directly before them, so a
 machine without a GPU never pulls torch's CUDA build; CI runs the test command exactly as the README shows it.

@@ -1,4 +1,4 @@
-"""Counts agree with their nouns wherever shortllm prints them (issue #15, item 8: "1 tokens")."""
+"""Counts agree with their nouns wherever shortllm prints them (no "1 tokens")."""
 
 from __future__ import annotations
 

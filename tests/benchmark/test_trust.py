@@ -46,7 +46,7 @@ def test_quiet_result_is_trusted():
 
 
 def test_busy_cpu_speedups_from_x0_85_to_x2_38_are_flagged():
-    # The report: x0.85 and x2.38 against an ideal of x1.23, given as plain results.
+    # A busy CPU's medians: x0.85 and x2.38 against an ideal of x1.23, which would read as plain results.
     raw = quiet(speedup=[0.85, 2.38, 1.10, 1.30, 0.95],
                 decode_tokens_per_s=[1.91, 1.47, 2.10, 1.95, 1.90])
     verdict = assess(raw, 5, 2, IDEAL, False, ["load average 2.5 -> 5.4, up to 9.0 on 2 usable CPUs: other "

@@ -1,4 +1,4 @@
-"""Every way a run can stop leaves nothing half-written (issue #10, item 9).
+"""Every way a run can stop leaves nothing half-written.
 
 SIGTERM (what batch schedulers and containers send) and SIGHUP (a closed terminal) unwind like Ctrl-C: the temporary folder beside --out is
 removed and the message says nothing was written. A run killed hard (SIGKILL) cannot clean up, so the next

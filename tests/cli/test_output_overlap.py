@@ -1,4 +1,4 @@
-"""An output never overlaps an input, nor the current directory (issue #10, items 2 and 11).
+"""An output never overlaps an input, nor the current directory.
 
 Every verb refuses, before any work and with one line and exit 2, an --out that is, contains or lies inside
 any input (model, teacher, data, data directory, scores, checkpoints), after resolving symlinks and relative

@@ -1,4 +1,4 @@
-"""Signs of life without a terminal, and the cost of a retrain before it is paid (issue #15, items 2 and 4).
+"""Signs of life without a terminal, and the cost of a retrain before it is paid.
 
 Through typer's CliRunner stderr is not a terminal, as in CI, nohup or a batch job: every long phase must then log
 a plain line (phase, done/total, rate, ETA) at least every $SHORTLLM_HEARTBEAT_S seconds, each phase must say what

@@ -1,4 +1,4 @@
-"""Recorded provenance works from anywhere (issue #10, item 5).
+"""Recorded provenance works from anywhere.
 
 A model pruned from a relative path records the absolute path, so `retrain --method kd` run from another
 directory finds its teacher; adapters name their base model by absolute path; the model card's ``base_model``

@@ -45,7 +45,7 @@ def test_encoder_only_refused():
         check_decoder(BertConfig())
 
 
-# Multimodal checkpoints the table does not describe (issue #10 item 12): refused, naming where the language
+# Multimodal checkpoints the table does not describe: refused, naming where the language
 # model's blocks are. Those it describes (gemma3, llava, mistral3, qwen2_5_vl, llama4, ...) are pruned:
 # tests/models/test_multimodal.py.
 MULTIMODAL = [

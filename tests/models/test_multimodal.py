@@ -1,4 +1,4 @@
-"""Pruning the language model of multimodal checkpoints (issue #11): the block surgery invariants of
+"""Pruning the language model of multimodal checkpoints: the block surgery invariants of
 DESIGN.md on tiny random Gemma 3, Mistral 3, LLaVA, LLaVA-NeXT, Qwen2-VL, Qwen2.5-VL, Qwen3-VL(-MoE) and
 Llama 4 checkpoints, the vision tower untouched; then `shortllm score` / `prune --ratio` on a Gemma 3."""
 

@@ -1,4 +1,4 @@
-"""Config fields tied to block positions (issue #10 item 3): per-block lists, lists of block indices, and
+"""Config fields tied to block positions: per-block lists, lists of block indices, and
 thresholds / ranges / periods over block positions, rewritten by surgery so that the pruned model computes
 what the original computes with the blocks skipped, and reloads with stock transformers doing the same."""
 

@@ -1,4 +1,4 @@
-"""Loading is strict: a checkpoint that does not cover the model exactly is refused (issue #10, item 1).
+"""Loading is strict: a checkpoint that does not cover the model exactly is refused.
 
 Every way a checkpoint can fail to cover a model is built on a tiny saved model: an extra name prefix (as
 adapter tooling leaves), a missing tensor, a missing untied head, an unexpected tensor, a tensor of the wrong

@@ -18,7 +18,7 @@ EXPECTED = {"cpu-demo", "shortened-llama-ppl-lora", "shortened-llama-taylor-lora
             "shortgpt-bi", "gromov-angular-lora", "sleb", "layerchop-cpt", "minitron-depth-kd"}
 
 
-def test_the_issue_s_recipes_are_shipped():
+def test_the_papers_recipes_are_shipped():
     assert EXPECTED <= set(SHIPPED)
 
 

@@ -1,4 +1,4 @@
-"""The ratio promise, as a property: ``--ratio r`` never removes more than r x the parameters (issue #10, item 7).
+"""The ratio promise, as a property: ``--ratio r`` never removes more than r x the parameters.
 
 It must hold for every criterion, contiguous ones included, whatever the block sizes: MoE and dense blocks
 mixed, a first dense block, shared experts. Each criterion scores a tiny model once; its report then plans

@@ -1,4 +1,4 @@
-"""``scores.png`` says what its bars are and shows what was chosen, for every kind of criterion (issue #15, item 6).
+"""``scores.png`` says what its bars are and shows what was chosen, for every kind of criterion.
 
 The figure is inspected, not its pixels: y-label, legend texts, notes, bar colours and shaded spans.
 """

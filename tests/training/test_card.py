@@ -1,4 +1,4 @@
-"""The retrain model card's metadata rules, on hand-built inputs (issue #15, item 8)."""
+"""The retrain model card's metadata rules, on hand-built inputs."""
 
 from __future__ import annotations
 

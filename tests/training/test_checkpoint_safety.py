@@ -1,7 +1,7 @@
 """Checkpoints hold no pickles: booby-trapped files never run, damaged files are named, resume stays exact.
 
-Issue #10 item 8: accelerate's ``save_state`` layout was read with ``load_state``, which unpickles the
-optimizer, scheduler and RNG files, so a crafted ``custom_checkpoint_0.pkl`` ran code on ``--resume``.
+The failure guarded against: accelerate's ``save_state`` layout read with ``load_state``, which unpickles the
+optimizer, scheduler and RNG files, so that a crafted ``custom_checkpoint_0.pkl`` runs code on ``--resume``.
 """
 
 from __future__ import annotations

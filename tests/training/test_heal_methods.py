@@ -1,4 +1,4 @@
-"""The healing methods of issue #14 on tiny models: partial-layer training, hidden-state distillation, teacher
+"""The healing methods on tiny models: partial-layer training, hidden-state distillation, teacher
 correction; their resume equals an uninterrupted run; two processes equal one for hidden-state KD."""
 
 from __future__ import annotations

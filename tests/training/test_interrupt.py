@@ -1,7 +1,7 @@
 """An interrupted retrain says what it kept and how to continue; no half-written checkpoint stays behind.
 
-Issue #10 item 9: Ctrl-C during a checkpoint save left ``.step-N.tmp``, and the CLI said "nothing was written"
-while the checkpoints it kept were on disk.
+The failure guarded against: Ctrl-C during a checkpoint save leaving ``.step-N.tmp`` behind, and the CLI saying
+"nothing was written" while the checkpoints it kept were on disk.
 """
 
 from __future__ import annotations
