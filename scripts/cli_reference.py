@@ -107,17 +107,20 @@ def option_row(param, ctx) -> str | None:
 
 
 def options_tables(command, ctx) -> list[str]:
-    """The options of a command as markdown tables, one per help panel (one in all when none is declared)."""
-    panels: dict[str | None, list[str]] = {}
+    """The options of a command as markdown tables, one per help panel (one in all when none is declared), in the
+    order ``--help`` shows them (``shortllm.cli.help.in_order``)."""
+    from shortllm.cli.help import OTHER, in_order
+
+    panels: dict[str, list[str]] = {}
     for param in command.params:
         row = option_row(param, ctx)
         if row is not None:
-            panels.setdefault(getattr(param, "rich_help_panel", None), []).append(row)
+            panels.setdefault(getattr(param, "rich_help_panel", None) or OTHER, []).append(row)
     lines: list[str] = []
-    for panel, rows in panels.items():
+    for panel in in_order(panels):
         if len(panels) > 1:
-            lines += [f"**{panel or 'Options'}**", ""]
-        lines += ["| option | value | default | what it does |", "|---|---|---|---|", *rows, ""]
+            lines += [f"**{panel}**", ""]
+        lines += ["| option | value | default | what it does |", "|---|---|---|---|", *panels[panel], ""]
     return lines
 
 

@@ -19,6 +19,12 @@ OTHER = "Other options"
 LAST = ("Model and loading", "Output", OTHER)
 
 
+def in_order(groups: dict[str, Any]) -> list[str]:
+    """The group names of a verb in the order its help shows them: its own groups in the order of their first
+    option, then "Model and loading", "Output" and the rest."""
+    return sorted(groups, key=lambda g: LAST.index(g) + 1 if g in LAST else 0)  # a stable sort
+
+
 class GroupedHelp(TyperCommand):
     """A verb whose ``--help`` lists its options by group."""
 
@@ -36,7 +42,7 @@ class GroupedHelp(TyperCommand):
         if arguments:
             with formatter.section("Arguments"):
                 formatter.write_dl(arguments)
-        for name in sorted(groups, key=lambda g: LAST.index(g) + 1 if g in LAST else 0):  # stable sort
+        for name in in_order(groups):
             with formatter.section("Options" if list(groups) == [OTHER] else name):
                 formatter.write_dl(groups[name])
 
