@@ -139,6 +139,8 @@ def help_commands(help_text: str, name: str) -> tuple[list[tuple[str, list[str]]
     for i in range(starts[0] + 1, len(lines)):
         if lines[i].strip() and not lines[i].startswith(" "):
             break  # "Options:", "Commands:"
+        if not lines[i].strip() and any(t.strip() for _, t in section):
+            break  # the examples are one block; the help's description goes on after it
         section.append((i + 1, lines[i]))
     found, bad = [], []
     for number, logical in logical_lines([(n, t) for n, t in section if t.strip()]):
