@@ -24,7 +24,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 # The recipe runner still drives each verb through the CLI's own parser (a recipe accepts exactly what the command
 # line accepts); these two arrows, and the circle they close, go when it calls the Python API instead.
-KNOWN_UPWARD = {("shortllm.pipeline.runner", "shortllm.cli.click_errors"), ("shortllm.pipeline.verbs", "shortllm.cli.app")}
+KNOWN_UPWARD = {("shortllm.pipeline.runner", "shortllm.cli.click_errors"), ("shortllm.pipeline.verbs", "shortllm.cli.app"),
+                ("shortllm.pipeline.runner", "shortllm.cli.applies")}
 
 
 def modules() -> dict[str, Path]:

@@ -85,6 +85,22 @@ CASES = [
      "written (not without --out, nor with --dry-run)"),
     (["eval", "--overwrite"], "--overwrite only applies when --out is written"),
     (["bench", "--overwrite"], "--overwrite only applies when --out is written"),
+    (["score", "-c", "magnitude", "--kernels"], "--kernels only applies to criteria that run the model, not "
+     "magnitude."),
+    (["prune", "--blocks", "3", "--dry-run", "--replace", "linear", "--replace-ridge", "0.01"], "--replace-ridge "
+     "only applies without --dry-run (nothing is fitted)."),
+    (["prune", "--blocks", "3", "--dry-run", "--replace", "linear", "--data", "c4"], "--data only applies to "
+     "scoring with a criterion that reads calibration text, or to --replace's fit (not with --dry-run)."),
+    (["prune", "--blocks", "3", "--dry-run", "--max-shard-size", "1GB"], "--max-shard-size only applies without "
+     "--dry-run"),
+    (["prune", "--blocks", "3", "--dry-run", "--dtype", "float16"], "--dtype only applies when a model is loaded"),
+    (["eval", "--ppl", "pydoc", "--tasks", "none", "--seed", "5"], "--seed only applies to lm-eval tasks"),
+    (["eval", "--ppl", "none", "--tasks", "none", "--generate", "hi", "--limit", "3"], "--limit only applies to "
+     "perplexity and lm-eval tasks"),
+    (["retrain", "-M", "cpt", "--save-every", "0", "--checkpoint-dir", "ck", "--out", "o"], "--checkpoint-dir only "
+     "applies when checkpoints are written or read"),
+    (["retrain", "-M", "cpt", "--eval-fraction", "0", "--eval-every", "5", "--out", "o"], "--eval-every only applies "
+     "when there are held-out rows"),
     (["run", "--list", "--show"], "--show only applies without --list. Drop --show: --list only lists"),
     (["run", "--list", "cpu-demo"], "the recipe argument only applies without --list"),
     (["run", "cpu-demo", "--show", "--json"], "--json only applies without --show"),
@@ -109,6 +125,9 @@ ACCEPTED = [
     ["retrain", "-M", "cpt", "--save-every", "0", "--stop-after", "5", "--keep-checkpoints", "1", "--out", "o"],
     ["run", "--list", "--json"],
     ["bench", "--out", "b", "--overwrite"],
+    ["prune", "--ratio", "0.2", "--dry-run", "--dtype", "float16", "--kernels"],
+    ["retrain", "-M", "cpt", "--save-every", "0", "--resume", "--checkpoint-dir", "ck", "--out", "o"],
+    ["eval", "--ppl", "none", "--tasks", "piqa", "--seed", "5", "--limit", "3"],
     ["prune", "--blocks", "3", "--dry-run", "--out", "o"],
     ["run", "cpu-demo", "--show", "--set", "retrain.max-steps=2"],
 ]

@@ -367,6 +367,12 @@ VALUE_CASES = [
     (["retrain", "-M", "kd", "--kd-alpha", "2", "--out", "x"], "--kd-alpha 2 must be within 0..1"),
     (["bench", "--repeats", "0"], "--repeats must be at least 1, got 0"),
     (["eval", "--dtype", "float8", "--tasks", "none"], "unknown dtype 'float8'"),
+    (["eval", "--generate", "hi", "--max-new-tokens", "0", "--ppl", "none", "--tasks", "none"],
+     "--max-new-tokens 0 must be at least 1"),  # a 74-line traceback from generate() before
+    (["eval", "--generate", " ", "--ppl", "none", "--tasks", "none"], "--generate is empty"),
+    (["prune", "--blocks", "3,3", "--out", "x"], "block index 3 is given twice"),  # after the config (8 s) before
+    (["prune", "--blocks", "-1", "--out", "x"], "block index -1 is negative"),
+    (["run", "cpu-demo", "--out", ""], "Invalid value for '--out' / '-o': --out is empty"),  # ran into . before
     (["score", "--revision", "v2", "--out", "x"], "--revision v2 only applies to hub models, and smollm2-135m is not"),
     (["bench", "-m", "a.gguf", "--revision", "v2"], "--revision v2 only applies to hub models, and a.gguf is not"),
 ]

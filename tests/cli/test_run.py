@@ -61,6 +61,24 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_run_whose_first_stage_fails_leaves_nothing(tmp_path):
+    """The run folder (and the folders made above it) went on holding a manifest of a run that never ran."""
+    result = run_cli("run", "cpu-demo", "--set", "score.samples=0", "--out", tmp_path / "deep" / "r")
+    assert result.exit_code == 2 and "--samples 0 / --seq-len 128 must be positive" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "empty").mkdir()
+    result = run_cli("run", "cpu-demo", "--set", "score.samples=0", "--out", tmp_path / "empty")
+    assert result.exit_code == 2 and list((tmp_path / "empty").iterdir()) == []
+
+
+def test_an_option_a_stage_would_not_read_is_refused_before_anything_runs(tmp_path):
+    result = run_cli("run", "cpu-demo", "--set", "score.norm=2", "--out", tmp_path / "r")
+    assert result.exit_code == 2
+    assert result.stderr == ("error: stage score: --norm only applies with --criterion magnitude, taylor, taylor+ or "
+                             "auto, not ppl. Fix the score options of the recipe (see `shortllm score --help`).\n")
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_folder_that_is_not_a_run_is_refused(tmp_path):
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "notes.txt").write_text("mine")

@@ -114,11 +114,18 @@ TEXT_FREE = "to criteria that read calibration text, not {criterion}"
 # --overwrite replaces a non-empty --out folder: without one (or with --dry-run) there is nothing to replace
 OVERWRITE = Applies(("overwrite",), lambda v: v["out"] is not None and not v.get("dry_run"),
                     "when --out is written (not without --out, nor with --dry-run)")
-SCORE = [*_criterion_rules(lambda v: True), Applies(CALIBRATION, _reads_text, TEXT_FREE), OVERWRITE]
+# magnitude and chop run no forward pass: Hub kernels would swap nothing they use
+KERNELS = Applies(("kernels",), _reads_text, "to criteria that run the model, not {criterion}")
+SCORE = [*_criterion_rules(lambda v: True), Applies(CALIBRATION, _reads_text, TEXT_FREE), KERNELS, OVERWRITE]
 
 
 def _prune_scores_now(v: Values) -> bool:
     return v["blocks"] is None and v["scores"] is None
+
+
+def _fits(v: Values) -> bool:
+    """Whether the prune fits a --replace stand-in (not on a dry run)."""
+    return v["replace"] is not None and not v["dry_run"]
 
 
 def _gguf_out(v: Values) -> bool:
@@ -134,16 +141,22 @@ PRUNE = [
     Applies(("samples",), _prune_scores_now, NOT_SCORING + " (--replace fits on --replace-samples windows)"),
     *_criterion_rules(_prune_scores_now),
     Applies(("samples",), _reads_text, TEXT_FREE),
-    Applies(FIT_TEXT, lambda v: (_prune_scores_now(v) and _reads_text(v)) or v["replace"] is not None,
-            "to scoring with a criterion that reads calibration text, or to --replace's fit"),
+    Applies(FIT_TEXT, lambda v: (_prune_scores_now(v) and _reads_text(v)) or _fits(v),
+            "to scoring with a criterion that reads calibration text, or to --replace's fit (not with --dry-run)"),
+    Applies(("replace_samples", "replace_objective", "replace_ridge", "replace_epochs", "replace_lr",
+             "replace_init"), lambda v: not v["dry_run"], "without --dry-run (nothing is fitted)"),
     Applies(("replace_samples", "replace_objective"), lambda v: v["replace"] is not None, "with --replace"),
     Applies(("replace_ridge",), lambda v: v["replace"] == "linear", "with --replace linear"),
     Applies(("replace_epochs", "replace_lr", "replace_init"), lambda v: v["replace"] == "block",
             "with --replace block"),
     Applies(("max_shard_size",), lambda v: not _gguf_out(v), "to a Hugging Face output (a GGUF is one file)"),
-    # a GGUF-to-GGUF prune copies bytes: only scoring loads the model
-    Applies(("dtype", "device", "device_map", "kernels"), lambda v: not _gguf_out(v) or _prune_scores_now(v),
-            "when a model is loaded: a GGUF output from --blocks or --scores copies the source's bytes"),
+    Applies(("max_shard_size",), lambda v: not v["dry_run"], "without --dry-run (nothing is written)"),
+    # a GGUF-to-GGUF prune copies bytes, a dry run of known blocks reads the config only: only scoring (or a fit)
+    # loads the model
+    Applies(("dtype", "device", "device_map", "kernels"),
+            lambda v: _prune_scores_now(v) or (not _gguf_out(v) and not v["dry_run"]),
+            "when a model is loaded: a GGUF output from --blocks or --scores copies the source's bytes, and a "
+            "--dry-run of known blocks reads the config only"),
     OVERWRITE,
 ]
 
@@ -173,7 +186,10 @@ EVAL = [
     Applies(("bos_every",), lambda v: _own_windows(v) and v["ppl_protocol"] == "paper",
             "with --ppl-protocol paper"),
     Applies(("text_field",), lambda v: bool(_ppl_names(v)), "to --ppl files (with --ppl none no text is read)"),
-    Applies(("add_bos", "num_fewshot", "include_path"), _tasks, "to lm-eval tasks (--tasks none runs none)"),
+    Applies(("add_bos", "num_fewshot", "include_path", "seed"), _tasks,
+            "to lm-eval tasks (--tasks none runs none)"),
+    Applies(("limit", "batch_size"), lambda v: bool(_ppl_names(v)) or _tasks(v),
+            "to perplexity and lm-eval tasks (--ppl none --tasks none measures neither)"),
     Applies(("max_new_tokens",), lambda v: v["generate"] is not None, "with --generate"),
     OVERWRITE,
 ]
@@ -193,6 +209,11 @@ RETRAIN = [
             "when held-out rows are split from --data (not with --eval-data or --streaming)"),
     Applies(("keep_checkpoints",), lambda v: v["save_every"] > 0 or v["stop_after"] is not None,
             "when checkpoints are written (--save-every above 0, or --stop-after)"),
+    Applies(("checkpoint_dir",), lambda v: v["save_every"] > 0 or v["stop_after"] is not None or v["resume"],
+            "when checkpoints are written or read (--save-every above 0, --stop-after, --resume)"),
+    Applies(("eval_every", "max_eval_rows"),
+            lambda v: v["eval_data"] is not None or v["streaming"] or v["eval_fraction"] > 0,
+            "when there are held-out rows (--eval-fraction above 0, --eval-data or --streaming)"),
 ]
 
 RUN = [

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from shortllm.cli import applies
-from shortllm.cli.options import DataDirOpt, JsonOpt
+from shortllm.cli.options import DataDirOpt, JsonOpt, _out_path
 from shortllm.cli.help import in_group
 from shortllm.cli.output import console, err_console, print_json, print_path, state
 
@@ -21,7 +21,7 @@ SetOpt = Annotated[Optional[list[str]], typer.Option(
     show_default=False, rich_help_panel='Run')]
 RunOutOpt = Annotated[Optional[Path], typer.Option(
     "--out", "-o", help="The run folder (default: runs/RECIPE-NAME). Rerunning into it skips finished stages.",
-    show_default=False, rich_help_panel='Run')]
+    show_default=False, rich_help_panel='Run', parser=_out_path, metavar="<path>")]
 RunModelOpt = Annotated[Optional[str], typer.Option(
     "--model", "-m", help="Run the recipe on this model instead of the one it names.", show_default=False, rich_help_panel='Run')]
 
@@ -68,13 +68,10 @@ def run(
         _show(request)
         return
 
-    if loaded.cost and not state["quiet"]:
-        err_console.print(f"[{loaded.name}] expected cost: {loaded.cost}", markup=False, highlight=False,
-                          soft_wrap=True)
-
     def on_stage(stage: str, event: str, detail: str) -> None:
         if not state["quiet"]:
-            err_console.print(f"[{stage}] {detail}", markup=False, highlight=False, soft_wrap=True)
+            text = f"expected cost: {detail}" if event == "cost" else detail
+            err_console.print(f"[{stage}] {text}", markup=False, highlight=False, soft_wrap=True)
 
     import contextlib
 

@@ -209,6 +209,10 @@ def _check_request(req: EvalRequest) -> tuple[list[Any], dict[str, Corpus], Any]
         raise DataError(f"--batch-size {req.batch_size} must be at least 1")
     if req.num_fewshot < 0:
         raise DataError(f"--num-fewshot {req.num_fewshot} must be 0 or more")
+    if req.generate is not None and not req.generate.strip():
+        raise DataError("--generate is empty: give the prompt to continue", "e.g. --generate 'The capital of'")
+    if req.generate is not None and req.max_new_tokens < 1:
+        raise DataError(f"--max-new-tokens {req.max_new_tokens} must be at least 1")
     check_fewshot(req.num_fewshot, req.tasks, data_dir(req.data_dir))
     check_task_names(req.tasks, data_dir(req.data_dir), req.include_paths)  # a typo fails in a second
     if not req.ppl and not req.tasks and req.generate is None:

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -31,11 +32,13 @@ from shortllm.cli.click_errors import click_module, errors_propagate
 from shortllm.errors import Interrupted, RecipeError, ShortLLMError
 from shortllm.pipeline.stages import MANIFEST, RunRequest, stage_args, write_json
 from shortllm.pipeline.verbs import command
+from shortllm.tempdirs import make_parents, remove_created
 
 log = logging.getLogger(__name__)
 
 SESSION_ONLY = {"--stop-after"}  # how far this session goes, not what the stage makes: not part of its identity
-# (stage, event, detail): event is "skip" (detail: why), "run" (detail: the command), "stopped" (detail: why)
+# (stage, event, detail): event is "skip" (detail: why), "run" (detail: the command), "stopped" (detail: why);
+# ("RECIPE", "cost", the recipe's measured cost) once the run's options are checked, before the first stage
 StageCallback = Callable[[str, str, str], None]
 
 
@@ -141,11 +144,18 @@ def check_parses(req: RunRequest) -> None:
     """
     ClickException = click_module().ClickException
 
+    from shortllm.cli import applies
+
     for stage in req.recipe.stages:
         try:
-            command(stage).make_context(stage, stage_args(req, stage) + ["--out", str(req.out / stage)])
+            ctx = command(stage).make_context(stage, stage_args(req, stage) + ["--out", str(req.out / stage)])
         except ClickException as err:
             raise RecipeError(f"stage {stage}: {err.format_message()}",
+                              f"fix the {stage} options of the recipe (see `shortllm {stage} --help`)") from err
+        try:
+            applies.check_given(ctx, applies.BY_VERB.get(stage, []))  # an option the stage would not read
+        except ShortLLMError as err:
+            raise RecipeError(f"stage {stage}: {err.message}",
                               f"fix the {stage} options of the recipe (see `shortllm {stage} --help`)") from err
 
 
@@ -160,13 +170,40 @@ def run_recipe(req: RunRequest, on_stage: StageCallback | None = None) -> RunRes
         ShortLLMError: a stage's own failure (its one-line error).
         Interrupted: Ctrl-C or SIGTERM; the message says how to continue.
     """
-    from shortllm.pipeline.report import write_report
-
     on_stage = on_stage or (lambda *_: None)
     run = req.out
     manifest = _read_run_manifest(run)
     check_parses(req)
-    run.mkdir(parents=True, exist_ok=True)
+    if req.recipe.cost:
+        on_stage(req.recipe.name, "cost", req.recipe.cost)
+    new_run, fresh = not run.exists(), not manifest
+    created = make_parents(run)
+    run.mkdir(exist_ok=True)
+    try:
+        return _run_stages(req, run, manifest, on_stage)
+    except ShortLLMError as err:
+        if fresh and not isinstance(err, Interrupted) and not _any_done(run):  # nothing kept: nothing left
+            for item in run.iterdir():  # a new or empty folder before (a non-empty one is refused above)
+                shutil.rmtree(item) if item.is_dir() else item.unlink()
+            if new_run:
+                run.rmdir()
+                remove_created(created)
+        raise
+
+
+def _any_done(run: Path) -> bool:
+    """Whether a stage of the run folder finished (its record says done)."""
+    try:
+        stages = json.loads((run / MANIFEST).read_text()).get("stages", {})
+    except (OSError, ValueError):
+        return False
+    return any(record.get("status") == "done" for record in stages.values())
+
+
+def _run_stages(req: RunRequest, run: Path, manifest: dict[str, Any], on_stage: StageCallback) -> RunResult:
+    """The stages of :func:`run_recipe`, in order, into ``run``."""
+    from shortllm.pipeline.report import write_report
+
     records: dict[str, Any] = manifest.get("stages", {})
     manifest = {
         "verb": "run", "created": manifest.get("created") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -21,7 +21,8 @@ def parse_blocks(text: str) -> list[int]:
     """Parse ``"3,7,10-12"`` into ``[3, 7, 10, 11, 12]`` (order kept; ranges inclusive).
 
     Raises:
-        BlockSelectionError: for anything that is not a comma-separated list of integers or ranges.
+        BlockSelectionError: for anything that is not a comma-separated list of integers or ranges, a negative
+            index, or an index given twice (no model needed: answered before anything loads).
     """
     out: list[int] = []
     for part in text.split(","):
@@ -41,6 +42,11 @@ def parse_blocks(text: str) -> list[int]:
             raise BlockSelectionError(
                 f"block index {part!r} is not an integer", "write e.g. --blocks 3,7,10-12"
             ) from None
+    for i, block in enumerate(out):
+        if block < 0:
+            raise BlockSelectionError(f"block index {block} is negative", "blocks count from 0")
+        if block in out[:i]:
+            raise BlockSelectionError(f"block index {block} is given twice")
     return out
 
 
