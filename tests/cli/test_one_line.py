@@ -373,6 +373,10 @@ VALUE_CASES = [
     (["prune", "--blocks", "3,3", "--out", "x"], "block index 3 is given twice"),  # after the config (8 s) before
     (["prune", "--blocks", "-1", "--out", "x"], "block index -1 is negative"),
     (["run", "cpu-demo", "--out", ""], "Invalid value for '--out' / '-o': --out is empty"),  # ran into . before
+    (["score", "--data", "nosuch", "--out", "x"], "unknown dataset 'nosuch' (known: pydoc,"),  # 6-16 s before
+    (["score", "--data", "/no/such.txt", "--out", "x"], "no such file or directory: /no/such.txt"),
+    (["score", "--text-field", "body", "--out", "x"], "--text-field body does not apply to 'pydoc'"),
+    (["retrain", "-M", "cpt", "--eval-data", "nosuch", "--out", "x"], "unknown dataset 'nosuch'"),
     (["score", "--revision", "v2", "--out", "x"], "--revision v2 only applies to hub models, and smollm2-135m is not"),
     (["bench", "-m", "a.gguf", "--revision", "v2"], "--revision v2 only applies to hub models, and a.gguf is not"),
 ]

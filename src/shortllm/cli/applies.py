@@ -96,8 +96,13 @@ def _criterion_in(*names: str) -> Callable[[Values], bool]:
     return lambda v: v["criterion"] in names
 
 
+def reads_text(criterion: str) -> bool:
+    """Whether a criterion reads calibration text (all but magnitude and chop)."""
+    return criterion not in TEXT_FREE_CRITERIA
+
+
 def _reads_text(v: Values) -> bool:
-    return v["criterion"] not in TEXT_FREE_CRITERIA
+    return reads_text(v["criterion"])
 
 
 def _criterion_rules(scoring: Callable[[Values], bool]) -> list[Applies]:

@@ -110,9 +110,9 @@ OffloadOpt = Annotated[Optional[bool], typer.Option(
 def early_checks(settings=None, *, models: list | None = None, ratio: float | None = None,
                  num_blocks: int | None = None, scoring=None,
                  replace: str | None = None, replace_options=None, max_shard_size: str | None = None,
-                 output: tuple | None = None) -> None:
+                 output: tuple | None = None, texts: list[tuple] = ()) -> None:
     """The core's checks of option values that need no model, run before torch or a config is loaded (imports and
-    the config take 2-60 s): a bad value is answered at once. Each check is the core's own function, which the
+    the config take 2-60 s): a bad value, or data that names nothing, is answered at once. Each check is the core's own function, which the
     core runs again on its path (the Python API gets the same answers)."""
     from shortllm.pruning.plan import check_size
 
@@ -143,6 +143,16 @@ def early_checks(settings=None, *, models: list | None = None, ratio: float | No
         from shortllm.formats import writes_gguf
 
         writes_gguf(*output)
+    for spec, split, data_dir, text_field in texts:  # the data the run reads: (spec, split, --data-dir, field)
+        from shortllm.data.corpora import check_data
+
+        check_data(spec, split, data_dir, text_field)
+
+
+def calibration_text(options) -> tuple:
+    """(spec, split, --data-dir, --text-field) of a ScoreOptions' calibration, for :func:`early_checks`."""
+    cal = options.calibration
+    return cal.data, cal.split, cal.data_dir, cal.text_field
 
 
 def score_options(criterion: str, protect_first, protect_last, norm: int, batch_size, data: str, data_dir,

@@ -15,7 +15,8 @@ from shortllm.cli.options import (AddBosOpt, BatchSizeOpt, CriterionOpt, DataDir
                                   DeviceOpt, DryRunOpt, DtypeOpt, JsonOpt, ModelOpt, NormOpt, OutOpt,
                                   OverwriteOpt, ProtectFirstOpt, ProtectLastOpt, RevisionOpt, SamplesOpt, SeedOpt,
                                   SeqLenOpt, OffloadOpt, RefineOpt, SearchSlebOpt, SearchTokensOpt, TextFieldOpt,
-                                  KernelsOpt, TrustRemoteCodeOpt, early_checks, load_settings, score_options)
+                                  KernelsOpt, TrustRemoteCodeOpt, calibration_text, early_checks, load_settings,
+                                  score_options)
 from shortllm.cli.output import activity, console, human, print_json, print_path
 from shortllm.models.checkpoint import DEFAULT_MAX_SHARD_SIZE  # no torch: keeps --help instant
 
@@ -145,7 +146,8 @@ def prune(
     scoring_now = blocks is None and scores is None
     early_checks(settings, models=[model], ratio=ratio, num_blocks=num_blocks, scoring=scoring if scoring_now else None,
                  replace=replace, replace_options=replace_options, max_shard_size=max_shard_size,
-                 output=(out, out_format))
+                 output=(out, out_format), texts=[calibration_text(scoring)] if (
+                     scoring_now and applies.reads_text(criterion)) or (replace and not dry_run) else [])
     from shortllm.pruning.plan import parse_blocks
 
     removed = parse_blocks(blocks) if blocks is not None else None

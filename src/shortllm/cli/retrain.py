@@ -212,7 +212,9 @@ def retrain(
     validate(cfg)  # the option values, before torch and the training code are imported (seconds)
     # kd without --teacher reads its teacher from the pruned folder's manifest: a hub id, perhaps
     early_checks(cfg.settings, models=None if method == "kd" and teacher is None else
-                 [model, *([teacher] if teacher else [])])
+                 [model, *([teacher] if teacher else [])],
+                 texts=[(spec, split, data_dir, text_field) for spec, split in ((data, "train"), (eval_data, "validation"))
+                        if spec is not None])
     from shortllm.training.run import retrain as run_retrain
 
     # Ctrl-C comes out of run_retrain as errors.Interrupted naming the checkpoint kept (exit code 130).

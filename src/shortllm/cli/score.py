@@ -12,7 +12,8 @@ from shortllm.cli.options import (AddBosOpt, BatchSizeOpt, CriterionOpt, DataDir
                                   DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, NormOpt, OutOpt, OverwriteOpt,
                                   ProtectFirstOpt, ProtectLastOpt, RevisionOpt, SamplesOpt, SeedOpt, SeqLenOpt,
                                   OffloadOpt, RefineOpt, SearchSlebOpt, SearchTokensOpt, TextFieldOpt,
-                                  KernelsOpt, TrustRemoteCodeOpt, early_checks, load_settings, score_options)
+                                  KernelsOpt, TrustRemoteCodeOpt, calibration_text, early_checks, load_settings,
+                                  score_options)
 from shortllm.cli.output import activity, console, print_json, print_path
 
 NumBlocksOpt = Annotated[Optional[int], typer.Option(
@@ -72,7 +73,8 @@ def score(
                             samples, seq_len, seed, add_bos, offload, search_tokens, refine, search_sleb, plus=plus,
                             sleb_barriers=sleb_barriers)
     settings = load_settings(dtype, device, device_map, trust_remote_code, revision, kernels)
-    early_checks(settings, models=[model], ratio=ratio, num_blocks=num_blocks, scoring=options)
+    early_checks(settings, models=[model], ratio=ratio, num_blocks=num_blocks, scoring=options,
+                 texts=[calibration_text(options)] if applies.reads_text(criterion) else [])
     from shortllm.scoring.run import ScoreRequest, run_score
 
     request = ScoreRequest(model=model, out=out, num_blocks=num_blocks, ratio=ratio, overwrite=overwrite,

@@ -230,6 +230,17 @@ def _resolve(spec: str, split: str | None, data_dir: str | Path | None, text_fie
     return _Target("path", path.name, "all", path=path)
 
 
+def check_data(spec: str, split: str | None = None, data_dir: str | Path | None = None,
+               text_field: str = "text") -> None:
+    """Refuse a data spec that names nothing (an unknown dataset, a missing file, a ``--text-field`` that does
+    not apply), reading no documents and importing no dataset library: for the checks before anything heavy.
+
+    Raises:
+        DataError: as :func:`load_documents` would for the same spec.
+    """
+    _resolve(spec, split, data_dir, text_field)
+
+
 def load_documents(spec: str, split: str | None = None, *, data_dir: str | Path | None = None,
                    text_field: str = "text") -> Corpus:
     """Load a corpus from a spec.
