@@ -1,7 +1,7 @@
 """The one training loop behind lora, cpt and kd, on accelerate.
 
 accelerate does the device placement, mixed precision, gradient accumulation (``accumulate``/``backward``) and
-DDP/FSDP/DeepSpeed wrapping; checkpoints are shortllm's own (:mod:`shortllm.training.checkpoint`: safetensors
+DDP/FSDP/DeepSpeed wrapping; checkpoints are shortllm's own (:mod:`shortllm.training.checkpoints.folders`: safetensors
 and JSON, never pickles). This module adds what is specific to healing: the token-exact loss normalisation
 across micro-batches and processes, the optional teacher, held-out evaluation, the NaN/inf guard and the curves
 recorded in the manifest.
@@ -22,13 +22,13 @@ from typing import Any
 
 import torch
 
-from shortllm.training.best import save_best
-from shortllm.training.checkpoint import list_checkpoints, save_checkpoint
+from shortllm.training.checkpoints.best import save_best
+from shortllm.training.checkpoints.folders import list_checkpoints, save_checkpoint
 from shortllm.training.config import TrainConfig, TrainingError
-from shortllm.training.batches import MemoryBatches, StreamBatches, collate, make_batches, micro_slice
-from shortllm.training.data import IGNORE, Rows, TrainData
-from shortllm.training.forward import LossSetup, loss_setup, micro_losses
-from shortllm.training.losses import kd_objective
+from shortllm.training.data.batches import MemoryBatches, StreamBatches, collate, make_batches, micro_slice
+from shortllm.training.data.rows import IGNORE, Rows, TrainData
+from shortllm.training.objectives.forward import LossSetup, loss_setup, micro_losses
+from shortllm.training.objectives.losses import kd_objective
 from shortllm.optim import adamw, param_groups
 from shortllm.training.schedule import WARMUP_SHARE, make_schedule, run_progress, step_pace, time_is_up
 
@@ -54,7 +54,7 @@ class LoopState:
     sessions: int = 1
     pace_s: float | None = None  # --max-time: seconds per step when last measured (resumes its estimate)
     tail_s: float = 0.0  # --max-time: seconds from the step's clock reading to its end, when last measured
-    best: dict[str, Any] | None = None  # --keep-best: {"step", "eval_loss"} of the weights kept (training/best.py)
+    best: dict[str, Any] | None = None  # --keep-best: {"step", "eval_loss"} of the weights kept (training/checkpoints/best.py)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -219,13 +219,13 @@ def build_trainer(cfg: TrainConfig, accelerator: Any, model: Any, teacher: Any |
     # the number of processes; here the step count is already global. Checkpoints save it themselves.
     if teacher is not None:
         teacher.to(accelerator.device).eval().requires_grad_(False)
-    if teacher is not None and cfg.kd.teacher_warmup_steps:  # Minitron's teacher correction (training/teacher.py)
-        from shortllm.training.teacher import warm_up_teacher
+    if teacher is not None and cfg.kd.teacher_warmup_steps:  # Minitron's teacher correction (training/objectives/teacher.py)
+        from shortllm.training.objectives.teacher import warm_up_teacher
 
         warm_up_teacher(teacher, data, cfg.kd.teacher_warmup_steps, cfg.lr, cfg.batch_size, cfg.seed, pad_id,
                         accelerator.device, accelerator.autocast, cfg.max_grad_norm)
     if teacher is not None:
-        from shortllm.training.teacher import store_teacher
+        from shortllm.training.objectives.teacher import store_teacher
 
         store_teacher(teacher, cfg.kd.teacher_dtype, next(model.parameters()).dtype)
     in_backward = None

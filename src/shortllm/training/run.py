@@ -26,8 +26,8 @@ from shortllm.models.loading import (
 )
 from shortllm.pruning.export import (MANIFEST, atomic_dir, check_no_overlap, check_output_dir, data_inputs,
                                      model_inputs, save_model, write_manifest)
-from shortllm.training.best import clear_best, forget_after, restore_best
-from shortllm.training.checkpoint import (
+from shortllm.training.checkpoints.best import clear_best, forget_after, restore_best
+from shortllm.training.checkpoints.folders import (
     check_supported,
     checkpoint_name,
     clear_checkpoints,
@@ -37,10 +37,10 @@ from shortllm.training.checkpoint import (
     remove_stale_temps,
 )
 from shortllm.training.config import TrainConfig, TrainingError, identity_hash, run_identity, validate
-from shortllm.training.batches import plan_steps
-from shortllm.training.data import load_train_data
+from shortllm.training.data.batches import plan_steps
+from shortllm.training.data.rows import load_train_data
 from shortllm.training.loop import LoopState, build_trainer, evaluate, make_accelerator, train
-from shortllm.training.losses import objective_name
+from shortllm.training.objectives.losses import objective_name
 from shortllm.wording import duration, plural
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class RetrainResult:
     resumed_from: str | None = None
     best: dict[str, Any] | None = None  # --keep-best: {"step", "eval_loss"} of the weights in --out
     partial: dict[str, Any] | None = None  # --train-blocks/--train-head: what trained (training/freeze.py)
-    loss_path: str | None = None  # "chunked head" | "teacher support" (--kd-support) | "full logits" (training/forward.py)
+    loss_path: str | None = None  # "chunked head" | "teacher support" (--kd-support) | "full logits" (training/objectives/forward.py)
     teacher_shared_blocks: int = 0  # kd: leading blocks the teacher took from the student (forward.shared_prefix)
     peak_rss_mb: float | None = None  # this process's peak resident memory so far
     is_main: bool = True
