@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from shortllm.training import TrainingError, retrain
 from shortllm.training.config import KDOptions
-from shortllm.training.loop import StepInBackward
+from shortllm.training.step_in_backward import StepInBackward
 from shortllm.training.objectives.teacher import store_teacher
 from tests.conftest import run_cli
 from tests.tiny_models import tiny_model

@@ -108,7 +108,7 @@ class TrainConfig:
     train_blocks: str | None = None  # cpt/kd: train only these blocks (training/freeze.py), the rest frozen
     train_head: bool = False  # with train_blocks (or alone): also train the output head and final norm
     gradient_checkpointing: bool = False
-    optimizer_in_backward: bool = False  # step each parameter as its gradient completes (training/loop.py)
+    optimizer_in_backward: bool = False  # step each parameter as its gradient completes (training/step_in_backward.py)
     mixed_precision: str = "auto"  # auto: bf16 on CUDA when supported, else none
     seed: int = 1234
     settings: LoadSettings = field(default_factory=lambda: LoadSettings(dtype="float32"))
