@@ -67,7 +67,7 @@ def matched_blocks(student_config: Any, teacher_config: Any) -> list[tuple[int, 
     """
     from shortllm.errors import TrainingError
     from shortllm.models.arch import num_layers
-    from shortllm.models.surgery import original_indices
+    from shortllm.models.config_rewrite import original_indices
 
     n_s, n_t = num_layers(student_config), num_layers(teacher_config)
     meta_s = getattr(student_config, "shortllm", None)
@@ -304,7 +304,7 @@ def shared_prefix(model: Any, teacher: Any) -> int:
         ``k >= 0`` (0: the teacher runs whole).
     """
     from shortllm.models.arch import blocks_of
-    from shortllm.models.surgery import original_indices
+    from shortllm.models.config_rewrite import original_indices
 
     try:
         s_layers, t_layers = blocks_of(model).layers, blocks_of(teacher).layers
