@@ -30,7 +30,8 @@ from shortllm.data import load_documents  # noqa: E402
 from shortllm.errors import ShortLLMError  # noqa: E402
 from shortllm.evaluation.perplexity import perplexity  # noqa: E402
 from shortllm.models.loading import LoadSettings, load_model  # noqa: E402
-from shortllm.models.surgery import count_params, drop_blocks  # noqa: E402
+from shortllm.models.params import count_params  # noqa: E402
+from shortllm.models.surgery import drop_blocks  # noqa: E402
 from shortllm.pruning.plan import blocks_requested, fit_within_ratio  # noqa: E402
 from shortllm.pruning.replace import ReplaceContext, ReplaceOptions  # noqa: E402
 from shortllm.pruning.replacements import get_replacement  # noqa: E402

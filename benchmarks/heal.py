@@ -194,7 +194,7 @@ def _hf_trainer(job: dict, model_dir: str, steps: int) -> dict:
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from shortllm.models.loading import LoadSettings, load_model
-    from shortllm.training.data import load_train_data
+    from shortllm.training.data.rows import load_train_data
     from shortllm.training.config import DataOptions
 
     loaded = load_model(model_dir, LoadSettings(device="cpu", dtype="float32"))

@@ -43,8 +43,8 @@ def quality(pruned: Path, data_dir: str, supports: list[tuple[int, int]], batche
 
     from shortllm.data import load_documents
     from shortllm.models.loading import LoadSettings, load_model
-    from shortllm.training.head import no_logits, output_head
-    from shortllm.training.losses import chunked_token_sums
+    from shortllm.training.objectives.head import no_logits, output_head
+    from shortllm.training.objectives.losses import chunked_token_sums
 
     settings = LoadSettings(device="cpu", dtype="float32")
     student = load_model(str(pruned), settings)

@@ -7,7 +7,8 @@ import pytest
 
 from shortllm.benchmark import timing
 from shortllm.benchmark.plot import bench_figure, plot_bench
-from shortllm.benchmark.run import BenchRequest, run_bench
+from shortllm.benchmark.request import BenchRequest
+from shortllm.benchmark.run import run_bench
 from shortllm.models.loading import LoadSettings
 from shortllm.models.surgery import drop_blocks
 from tests.benchmark.fake_timing import fake_generate

@@ -6,8 +6,10 @@ import pytest
 
 from shortllm.benchmark import machine, timing
 from shortllm.benchmark.flops import flops_per_token
-from shortllm.benchmark.run import (FIGURES, BenchRequest, BenchSettingsError, check_sweep_context, flops_shape,
-                                    interleaved_order, labels_for, parse_sizes, run_bench)
+from shortllm.benchmark.request import BenchRequest, check_sweep_context, interleaved_order, labels_for, parse_sizes
+from shortllm.benchmark.result import FIGURES, flops_shape
+from shortllm.benchmark.run import run_bench
+from shortllm.errors import BenchSettingsError
 from shortllm.models.loading import LoadSettings
 from shortllm.models.surgery import drop_blocks
 from tests.benchmark.fake_timing import fake_generate

@@ -101,7 +101,7 @@ def test_copying_a_pruned_folder_keeps_its_teacher(tree, tmp_path, monkeypatch):
     moved = tmp_path / "moved" / "p"
     shutil.copytree(out, moved)
     monkeypatch.chdir(tmp_path)
-    from shortllm.training.run import original_model
+    from shortllm.training.inputs import original_model
 
     teacher = original_model(json.loads((moved / "shortllm.json").read_text()))
     assert resolve_source(teacher).path == str((tree / "models" / "tiny").resolve())

@@ -21,7 +21,9 @@ from shortllm.models.arch import (
     multimodal_types,
     num_layers,
 )
-from shortllm.models.surgery import count_params, drop_blocks, rewrite_config
+from shortllm.models.config_rewrite import rewrite_config
+from shortllm.models.params import count_params
+from shortllm.models.surgery import drop_blocks
 from tests.conftest import run_cli, tree_digest
 from tests.tiny_models import (
     MULTIMODAL_ARCHS,

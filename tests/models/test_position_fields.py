@@ -10,7 +10,8 @@ from transformers import AutoModelForCausalLM
 
 from shortllm.errors import BlockSelectionError, UnsupportedArchitectureError
 from shortllm.models.arch import ARCHITECTURES, blocks_of
-from shortllm.models.surgery import drop_blocks, keep_blocks, rewrite_config
+from shortllm.models.config_rewrite import rewrite_config
+from shortllm.models.surgery import drop_blocks, keep_blocks
 from tests.models.test_surgery import skip_forward_logits
 from tests.tiny_models import tiny_config, tiny_inputs, tiny_model
 

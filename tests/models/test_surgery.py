@@ -6,7 +6,8 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from shortllm.errors import BlockSelectionError
 from shortllm.models.arch import blocks_of
-from shortllm.models.surgery import count_params, drop_blocks, keep_blocks
+from shortllm.models.params import count_params
+from shortllm.models.surgery import drop_blocks, keep_blocks
 from tests.tiny_models import ARCHS, CACHE_ARCHS, tiny_inputs, tiny_model
 
 DROPS = [[1], [0, 2]]

@@ -5,7 +5,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from shortllm.errors import BlockSelectionError
-from shortllm.models.surgery import count_params
+from shortllm.models.params import count_params
 from shortllm.pruning.plan import (blocks_within_ratio, parse_blocks, plan_from_blocks, ratio_row,
                                    smallest_ratio_for_one)
 

@@ -13,7 +13,7 @@ import pytest
 
 from shortllm.errors import BlockSelectionError
 from shortllm.models.loading import LoadSettings, load_model
-from shortllm.models.surgery import ParamCount
+from shortllm.models.params import ParamCount
 from shortllm.pruning.plan import blocks_within_ratio, fit_within_ratio, fits_ratio, smallest_first
 from shortllm.scoring import registry
 
@@ -108,7 +108,7 @@ def test_prune_with_unequal_blocks_end_to_end(tmp_path):
     # A DeepSeek-style model: blocks 0-1 dense, 2-3 MoE (bigger). chop removes from the end, where the big
     # blocks are; a ratio that fits one dense block but not one MoE block must not remove an MoE block.
     from shortllm.models.loading import load_skeleton
-    from shortllm.models.surgery import count_params
+    from shortllm.models.params import count_params
     from shortllm.pruning.run import PruneRequest, prune
     from tests.tiny_models import tiny_model
 

@@ -7,7 +7,7 @@ import json
 
 import torch
 
-from shortllm.models.surgery import ParamCount
+from shortllm.models.params import ParamCount
 from shortllm.pruning.plan import fit_within_ratio
 from shortllm.pruning.replace import ReplaceContext, ReplaceOptions
 from shortllm.pruning.streamline import block_inputs, block_replace, replacement_slots

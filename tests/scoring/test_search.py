@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from shortllm.models.loading import LoadSettings, load_model
-from shortllm.models.surgery import count_params, drop_blocks
+from shortllm.models.params import count_params
+from shortllm.models.surgery import drop_blocks
 from shortllm.pruning.plan import fits_ratio
 from shortllm.scoring.perplexity import nll_sum, perplexity
 from shortllm.scoring.run import Calibration, ScoreOptions, score_loaded

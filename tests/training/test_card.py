@@ -75,7 +75,7 @@ def test_a_kd_card_names_its_objective_and_shows_the_cross_entropy_beside_it():
 
 
 def test_objective_names():
-    from shortllm.training.losses import objective_name
+    from shortllm.training.objectives.losses import objective_name
 
     assert objective_name(False, 0.5) == "cross-entropy"
     assert objective_name(True, 1.0) == "KL to the teacher"

@@ -213,7 +213,7 @@ FSDP2_SCRIPT = textwrap.dedent('''
     from accelerate import PartialState
     from accelerate.utils import DistributedType
     from torch.distributed.fsdp import fully_shard
-    from shortllm.training.checkpoint import list_checkpoints, load_checkpoint, read_state, save_checkpoint
+    from shortllm.training.checkpoints.folders import list_checkpoints, load_checkpoint, read_state, save_checkpoint
 
     state = PartialState(cpu=True)
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shortllm.training.forward import BlockTap, LossSetup, matched_blocks, micro_losses
-from shortllm.training.head import check_head, output_head
-from shortllm.training.losses import IGNORE, ce_sum, chunked_token_sums, hidden_sum, kd_sum
+from shortllm.training.objectives.forward import BlockTap, LossSetup, matched_blocks, micro_losses
+from shortllm.training.objectives.head import check_head, output_head
+from shortllm.training.objectives.losses import IGNORE, ce_sum, chunked_token_sums, hidden_sum, kd_sum
 from tests.tiny_models import ARCHS, tiny_inputs, tiny_model
 
 

@@ -9,8 +9,8 @@ from transformers import AutoTokenizer
 
 from shortllm.errors import DataError
 from shortllm.training.config import DataOptions
-from shortllm.training.batches import BatchOrder, collate, plan_steps
-from shortllm.training.data import (
+from shortllm.training.data.batches import BatchOrder, collate, plan_steps
+from shortllm.training.data.rows import (
     IGNORE,
     format_prompt,
     instruction_rows,

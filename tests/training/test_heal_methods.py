@@ -147,7 +147,7 @@ def test_two_processes_follow_one_for_hidden_kd(pruned_tiny, small_text, tmp_pat
 
 
 def test_held_out_rows_are_sized_to_the_run(pruned_tiny, small_text, tmp_path):
-    from shortllm.training.data import eval_rows_for
+    from shortllm.training.data.rows import eval_rows_for
 
     assert [eval_rows_for(n, None) for n in (None, 8, 80, 1000)] == [32, 4, 8, 32]
     assert eval_rows_for(80, 16) == 16  # --max-eval-rows wins

@@ -11,7 +11,7 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from shortllm.training.data import IGNORE, format_prompt, instruction_rows
+from shortllm.training.data.rows import IGNORE, format_prompt, instruction_rows
 
 RECORDS = [
     {"instruction": "Say hello to the team.", "input": "", "output": "Hello team, good morning!"},

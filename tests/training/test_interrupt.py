@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from shortllm.training import checkpoint
-from shortllm.training.batches import MemoryBatches
+from shortllm.training.checkpoints import folders as checkpoint
+from shortllm.training.data.batches import MemoryBatches
 from tests.conftest import run_cli
 
 

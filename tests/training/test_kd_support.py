@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 from shortllm.training import retrain
 from shortllm.training.config import KDOptions, TrainConfig, TrainingError
-from shortllm.training.head import Head, check_head_at
-from shortllm.training.losses import chunked_token_sums, support_sums, teacher_support
+from shortllm.training.objectives.head import Head, check_head_at
+from shortllm.training.objectives.losses import chunked_token_sums, support_sums, teacher_support
 from tests.training.helpers import quick_config
 
 V, H, N = 40, 12, 29
@@ -219,7 +219,7 @@ def test_runs_without_support_keep_their_identity():
 
 
 def test_a_head_that_cannot_be_gathered_is_refused_before_training(pruned_tiny, small_text, tmp_path, monkeypatch):
-    import shortllm.training.forward as forward
+    import shortllm.training.objectives.forward as forward
 
     monkeypatch.setattr(forward, "check_head_at", lambda head, device: False)
     with pytest.raises(TrainingError, match="--kd-support needs the student's output head"):

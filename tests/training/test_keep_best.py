@@ -10,8 +10,8 @@ import pytest
 from safetensors.torch import load_file
 
 from shortllm.training import TrainingError, retrain
-from shortllm.training.best import list_best
-from shortllm.training.checkpoint import list_checkpoints
+from shortllm.training.checkpoints.best import list_best
+from shortllm.training.checkpoints.folders import list_checkpoints
 from tests.training.helpers import quick_config
 
 # A learning rate this high makes the held-out loss jump about: on the tiny model the best of 4 steps is step 1,

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from shortllm.training.losses import IGNORE, ce_sum, kd_objective, kd_sum
+from shortllm.training.objectives.losses import IGNORE, ce_sum, kd_objective, kd_sum
 
 
 def test_ce_sum_is_the_summed_shifted_cross_entropy():

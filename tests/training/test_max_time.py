@@ -15,7 +15,7 @@ from shortllm.cli.app import app
 from shortllm.training import TrainingError, retrain
 from shortllm.training import loop
 from shortllm.training.schedule import BudgetSchedule, schedule_factor
-from shortllm.training.state import conform
+from shortllm.training.checkpoints.state import conform
 from tests.training.helpers import quick_config, torchrun
 
 

@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 
 from shortllm.training import TrainingError, retrain
 from shortllm.training.config import KDOptions
-from shortllm.training.loop import StepInBackward
-from shortllm.training.teacher import store_teacher
+from shortllm.training.step_in_backward import StepInBackward
+from shortllm.training.objectives.teacher import store_teacher
 from tests.conftest import run_cli
 from tests.tiny_models import tiny_model
 from tests.training.helpers import quick_config
@@ -154,7 +154,7 @@ def test_teacher_dtype_only_for_kd(pruned_tiny, small_text, tmp_path):
 
 
 def test_gradient_checkpointing_also_chunks_the_head(pruned_tiny, small_text, tmp_path, monkeypatch):
-    from shortllm.training import losses
+    from shortllm.training.objectives import losses
 
     plain = retrain(quick_config("kd", pruned_tiny, small_text, tmp_path / "a", max_steps=2, lr=1e-3))
     sizes: list[int] = []
@@ -175,7 +175,7 @@ def test_gradient_checkpointing_also_chunks_the_head(pruned_tiny, small_text, tm
 
 
 def test_a_stored_teacher_head_is_widened_in_slices_never_whole(monkeypatch):
-    import shortllm.training.teacher as teacher_module
+    import shortllm.training.objectives.teacher as teacher_module
 
     torch.manual_seed(0)
     teacher = tiny_model("llama", 2, tie_word_embeddings=True).eval()

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM
 
 from shortllm.errors import DataError
 from shortllm.training import TrainingError, retrain
-from shortllm.training.checkpoint import list_checkpoints
+from shortllm.training.checkpoints.folders import list_checkpoints
 from tests.training.helpers import quick_config, torchrun
 
 
@@ -74,7 +74,7 @@ def test_resume_refuses_another_runs_checkpoint(pruned_tiny, small_text, tmp_pat
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(pruned_tiny, small_text, tmp_path, monkeypatch):
-    from shortllm.training import losses
+    from shortllm.training.objectives import losses
 
     real, calls = losses.chunked_token_sums, {"n": 0}
 

@@ -13,9 +13,9 @@ from accelerate import Accelerator
 
 from shortllm.models.surgery import drop_blocks
 from shortllm.training import retrain
-from shortllm.training.forward import loss_setup, micro_losses, shared_prefix
+from shortllm.training.objectives.forward import loss_setup, micro_losses, shared_prefix
 from shortllm.training.freeze import freeze_except
-from shortllm.training.losses import IGNORE
+from shortllm.training.objectives.losses import IGNORE
 from tests.tiny_models import tiny_inputs, tiny_model
 from tests.training.helpers import quick_config
 
@@ -114,7 +114,7 @@ def test_retrain_shares_the_prefix_with_the_same_result(pruned_tiny, small_text,
     cfg = quick_config("kd", pruned_tiny, small_text, tmp_path / "a", max_steps=3, lr=1e-3, train_blocks="last:1")
     shared = retrain(cfg)
     assert shared.teacher_shared_blocks == 2
-    monkeypatch.setattr("shortllm.training.forward.shared_prefix", lambda model, teacher: 0)
+    monkeypatch.setattr("shortllm.training.objectives.forward.shared_prefix", lambda model, teacher: 0)
     whole = retrain(replace(cfg, out=tmp_path / "b"))
     assert whole.teacher_shared_blocks == 0
     for a, b in zip(shared.loss_curve, whole.loss_curve, strict=True):

@@ -12,8 +12,8 @@ from transformers import AutoTokenizer
 from shortllm.data import iter_blocks, load_documents
 from shortllm.training import retrain
 from shortllm.training.config import DataOptions
-from shortllm.training.batches import StreamBatches, make_batches
-from shortllm.training.data import load_train_data
+from shortllm.training.data.batches import StreamBatches, make_batches
+from shortllm.training.data.rows import load_train_data
 from tests.training.helpers import quick_config
 
 

@@ -16,252 +16,18 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from shortllm.benchmark import machine
-from shortllm.benchmark.flops import FlopsShape, efficiency, flops_per_token, ideal_speedup, spread
-from shortllm.benchmark.trust import SPEEDUP_OF, Thresholds, assess, machine_notes, paired_ratios, \
-    relative_spread, summary
-from shortllm.data.context import check_context, context_limit
-from shortllm.errors import BenchSettingsError
-from shortllm.models.loading import LoadSettings, check_settings, load_config, load_model, resolve_source
+from shortllm.benchmark.request import BenchRequest, check_request, check_sweep_context, interleaved_order, labels_for
+from shortllm.benchmark.result import BenchResult, ModelInfo, flops_shape, summarise
+from shortllm.benchmark.trust import assess, machine_notes, summary
+from shortllm.models.loading import check_settings, load_config, load_model, resolve_source
 
 log = logging.getLogger(__name__)
 
-METRICS = ("prefill_s", "decode_tokens_per_s", "latency_s", "throughput_tokens_per_s", "peak_memory_bytes")
-# every figure of a result row: medians at the top level, with "min", "max", "spread" and "raw" beside them
-FIGURES = METRICS + tuple(SPEEDUP_OF) + ("efficiency",)
-
-
-@dataclass
-class BenchRequest:
-    """Everything the bench job needs; built by ``cli/bench.py`` (or a script)."""
-
-    models: list[str | None]  # None = the embedded default
-    batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
-    prompt_lens: list[int] = field(default_factory=lambda: [64])
-    new_tokens: list[int] = field(default_factory=lambda: [128])
-    warmup: int = 2
-    repeats: int = 5
-    threads: int | None = None  # torch CPU threads; None = torch's own choice
-    seed: int = 1234
-    max_spread: float = Thresholds.max_spread  # flag a figure whose (max - min) / median is above this
-    settings: LoadSettings = field(default_factory=LoadSettings)
-    out: Path | None = None
-    overwrite: bool = False
-    command: str = "shortllm bench"
-
-    def points(self) -> list[tuple[int, int, int]]:
-        """The sweep, as (batch size, prompt length, new tokens), batch size varying fastest."""
-        return [(b, p, n) for p in self.prompt_lens for n in self.new_tokens for b in self.batch_sizes]
-
-    def total_runs(self) -> int:
-        """Generate calls in the whole sweep, warm-up included."""
-        return len(self.points()) * (self.warmup + self.repeats) * len(self.models)
-
-    def thresholds(self) -> Thresholds:
-        """When a result is flagged unreliable."""
-        return Thresholds(max_spread=self.max_spread)
-
-
-def interleaved_order(n_models: int, steps: int) -> list[tuple[int, int]]:
-    """The order of one sweep point's runs, as (step, model index): every model once per step, the order
-    reversed every other step (A B, B A, A B, ... for two models).
-
-    Repeat k of every model runs back to back with repeat k of the others, so a load change between steps
-    scales them all and cancels in the paired speedups; reversing the order every other step means no model
-    always runs first (or always right after the same one), so a drift within a step favours none.
-    """
-    order = []
-    for step in range(steps):
-        models = range(n_models) if step % 2 == 0 else reversed(range(n_models))
-        order.extend((step, i) for i in models)
-    return order
-
-
-def parse_sizes(text: str, option: str) -> list[int]:
-    """Parse ``"1,8"`` into ``[1, 8]`` (each entry a positive integer).
-
-    Raises:
-        BenchSettingsError: naming the option, for anything else.
-    """
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        try:
-            value = int(part)
-        except ValueError:
-            raise BenchSettingsError(f"{option} {text!r}: {part!r} is not an integer",
-                                     f"write e.g. {option} 1,8") from None
-        if value <= 0:
-            raise BenchSettingsError(f"{option} must be positive, got {value}", f"write e.g. {option} 1,8")
-        out.append(value)
-    return out
-
-
-def check_request(req: BenchRequest) -> None:
-    """Check the sweep's numbers before anything is loaded.
-
-    Raises:
-        BenchSettingsError: empty or non-positive sizes, negative warmup, fewer than one repeat or thread.
-    """
-    for option, values in (("--batch-sizes", req.batch_sizes), ("--prompt-len", req.prompt_lens),
-                           ("--new-tokens", req.new_tokens)):
-        if not values:
-            raise BenchSettingsError(f"{option} is empty", f"give at least one value, e.g. {option} 8")
-        for v in values:
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise BenchSettingsError(f"{option} must be positive, got {v}", f"write e.g. {option} 8")
-    if req.warmup < 0:
-        raise BenchSettingsError(f"--warmup must be 0 or more, got {req.warmup}", "write e.g. --warmup 2")
-    if req.repeats < 1:
-        raise BenchSettingsError(f"--repeats must be at least 1, got {req.repeats}", "write e.g. --repeats 5")
-    if req.threads is not None and req.threads < 1:
-        raise BenchSettingsError(f"--threads must be at least 1, got {req.threads}", "write e.g. --threads 4")
-    if not req.max_spread > 0:
-        raise BenchSettingsError(f"--max-spread must be above 0, got {req.max_spread}",
-                                 "write e.g. --max-spread 0.2 (20% of the median)")
-    if not req.models:
-        raise BenchSettingsError("no model to benchmark", "give --model/-m once per model")
-
-
-def check_sweep_context(label: str, config: Any, prompt_lens: Sequence[int], new_tokens: Sequence[int]) -> None:
-    """Refuse a sweep whose longest prompt + generation does not fit the model's context.
-
-    The hint names the option to lower: ``--new-tokens`` when the longest prompt alone fits, else ``--prompt-len``.
-
-    Raises:
-        BenchSettingsError: naming the model, the length asked, the limit and a value that fits.
-    """
-    prompt, new = max(prompt_lens), max(new_tokens)
-    limit = context_limit(config)
-    option, extra = ("--new-tokens", prompt) if limit is None or prompt < limit else ("--prompt-len", new)
-    check_context(config, prompt + new, f"--prompt-len {prompt} + --new-tokens {new} = {prompt + new} tokens",
-                  option, model=label, extra=extra, error=BenchSettingsError)
-
-
-def labels_for(specs: Sequence[str | None]) -> list[str]:
-    """Display names of the models: the spec as given (default: the alias), made unique with #2, #3..."""
-    from shortllm.models.demo import DEMO_ALIAS
-
-    out: list[str] = []
-    for spec in specs:
-        base = spec or DEMO_ALIAS
-        name, n = base, 1
-        while name in out:
-            n += 1
-            name = f"{base} #{n}"
-        out.append(name)
-    return out
-
-
-def flops_shape(model: Any) -> FlopsShape:
-    """Read a loaded (or meta) model's :class:`FlopsShape`: block and head parameters, attention width."""
-    from shortllm.models.surgery import count_params
-
-    config = model.config.get_text_config()
-    counts = count_params(model)
-    head = model.get_output_embeddings()
-    head_params = head.weight.numel() if head is not None else config.vocab_size * config.hidden_size
-    heads = config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    layer_types = getattr(config, "layer_types", None)
-    window = getattr(config, "sliding_window", None)
-    windows: tuple[int | None, ...] = ()
-    if isinstance(layer_types, (list, tuple)) and len(layer_types) == len(counts.per_block) and window:
-        windows = tuple(int(window) if "sliding" in str(t) else None for t in layer_types)
-    return FlopsShape(block_params=counts.blocks, head_params=int(head_params),
-                      num_blocks=len(counts.per_block), attn_dim=int(heads * head_dim), windows=windows)
-
-
-# ----------------------------------------------------------------------------------------------- result
-
-@dataclass
-class ModelInfo:
-    """One benchmarked model."""
-
-    label: str
-    spec: str
-    fingerprint: str
-    num_blocks: int
-    params: int
-    model_bytes: int  # parameters and buffers as loaded
-    dtype: str
-    shape: FlopsShape
-
-    def as_dict(self) -> dict[str, Any]:
-        info = asdict(self)
-        info["shape"] = asdict(self.shape)
-        return info
-
-
-@dataclass
-class BenchResult:
-    """Everything measured; ``as_dict`` is the JSON of ``--json`` and ``bench.json``."""
-
-    models: list[ModelInfo]
-    rows: list[dict[str, Any]]
-    environment: dict[str, Any]
-    settings: dict[str, Any]
-    trust: dict[str, Any] = field(default_factory=dict)  # trust.summary(): the verdict and flag lines
-    out: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The report as JSON-ready data."""
-        return {
-            "results": self.rows,
-            "trust": self.trust,
-            "models": [m.as_dict() for m in self.models],
-            "environment": self.environment,
-            "settings": self.settings,
-            "out": self.out,
-            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
-        }
-
-
-def summarise(models: Sequence[ModelInfo], point: tuple[int, int, int], runs: Sequence[Sequence[Any]],
-              memory_kind: str) -> list[dict[str, Any]]:
-    """One result row per model for one sweep point: every figure's median, min, max, spread and raw repeats.
-
-    ``runs[i]`` holds model i's measured :class:`~shortllm.benchmark.timing.RunTiming` repeats, in step order.
-    Speedups over the first model are paired: repeat k of model i against repeat k of the first model (run
-    back to back), then the median and min..max of those ratios. "speedup" is the decode throughput ratio
-    (the part depth pruning speeds up); "latency_speedup" and "prefill_speedup" are given beside it, and
-    "efficiency" is speedup / ideal. "spread" is (max - min) / median of each figure.
-    """
-    batch, prompt_len, new_tokens = point
-    rows = []
-    base_flops = flops_per_token(models[0].shape, prompt_len)
-    base = {m: [getattr(t, m) for t in runs[0]] for m in METRICS}
-    for info, timings in zip(models, runs, strict=True):
-        raw: dict[str, list] = {m: [getattr(t, m) for t in timings] for m in METRICS}
-        flops = flops_per_token(info.shape, prompt_len)
-        ideal = ideal_speedup(base_flops, flops)
-        for name, (metric, higher_is_better) in SPEEDUP_OF.items():
-            raw[name] = paired_ratios(raw[metric], base[metric], higher_is_better)
-        raw["efficiency"] = [efficiency(v, ideal) for v in raw["speedup"]]
-        stats = {f: spread(raw[f]) for f in FIGURES}
-        rows.append({
-            "model": info.label, "batch_size": batch, "prompt_len": prompt_len, "new_tokens": new_tokens,
-            **{f: stats[f]["median"] for f in METRICS},
-            "memory_kind": memory_kind,
-            "flops_per_token": flops,
-            "ideal_speedup": ideal,
-            **{f: stats[f]["median"] for f in FIGURES[len(METRICS):]},
-            "min": {f: stats[f]["min"] for f in FIGURES},
-            "max": {f: stats[f]["max"] for f in FIGURES},
-            "spread": {f: relative_spread(raw[f]) for f in FIGURES},
-            "raw": raw | {"decode_s": [t.decode_s for t in timings]},
-            "generated_tokens": [t.new_tokens for t in timings],
-        })
-    return rows
-
-
-# ----------------------------------------------------------------------------------------------- the job
 
 def _environment(device: str) -> dict[str, Any]:
     import torch
@@ -285,7 +51,7 @@ def _environment(device: str) -> dict[str, Any]:
 
 def _model_info(label: str, loaded: Any) -> ModelInfo:
     from shortllm.models.arch import blocks_of
-    from shortllm.models.surgery import count_params
+    from shortllm.models.params import count_params
 
     model = loaded.model
     size = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))

@@ -75,7 +75,8 @@ def bench(
     applies.check_given(ctx, applies.BENCH)
     settings = load_settings(dtype, device, device_map, trust_remote_code, revision, kernels)
     early_checks(settings, models=list(model or [None]))
-    from shortllm.benchmark.run import BenchRequest, parse_sizes, run_bench
+    from shortllm.benchmark.request import BenchRequest, parse_sizes
+    from shortllm.benchmark.run import run_bench
 
     request = BenchRequest(
         models=list(model) if model else [None],

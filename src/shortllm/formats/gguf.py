@@ -149,8 +149,8 @@ def tensor_counts(source: GGUFSource) -> tuple[list[int], int, int, int]:
 
 
 def param_count(source: GGUFSource) -> Any:
-    """The source's :class:`~shortllm.models.surgery.ParamCount` from its tensor shapes (no dequantizing)."""
-    from shortllm.models.surgery import ParamCount
+    """The source's :class:`~shortllm.models.params.ParamCount` from its tensor shapes (no dequantizing)."""
+    from shortllm.models.params import ParamCount
 
     per_block, embeddings, head, other = tensor_counts(source)
     return ParamCount(total=sum(per_block) + embeddings + head + other, per_block=per_block,

@@ -53,7 +53,7 @@ class ArchSpec:
             checkpoint's own class) to the ModuleList of (language) blocks.
         layer_count_key: config attribute holding the number of blocks (after ``attribute_map``).
         per_layer_keys: (a) config fields with one entry per block, filtered on surgery. Any other list
-            whose length equals the layer count is filtered too (see ``surgery.rewrite_config``).
+            whose length equals the layer count is filtered too (see ``config_rewrite.rewrite_config``).
         index_keys: (b) config fields listing block indices, renumbered on surgery.
         position_rules: (c) thresholds, ranges and periods over block positions.
         fixed_first_block: block 0 is built differently from the others (a module it lacks), so no

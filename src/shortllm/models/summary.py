@@ -6,7 +6,8 @@ from typing import Any
 
 from shortllm.models.arch import ARCHITECTURES, blocks_of
 from shortllm.models.loading import LoadSettings, fingerprint, load_config, load_skeleton
-from shortllm.models.surgery import count_params, original_indices
+from shortllm.models.config_rewrite import original_indices
+from shortllm.models.params import count_params
 from shortllm.pruning.plan import ratio_table
 
 

@@ -273,7 +273,7 @@ def _stamp(path: Path) -> str | None:
 
 
 def _has_checkpoints(root: Path) -> bool:
-    from shortllm.training.checkpoint import list_checkpoints
+    from shortllm.training.checkpoints.folders import list_checkpoints
 
     return bool(list_checkpoints(root))
 

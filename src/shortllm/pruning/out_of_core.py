@@ -3,7 +3,7 @@
 When the blocks to remove are known before loading (``--blocks``, or ``--scores`` from an earlier run), the
 pruned checkpoint is the source's safetensors with the removed blocks' tensors left out and the kept blocks'
 tensors renamed (``{blocks}.{old}.`` -> ``{blocks}.{new}.``, the block path from the architecture table), copied
-tensor by tensor (``models/checkpoint.py``); the config is rewritten by ``surgery.rewrite_config``, the same
+tensor by tensor (``models/checkpoint.py``); the config is rewritten by ``config_rewrite.rewrite_config``, the same
 function in-memory surgery uses, and the tokenizer, generation config, chat template and other small files
 are copied. Peak memory is one copy buffer; time is about that of copying the kept bytes.
 
@@ -151,7 +151,7 @@ def write_pruned(source: Source, config: Any, keep: list[int], out: Path, max_sh
     pruned architecture with nothing missing, unexpected or misshapen (:func:`check_covers` again).
 
     Args:
-        config: the source's config; rewritten in place by ``surgery.rewrite_config`` and saved.
+        config: the source's config; rewritten in place by ``config_rewrite.rewrite_config`` and saved.
         spec: the model spec, for messages (default: the source folder).
         out: an empty folder (the atomic temp folder of the job).
         max_shard_size: e.g. ``"5GB"`` (see ``checkpoint.parse_size``).
@@ -165,7 +165,7 @@ def write_pruned(source: Source, config: Any, keep: list[int], out: Path, max_sh
         ModelLoadError: the source does not cover its architecture (nothing written).
         ShortLLMError: the written files do not hold what was meant (``checkpoint.verify_checkpoint``).
     """
-    from shortllm.models.surgery import rewrite_config
+    from shortllm.models.config_rewrite import rewrite_config
 
     spec = spec or str(source.folder)
     check_covers(source.folder, config, spec, trust_remote_code)

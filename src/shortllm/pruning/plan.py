@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 from shortllm.errors import BlockSelectionError
-from shortllm.models.surgery import ParamCount, validate_indices
+from shortllm.models.config_rewrite import validate_indices
+from shortllm.models.params import ParamCount
 from shortllm.wording import plural
 
 TABLE_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)

@@ -15,7 +15,9 @@ from shortllm.formats import writes_gguf
 from shortllm.models.checkpoint import parse_size
 from shortllm.models.loading import (Loaded, check_settings, fingerprint, load_config, load_model,
                                      load_skeleton, resolve_source)
-from shortllm.models.surgery import count_params, drop_blocks, original_indices, rewrite_config
+from shortllm.models.config_rewrite import original_indices, rewrite_config
+from shortllm.models.params import count_params
+from shortllm.models.surgery import drop_blocks
 from shortllm.pruning.export import (atomic_dir, check_output_dir, model_card, prune_options, save_model,
                                      verify_reload, write_manifest)
 from shortllm.pruning import out_of_core

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from shortllm.errors import BlockSelectionError
 from shortllm.models.loading import Loaded
-from shortllm.models.surgery import ParamCount
+from shortllm.models.params import ParamCount
 from shortllm.pruning.pattern import PatternRule, pattern_allows, pattern_choice
 from shortllm.pruning.plan import blocks_requested, fit_within_ratio
 from shortllm.pruning.replacements import get_replacement

@@ -30,7 +30,7 @@ class ScoreContext:
         batch_size: calibration rows per forward (None: all at once).
         progress: called as work advances.
         ratio: the ``--ratio`` asked for (None for a block count); with ``param_counts`` (a
-            ``models.surgery.ParamCount``) it lets a search keep every candidate within the ratio.
+            ``models.params.ParamCount``) it lets a search keep every candidate within the ratio.
         heldout_ids: ``[W, T]`` held-out windows, disjoint from ``input_ids`` (criteria with ``heldout``).
         search: a ``scoring.search.SearchOptions`` (``auto`` only).
         pattern_check: ``removal set -> bool``, False for a set that breaks the attention pattern

@@ -155,7 +155,7 @@ def score_loaded(loaded: Loaded, options: ScoreOptions, num_remove: int,
         ids, calibration = calibration_ids(loaded, cal)
     heldout = None
     if criterion.heldout:  # the auto search: held-out windows from documents the scoring windows did not use
-        from shortllm.models.surgery import count_params
+        from shortllm.models.params import count_params
 
         heldout, calibration["heldout"] = heldout_windows(loaded.tokenizer, options.calibration,
                                                           options.search.tokens)
@@ -308,7 +308,7 @@ def run_score(req: ScoreRequest, progress: Progress = lambda d, t: None) -> dict
         ShortLLMError: bad options (checked before loading weights where possible), data or model problems.
     """
     from shortllm.models.loading import check_settings, load_skeleton
-    from shortllm.models.surgery import count_params
+    from shortllm.models.params import count_params
     from shortllm.pruning.export import atomic_dir, check_output_dir, data_inputs, model_inputs, write_manifest
     from shortllm.pruning.plan import blocks_requested, check_size
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["RetrainResult", "TrainConfig", "TrainingError", "retrain"]
-_HOME = {"TrainConfig": "config", "TrainingError": "config", "RetrainResult": "run", "retrain": "run"}
+_HOME = {"TrainConfig": "config", "TrainingError": "config", "RetrainResult": "output", "retrain": "run"}
 
 
 def __getattr__(name: str) -> Any:

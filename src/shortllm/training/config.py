@@ -13,10 +13,10 @@ from shortllm.errors import TrainingError  # noqa: F401  (re-exported for caller
 from shortllm.models.loading import LoadSettings
 
 METHODS = ("lora", "cpt", "kd")
-HIDDEN_LOSSES = ("nmse", "cosine")  # --kd-hidden (training/losses.py)
+HIDDEN_LOSSES = ("nmse", "cosine")  # --kd-hidden (training/objectives/losses.py)
 FORMATS = ("auto", "text", "instruction")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
-TEACHER_DTYPES = ("float32", "bfloat16", "float16")  # --teacher-dtype (training/teacher.py)
+TEACHER_DTYPES = ("float32", "bfloat16", "float16")  # --teacher-dtype (training/objectives/teacher.py)
 LR_SCHEDULES = ("cosine", "linear")
 
 
@@ -49,7 +49,7 @@ class KDOptions:
     hidden: str | None = None  # nmse | cosine: also match kept blocks' outputs to their teacher counterparts'
     hidden_weight: float = 1.0  # weight of that term: alpha*KL + (1-alpha)*CE + hidden_weight*H
     teacher_warmup_steps: int = 0  # fine-tune the teacher on the healing data first (Minitron's correction)
-    teacher_dtype: str | None = None  # storage of the teacher's weights; None: as loaded (--dtype) (training/teacher.py)
+    teacher_dtype: str | None = None  # storage of the teacher's weights; None: as loaded (--dtype) (training/objectives/teacher.py)
     support: int | None = None  # estimate KL and CE at the teacher's k most probable tokens... (losses.support_sums)
     tail_samples: int | None = None  # ...and this many draws from the rest (None: TAIL_SAMPLES); no support: exact
 
@@ -70,7 +70,7 @@ class DataOptions:
     format: str = "auto"  # auto | text | instruction (Alpaca instruction/input/output records)
     eval_data: str | None = None  # held-out data; None: hold out eval_fraction of the training rows
     eval_fraction: float = 0.05
-    max_eval_rows: int | None = 64  # None: sized to the run (training/data.py: eval_rows_for)
+    max_eval_rows: int | None = 64  # None: sized to the run (training/data/rows.py: eval_rows_for)
     streaming: bool = False  # read plain text lazily (corpora larger than memory), in corpus order...
     shuffle_window: int = 1  # ...shuffled within windows of this many blocks (1: no shuffle)
 
@@ -104,11 +104,11 @@ class TrainConfig:
     checkpoint_dir: Path | None = None  # None: "<out>.checkpoints" beside --out
     resume: bool = False
     stop_after: int | None = None  # end this session after N steps (checkpointed); continue with resume
-    keep_best: bool = False  # save the weights of the lowest held-out loss; --out gets those (training/best.py)
+    keep_best: bool = False  # save the weights of the lowest held-out loss; --out gets those (training/checkpoints/best.py)
     train_blocks: str | None = None  # cpt/kd: train only these blocks (training/freeze.py), the rest frozen
     train_head: bool = False  # with train_blocks (or alone): also train the output head and final norm
     gradient_checkpointing: bool = False
-    optimizer_in_backward: bool = False  # step each parameter as its gradient completes (training/loop.py)
+    optimizer_in_backward: bool = False  # step each parameter as its gradient completes (training/step_in_backward.py)
     mixed_precision: str = "auto"  # auto: bf16 on CUDA when supported, else none
     seed: int = 1234
     settings: LoadSettings = field(default_factory=lambda: LoadSettings(dtype="float32"))

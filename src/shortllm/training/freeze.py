@@ -11,7 +11,7 @@ SPEC (indices are the pruned model's own, 0-based):
   ``prune`` records in ``config.shortllm``);
 * ``from-cut:N`` -- every block from the first place blocks were removed on, and the N kept blocks before it
   (N >= 0). Without ``--train-head``, kd's teacher then takes the frozen blocks' output from the student
-  instead of computing them (``training/forward.py: shared_prefix``): each step skips their backward pass
+  instead of computing them (``training/objectives/forward.py: shared_prefix``): each step skips their backward pass
   and the teacher's forward through them;
 * ``3,7,10-12`` -- these blocks; ``all`` -- every block.
 

@@ -1,7 +1,7 @@
 """The one training loop behind lora, cpt and kd, on accelerate.
 
 accelerate does the device placement, mixed precision, gradient accumulation (``accumulate``/``backward``) and
-DDP/FSDP/DeepSpeed wrapping; checkpoints are shortllm's own (:mod:`shortllm.training.checkpoint`: safetensors
+DDP/FSDP/DeepSpeed wrapping; checkpoints are shortllm's own (:mod:`shortllm.training.checkpoints.folders`: safetensors
 and JSON, never pickles). This module adds what is specific to healing: the token-exact loss normalisation
 across micro-batches and processes, the optional teacher, held-out evaluation, the NaN/inf guard and the curves
 recorded in the manifest.
@@ -9,28 +9,26 @@ recorded in the manifest.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from shortllm.training.best import save_best
-from shortllm.training.checkpoint import list_checkpoints, save_checkpoint
+from shortllm.training.checkpoints.best import save_best
+from shortllm.training.checkpoints.folders import list_checkpoints, save_checkpoint
 from shortllm.training.config import TrainConfig, TrainingError
-from shortllm.training.batches import MemoryBatches, StreamBatches, collate, make_batches, micro_slice
-from shortllm.training.data import IGNORE, Rows, TrainData
-from shortllm.training.forward import LossSetup, loss_setup, micro_losses
-from shortllm.training.losses import kd_objective
+from shortllm.training.data.batches import MemoryBatches, StreamBatches, collate, make_batches, micro_slice
+from shortllm.training.data.rows import IGNORE, Rows, TrainData
+from shortllm.training.objectives.forward import LossSetup, loss_setup, micro_losses
+from shortllm.training.objectives.losses import kd_objective
 from shortllm.optim import adamw, param_groups
 from shortllm.training.schedule import WARMUP_SHARE, make_schedule, run_progress, step_pace, time_is_up
+from shortllm.training.step_in_backward import StepInBackward, check_step_in_backward
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +52,7 @@ class LoopState:
     sessions: int = 1
     pace_s: float | None = None  # --max-time: seconds per step when last measured (resumes its estimate)
     tail_s: float = 0.0  # --max-time: seconds from the step's clock reading to its end, when last measured
-    best: dict[str, Any] | None = None  # --keep-best: {"step", "eval_loss"} of the weights kept (training/best.py)
+    best: dict[str, Any] | None = None  # --keep-best: {"step", "eval_loss"} of the weights kept (training/checkpoints/best.py)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,113 +79,6 @@ class Trainer:
     checkpointed_best: int | None = None  # --keep-best: the best step the newest step checkpoint names
     losses: LossSetup = field(default_factory=LossSetup)  # chunked head or full logits; --kd-hidden taps
     in_backward: StepInBackward | None = None  # --optimizer-in-backward
-
-
-def resolve_mixed_precision(choice: str, device: str) -> str | None:
-    """``auto``: bf16 on CUDA when supported, else none; None defers to an ``accelerate launch`` config.
-
-    Raises:
-        TrainingError: bf16/fp16 asked for without CUDA.
-    """
-    import os
-
-    if choice == "auto":
-        if os.environ.get("ACCELERATE_MIXED_PRECISION"):
-            return None
-        cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-        return "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
-    if choice != "no" and not torch.cuda.is_available():
-        raise TrainingError(f"--mixed-precision {choice} needs a CUDA GPU", "use --mixed-precision no on this machine")
-    return choice
-
-
-def make_accelerator(cfg: TrainConfig) -> Any:
-    """The Accelerator for this run (picks up ``torchrun`` / ``accelerate launch`` environments)."""
-    from accelerate import Accelerator
-
-    from shortllm.models.loading import resolve_device
-
-    device = resolve_device(cfg.settings.device) if cfg.settings.device != "auto" else "auto"
-    with _stdout_to_stderr():  # stdout is for --json alone
-        return Accelerator(cpu=device == "cpu",
-                           mixed_precision=resolve_mixed_precision(cfg.mixed_precision, device),
-                           gradient_accumulation_steps=cfg.grad_accum)
-
-
-@contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    """Send what is written to file descriptor 1 (C++ libraries included) to stderr for the block: under
-    ``torchrun``, torch 2.8's gloo prints "[Gloo] Rank 0 is connected to 1 peer ranks" on stdout when the process
-    group starts, which would break the one JSON object of ``--json``."""
-    if sys.stdout is not None:
-        sys.stdout.flush()
-    try:
-        saved = os.dup(1)
-    except OSError:  # stdout closed (`>&-`): nothing to protect
-        yield
-        return
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        if sys.stdout is not None:
-            sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
-class StepInBackward:
-    """The optimizer step taken inside the backward pass, one parameter at a time (``--optimizer-in-backward``).
-
-    A post-accumulate-grad hook on every trained parameter steps the optimizer as soon as that parameter's
-    gradient is complete and frees the gradient, so at most one gradient exists at a time: the run holds no
-    gradients beside its weights and AdamW moments (4 bytes per trained float32 parameter less at the peak).
-    This is PyTorch's "fuse the optimizer step into the backward pass" recipe and torchtune's
-    ``optimizer_in_bwd``, with one difference: one optimizer (and so one scheduler and one checkpoint format)
-    for all parameters; at each hook only that parameter has a gradient, so ``optimizer.step()`` updates it
-    alone.
-
-    What it costs: no gradient clipping (the global norm is known only after every parameter is updated) and no
-    gradient accumulation (config.validate refuses ``--grad-accum``); one process only. The global gradient
-    norm is still measured, as the parameters go, for the curve and the NaN/inf guard; a non-finite gradient is
-    therefore found after the step has been applied, and the run stops as it does otherwise (nothing written to
-    ``--out``, checkpoints untouched).
-    """
-
-    def __init__(self, optimizer: Any, params: list[torch.nn.Parameter]):
-        self.optimizer = optimizer
-        self.sq = torch.zeros((), dtype=torch.float32)
-        self._handles = [p.register_post_accumulate_grad_hook(self._step) for p in params]
-
-    def _step(self, param: torch.nn.Parameter) -> None:
-        norm = torch.linalg.vector_norm(param.grad.detach(), dtype=torch.float32)
-        self.sq = self.sq.to(norm.device) + norm * norm
-        self.optimizer.step()
-        param.grad = None
-
-    def norm(self) -> torch.Tensor:
-        """The gradient norm of the step just taken (and reset for the next)."""
-        norm, self.sq = self.sq.sqrt(), torch.zeros_like(self.sq)
-        return norm
-
-
-def check_step_in_backward(accelerator: Any) -> None:
-    """Refuse ``--optimizer-in-backward`` where a step inside the backward would be wrong: several processes or
-    a sharded model (the updates would come before the gradients are averaged or reduce-scattered) and fp16's
-    loss scaling (the gradients are still scaled, and an overflow would be applied instead of skipped),
-    whether asked for by options or by an ``accelerate launch`` configuration.
-
-    Raises:
-        TrainingError: any of these.
-    """
-    from accelerate.utils import DistributedType
-
-    if accelerator.num_processes > 1 or accelerator.distributed_type != DistributedType.NO:
-        raise TrainingError("--optimizer-in-backward runs in one process without sharding (its updates would come "
-                            "before the gradients are averaged over processes)", "drop it, or run one process")
-    if accelerator.mixed_precision == "fp16":
-        raise TrainingError("--optimizer-in-backward cannot be used with fp16's loss scaling",
-                            "use --mixed-precision bf16 or no")
 
 
 def build_trainer(cfg: TrainConfig, accelerator: Any, model: Any, teacher: Any | None, data: TrainData,
@@ -219,13 +110,13 @@ def build_trainer(cfg: TrainConfig, accelerator: Any, model: Any, teacher: Any |
     # the number of processes; here the step count is already global. Checkpoints save it themselves.
     if teacher is not None:
         teacher.to(accelerator.device).eval().requires_grad_(False)
-    if teacher is not None and cfg.kd.teacher_warmup_steps:  # Minitron's teacher correction (training/teacher.py)
-        from shortllm.training.teacher import warm_up_teacher
+    if teacher is not None and cfg.kd.teacher_warmup_steps:  # Minitron's teacher correction (training/objectives/teacher.py)
+        from shortllm.training.objectives.teacher import warm_up_teacher
 
         warm_up_teacher(teacher, data, cfg.kd.teacher_warmup_steps, cfg.lr, cfg.batch_size, cfg.seed, pad_id,
                         accelerator.device, accelerator.autocast, cfg.max_grad_norm)
     if teacher is not None:
-        from shortllm.training.teacher import store_teacher
+        from shortllm.training.objectives.teacher import store_teacher
 
         store_teacher(teacher, cfg.kd.teacher_dtype, next(model.parameters()).dtype)
     in_backward = None

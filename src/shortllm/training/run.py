@@ -7,27 +7,18 @@ process writes.
 
 from __future__ import annotations
 
-import json
 import logging
 import shlex
 import time
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 
-from shortllm.errors import DataError, Interrupted, ModelLoadError, ShortLLMError
-from shortllm.models.loading import (
-    ModelSource,
-    check_settings,
-    load_config,
-    load_model,
-    load_tokenizer,
-    resolve_source,
-)
-from shortllm.pruning.export import (MANIFEST, atomic_dir, check_no_overlap, check_output_dir, data_inputs,
-                                     model_inputs, save_model, write_manifest)
-from shortllm.training.best import clear_best, forget_after, restore_best
-from shortllm.training.checkpoint import (
+from shortllm.errors import DataError, Interrupted, ShortLLMError
+from shortllm.models.loading import ModelSource, check_settings, load_config, load_model, resolve_source
+from shortllm.pruning.export import check_no_overlap
+from shortllm.training.accelerator import make_accelerator
+from shortllm.training.checkpoints.best import clear_best, forget_after, restore_best
+from shortllm.training.checkpoints.folders import (
     check_supported,
     checkpoint_name,
     clear_checkpoints,
@@ -37,142 +28,16 @@ from shortllm.training.checkpoint import (
     remove_stale_temps,
 )
 from shortllm.training.config import TrainConfig, TrainingError, identity_hash, run_identity, validate
-from shortllm.training.batches import plan_steps
-from shortllm.training.data import load_train_data
-from shortllm.training.loop import LoopState, build_trainer, evaluate, make_accelerator, train
-from shortllm.training.losses import objective_name
+from shortllm.training.data.batches import plan_steps
+from shortllm.training.data.rows import load_train_data
+from shortllm.training.inputs import (check_outputs, check_teacher, read_manifest, resolve_teacher, retrain_inputs,
+                                      trained_blocks)
+from shortllm.training.loop import LoopState, build_trainer, evaluate, train
+from shortllm.training.objectives.losses import objective_name
+from shortllm.training.output import RetrainResult, save_final
 from shortllm.wording import duration, plural
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RetrainResult:
-    """What a retrain session did; ``as_dict`` is what the CLI prints and the manifest records."""
-
-    method: str
-    model: str
-    finished: bool
-    steps: int
-    total_steps: int  # planned; with --max-time an upper bound
-    tokens_seen: int
-    wall_time_s: float
-    final_loss: float | None
-    initial_eval_loss: float | None
-    final_eval_loss: float | None
-    teacher: str | None
-    trainable_params: int
-    params: int
-    world_size: int
-    global_batch: int
-    warmup_steps: int | None  # None: --max-time without --warmup-steps (the first 5% of the progress)
-    data: dict[str, Any]
-    max_time_s: float | None = None  # --max-time
-    time_up: bool = False  # --max-time ended the run (its clock decided, even on the last planned step)
-    saved: str | None = None  # "merged model" | "adapter" | "model"
-    out: str | None = None
-    checkpoint: str | None = None  # set when the session stopped early
-    resumed_from: str | None = None
-    best: dict[str, Any] | None = None  # --keep-best: {"step", "eval_loss"} of the weights in --out
-    partial: dict[str, Any] | None = None  # --train-blocks/--train-head: what trained (training/freeze.py)
-    loss_path: str | None = None  # "chunked head" | "teacher support" (--kd-support) | "full logits" (training/forward.py)
-    teacher_shared_blocks: int = 0  # kd: leading blocks the teacher took from the student (forward.shared_prefix)
-    peak_rss_mb: float | None = None  # this process's peak resident memory so far
-    is_main: bool = True
-    final_ce: float | None = None  # the last step's training cross-entropy: what compares with the held-out loss
-    objective: str = "cross-entropy"  # what final_loss is (losses.objective_name): a KL for kd
-    loss_curve: list[dict[str, float]] = field(default_factory=list)
-    eval_curve: list[dict[str, float]] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def as_dict(self, curves: bool = True) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("is_main")
-        d["tokens_per_s"] = round(self.tokens_seen / self.wall_time_s, 2) if self.wall_time_s else None
-        d["timings_s"] = {k: round(v, 3) for k, v in d.pop("timings").items()}
-        if not curves:
-            d.pop("loss_curve")
-            d.pop("eval_curve")
-        return d
-
-
-def _read_manifest(source: ModelSource) -> dict[str, Any] | None:
-    path = Path(source.path) / MANIFEST
-    if not source.is_local or not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        log.warning("cannot read %s; ignoring it", path)
-        return None
-
-
-def original_model(manifest: dict[str, Any] | None) -> str | None:
-    """The unpruned model a folder descends from: a prune's source, or a retrain's recorded original."""
-    if not manifest:
-        return None
-    source = manifest.get("source") or {}
-    if manifest.get("verb") == "prune":
-        return source.get("spec")
-    return source.get("original")
-
-
-def resolve_teacher(cfg: TrainConfig, source: ModelSource, manifest: dict[str, Any] | None) -> ModelSource:
-    """The teacher of ``--method kd``: ``--teacher``, else the original model the student's manifest names.
-
-    Raises:
-        TrainingError: no teacher can be found or resolved.
-    """
-    spec, where = cfg.kd.teacher, "--teacher"
-    if spec is None:
-        spec = original_model(manifest)
-        where = f"{Path(source.path) / MANIFEST}"
-        if spec is None:
-            raise TrainingError(
-                f"--method kd needs a teacher, and {source.spec} has no shortllm.json naming the model it was "
-                "pruned from", "pass --teacher MODEL (the unpruned model)")
-    try:
-        return resolve_source(spec)
-    except ModelLoadError as err:
-        raise TrainingError(f"the teacher '{spec}' (from {where}) cannot be found: {err.message}",
-                            "pass --teacher with the unpruned model's hub id or folder") from err
-
-
-def check_teacher(student_config: Any, student_tok: Any, teacher: ModelSource, trust_remote_code: bool) -> None:
-    """Refuse a teacher whose vocabulary differs from the student's (KL compares them token by token).
-
-    Raises:
-        TrainingError: different vocabulary sizes or different token -> id maps.
-    """
-    teacher_config = load_config(teacher, trust_remote_code)
-    sv, tv = student_config.get_text_config().vocab_size, teacher_config.get_text_config().vocab_size
-    hint = "distill from the model the student was pruned from, or a teacher with the same tokenizer"
-    if sv != tv:
-        raise TrainingError(f"the teacher '{teacher.spec}' has a vocabulary of {tv} tokens, the student {sv}", hint)
-    teacher_tok = load_tokenizer(teacher, trust_remote_code)
-    if student_tok is not None and teacher_tok is not None and student_tok.get_vocab() != teacher_tok.get_vocab():
-        raise TrainingError(f"the teacher '{teacher.spec}' uses a different tokenizer (same size, other tokens)", hint)
-
-
-def _inputs(cfg: TrainConfig, teacher: ModelSource | None = None) -> list[tuple[str, Any]]:
-    """What a retrain reads: the model, the teacher, training and held-out data (and its checkpoints)."""
-    found = model_inputs("input model", cfg.model) + model_inputs("teacher", teacher.ref if teacher else
-                                                                  cfg.kd.teacher)
-    found += data_inputs("training data", cfg.data.data, cfg.data.data_dir)
-    found += data_inputs("held-out data", cfg.data.eval_data)
-    return found
-
-
-def _check_outputs(cfg: TrainConfig) -> None:
-    root = cfg.checkpoints_path()
-    # The checkpoints are read back by --resume and must survive the final write of --out.
-    check_output_dir(cfg.out, cfg.overwrite, _inputs(cfg) + [("checkpoint folder", root)])
-    check_no_overlap(root, _inputs(cfg), what="checkpoint folder")
-    if root.exists() and not root.is_dir():
-        raise TrainingError(f"checkpoint path {root} is a file", "choose another --checkpoint-dir")
-    if not cfg.resume and list_checkpoints(root) and not cfg.overwrite:
-        raise TrainingError(f"{root} holds checkpoints of an earlier run",
-                            "pass --resume to continue it, or --overwrite to start over")
 
 
 def release_freed_memory() -> None:
@@ -209,20 +74,6 @@ def _peak_rss_mb() -> float | None:
         return round(peak / (1 << 20 if sys.platform == "darwin" else 1 << 10), 1)
     except (ImportError, OSError):
         return None
-
-
-def _trained_blocks(cfg: TrainConfig, config: Any) -> list[int] | None:
-    """The blocks ``--train-blocks`` names (``[]`` for ``--train-head`` alone; None: no partial training).
-
-    Raises:
-        TrainingError: as :func:`shortllm.training.freeze.resolve_blocks`.
-    """
-    if cfg.train_blocks is None:
-        return [] if cfg.train_head else None
-    from shortllm.models.arch import num_layers
-    from shortllm.training.freeze import resolve_blocks
-
-    return resolve_blocks(cfg.train_blocks, config, num_layers(config))
 
 
 def _reset_accelerate(accelerator: Any) -> None:
@@ -293,18 +144,18 @@ def retrain(cfg: TrainConfig, on_step=None) -> RetrainResult:
     t0 = time.perf_counter()
     validate(cfg)
     check_settings(cfg.settings)
-    _check_outputs(cfg)
+    check_outputs(cfg)
     source = resolve_source(cfg.model, cfg.settings.revision)
     config = load_config(source, cfg.settings.trust_remote_code)
-    manifest = _read_manifest(source)
+    manifest = read_manifest(source)
     teacher_source = resolve_teacher(cfg, source, manifest) if cfg.method == "kd" else None
     if teacher_source is not None:  # a teacher named by the student's manifest is known only now
-        check_no_overlap(cfg.out, _inputs(cfg, teacher_source))
-        check_no_overlap(cfg.checkpoints_path(), _inputs(cfg, teacher_source), what="checkpoint folder")
+        check_no_overlap(cfg.out, retrain_inputs(cfg, teacher_source))
+        check_no_overlap(cfg.checkpoints_path(), retrain_inputs(cfg, teacher_source), what="checkpoint folder")
     from shortllm.data.context import check_training_context
 
     check_training_context(config, source.spec, cfg.seq_len, teacher_source, cfg.settings.trust_remote_code)
-    _trained_blocks(cfg, config)  # a bad --train-blocks is refused before any weights load
+    trained_blocks(cfg, config)  # a bad --train-blocks is refused before any weights load
 
     session = _Session(checkpoints_ours=cfg.resume or not list_checkpoints(cfg.checkpoints_path()))
     try:
@@ -373,7 +224,7 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
     if cfg.train_blocks is not None or cfg.train_head:
         from shortllm.training.freeze import freeze_except
 
-        partial = freeze_except(model, _trained_blocks(cfg, model.config), cfg.train_head)
+        partial = freeze_except(model, trained_blocks(cfg, model.config), cfg.train_head)
         log.info("training %s of %s parameters (blocks %s%s); the rest is frozen", f"{partial['trainable_params']:,}",
                  f"{partial['trainable_params'] + partial['frozen_params']:,}", partial["blocks"],
                  " and the head" if cfg.train_head else "")
@@ -441,58 +292,8 @@ def _run(cfg: TrainConfig, accelerator: Any, source: ModelSource, config: Any, m
         return result
     if state.best is not None:  # --keep-best: --out gets the weights of the lowest held-out loss
         restore_best(accelerator, cfg.checkpoints_path(), state.best, tr.model)
-    _save_final(cfg, tr, loaded, source, manifest, result, t0)
+    save_final(cfg, tr, loaded, source, manifest, result, t0)
     return result
-
-
-def _save_final(cfg: TrainConfig, tr: Any, loaded: Any, source: ModelSource, manifest: dict[str, Any] | None,
-                result: RetrainResult, t0: float) -> None:
-    """Write the healed model, its model card, the manifest and the curve into ``--out`` (main process; others
-    wait)."""
-    from accelerate.utils import DistributedType
-
-    from shortllm.training.card import original_hub_id, retrain_card
-    from shortllm.training.plot import plot_curve
-
-    acc = tr.accelerator
-    t = time.perf_counter()
-    sharded = acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
-    state_dict = acc.get_state_dict(tr.model) if sharded else None  # collective: every process gathers
-    save_adapter = cfg.method == "lora" and (cfg.lora.save_adapter or sharded)
-    if cfg.method == "lora" and sharded and not cfg.lora.save_adapter:
-        log.warning("sharded training (FSDP/DeepSpeed): saving the LoRA adapter; merge it on one device")
-    if acc.is_main_process:
-        log.info("Saving the healed model to %s", cfg.out, extra={"phase": True})
-        model = acc.unwrap_model(tr.model)
-        if cfg.method == "lora" and not save_adapter:
-            from shortllm.training.lora import merge
-
-            model = merge(model)
-        result.saved = "adapter" if save_adapter else ("merged model" if cfg.method == "lora" else "model")
-        with atomic_dir(cfg.out, cfg.overwrite) as tmp:
-            if state_dict is not None:
-                model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
-                if loaded.tokenizer is not None:
-                    loaded.tokenizer.save_pretrained(tmp)
-            else:
-                save_model(model, loaded.tokenizer, tmp)
-            plot_curve(result.loss_curve, result.eval_curve,
-                       f"shortllm retrain --method {cfg.method}: {source.spec}", tmp / "train_curve.png")
-            result.out = str(cfg.out)
-            result.timings["save"] = time.perf_counter() - t
-            result.timings["total"] = time.perf_counter() - t0
-            original = original_model(manifest) if manifest else None
-            # after save_pretrained: it replaces the template card peft writes for an adapter
-            (tmp / "README.md").write_text(retrain_card(cfg, result, source, manifest, adapter=save_adapter))
-            write_manifest(
-                tmp, "retrain", options={**cfg.as_dict(), "command": cfg.command},
-                source={**source.record(model.config), "fingerprint": tr.identity["model_fingerprint"],
-                        "original": original, "original_hub_id": original_hub_id(manifest) or source.hub_id},
-                results=result.as_dict(), timings=result.timings,
-            )
-    else:
-        result.out = str(cfg.out)
-    acc.wait_for_everyone()
 
 
 __all__ = ["RetrainResult", "ShortLLMError", "TrainConfig", "retrain"]

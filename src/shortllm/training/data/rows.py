@@ -5,7 +5,7 @@ Plain text is packed with :func:`shortllm.data.pack_documents` (documents in ord
 records are ``{"instruction", "input" (optional), "output"}`` objects in a ``.json`` list or ``.jsonl`` file; each
 becomes the Stanford Alpaca prompt followed by the output, tokenized as one text with the tokenizer's own special
 tokens, then EOS; only the tokens after the prompt's length count in the loss. The order in which steps visit the
-rows is :mod:`shortllm.training.batches`'.
+rows is :mod:`shortllm.training.data.batches`'.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The reference of Shortened LLaMA (LLM-Pruner's ``post_training.py``: Hugging Fac
 ``load_best_model_at_end=True``, ``metric_for_best_model`` = eval loss) evaluates every ``eval_steps`` and ends on
 the checkpoint with the lowest held-out loss. Here every held-out evaluation after a training step is a candidate
 (the untrained model at step 0 is not, as in the reference). A new best writes the trained tensors (the adapter
-for lora, every parameter for cpt/kd: :func:`shortllm.training.state.write_model`, safetensors with a digest)
+for lora, every parameter for cpt/kd: :func:`shortllm.training.checkpoints.state.write_model`, safetensors with a digest)
 into ``<checkpoints>/best-NNNNNNN/`` beside the step checkpoints; its record ``{"step", "eval_loss"}`` travels
 in the loop state, so every step checkpoint names the best folder that was current when it was written.
 
@@ -21,9 +21,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from shortllm.training.checkpoint import numbered_folders, publish, staged_folder
+from shortllm.training.checkpoints.folders import numbered_folders, publish, staged_folder
 from shortllm.training.config import TrainingError
-from shortllm.training.state import is_sharded, restore_model, write_model
+from shortllm.training.checkpoints.state import is_sharded, restore_model, write_model
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Training state to and from files that cannot run code: tensors as safetensors, everything else as JSON.
 
-:mod:`shortllm.training.checkpoint` decides which file of a checkpoint folder holds what; this module turns one
+:mod:`shortllm.training.checkpoints.folders` decides which file of a checkpoint folder holds what; this module turns one
 kind of state into one file and back. Each ``write_*`` saves tensors into a safetensors file whose metadata
 holds the other values as JSON and a SHA-256 of tensors and metadata. Each ``restore_*`` verifies that checksum
 and checks what it read against the run it is loaded into (names, shapes, dtypes, the structure of the JSON

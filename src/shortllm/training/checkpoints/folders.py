@@ -10,10 +10,10 @@ A checkpoint folder ``step-0000120/`` holds
 * ``rng-rank00000.safetensors``, one per process: the torch CPU and CUDA generator states and the Python and
   NumPy Mersenne-Twister states.
 * ``trainer_state.json``, written last by the main process: the run identity, the loop state (the step is also
-  the data position in memory: see :mod:`shortllm.training.batches`; a stream's position is ``data_position``),
+  the data position in memory: see :mod:`shortllm.training.data.batches`; a stream's position is ``data_position``),
   tokens seen, wall time, the curves, and the LR scheduler's and fp16 grad scaler's states.
 
-This module names, lists, writes, finds and removes these folders; :mod:`shortllm.training.state` turns each kind
+This module names, lists, writes, finds and removes these folders; :mod:`shortllm.training.checkpoints.state` turns each kind
 of state into its file and back. Every safetensors file carries a SHA-256 of its tensors and metadata, checked on
 load, so a damaged file is named instead of resuming from wrong numbers. Nothing is unpickled: accelerate's
 ``save_state`` layout (pickled optimizer, scheduler and RNG files) is neither written nor read. A folder is
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from shortllm.training.config import TrainingError
-from shortllm.training.state import (
+from shortllm.training.checkpoints.state import (
     conform,
     damaged,
     is_sharded,

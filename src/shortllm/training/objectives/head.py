@@ -1,6 +1,6 @@
 """The output head of a causal LM as the training loop applies it apart from the model.
 
-The chunked losses (:func:`shortllm.training.losses.chunked_token_sums`) call the model with ``logits_to_keep``
+The chunked losses (:func:`shortllm.training.objectives.losses.chunked_token_sums`) call the model with ``logits_to_keep``
 an empty index tensor (transformers' own "no logits" path) and apply the head to the last hidden state
 themselves, a chunk of positions at a time, or (``--kd-support``) at chosen token ids only. The head is the
 output embedding plus what the family applies after it (logit softcapping, logit scaling: data below), and it

@@ -21,7 +21,7 @@ from typing import Any
 
 from shortllm.data.sampling import StreamPosition
 from shortllm.errors import DataError, TrainingError
-from shortllm.training.data import IGNORE, Rows, TokenStream, TrainData
+from shortllm.training.data.rows import IGNORE, Rows, TokenStream, TrainData
 from shortllm.wording import plural
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@ distillation compares.
 
 The model is called through its (possibly DDP-wrapped) forward with ``logits_to_keep`` an empty index tensor
 (transformers' own "no logits" path) and ``output_hidden_states``; the last hidden state goes to
-:func:`shortllm.training.losses.chunked_token_sums` with the model's output head (:mod:`shortllm.training.head`),
+:func:`shortllm.training.objectives.losses.chunked_token_sums` with the model's output head (:mod:`shortllm.training.objectives.head`),
 checked once against the model's real logits on a few tokens; where it differs (an unknown head) or the
 weights are sharded (FSDP, ZeRO-3: the head cannot be called outside the wrapped forward) the loop keeps the
 full-logits path.
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from shortllm.training.head import Head, check_head, check_head_at, no_logits, output_head
+from shortllm.training.objectives.head import Head, check_head, check_head_at, no_logits, output_head
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def matched_blocks(student_config: Any, teacher_config: Any) -> list[tuple[int, 
     """
     from shortllm.errors import TrainingError
     from shortllm.models.arch import num_layers
-    from shortllm.models.surgery import original_indices
+    from shortllm.models.config_rewrite import original_indices
 
     n_s, n_t = num_layers(student_config), num_layers(teacher_config)
     meta_s = getattr(student_config, "shortllm", None)
@@ -120,7 +120,7 @@ def loss_setup(accelerator: Any, model: Any, teacher: Any | None, temperature: f
     ``--kd-hidden``. ``checkpointed`` (``--gradient-checkpointing``): the head runs in the smaller,
     recomputed chunks of ``losses.CHECKPOINTED_CHUNK_ELEMENTS``. ``support`` ``(k, m)`` (``--kd-support``):
     the KL and CE are estimated at the teacher's ``k`` most probable tokens and ``m`` draws
-    (:func:`shortllm.training.losses.support_sums`).
+    (:func:`shortllm.training.objectives.losses.support_sums`).
 
     Raises:
         TrainingError: as :func:`matched_blocks`; ``support`` where the student's head cannot be applied to
@@ -139,7 +139,7 @@ def loss_setup(accelerator: Any, model: Any, teacher: Any | None, temperature: f
         if check_head(unwrapped, head, device) and (teacher is None or check_head(teacher, teacher_head, device)):
             setup.head, setup.teacher_head = head, teacher_head
             if checkpointed:
-                from shortllm.training.losses import CHECKPOINTED_CHUNK_ELEMENTS
+                from shortllm.training.objectives.losses import CHECKPOINTED_CHUNK_ELEMENTS
 
                 setup.chunk_tokens = max(16, CHECKPOINTED_CHUNK_ELEMENTS // head.vocab_size)
         else:
@@ -180,7 +180,7 @@ def micro_losses(model: Any, teacher: Any | None, setup: LossSetup, batch: dict[
             prepared forward does).
         with_teacher: compute the KL term; ``with_hidden``: the hidden-state term (both need the teacher).
     """
-    from shortllm.training.losses import IGNORE, ce_sum, chunked_token_sums, hidden_sum, kd_sum
+    from shortllm.training.objectives.losses import IGNORE, ce_sum, chunked_token_sums, hidden_sum, kd_sum
 
     labels = batch["labels"]
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch.get("attention_mask"), "use_cache": False}
@@ -304,7 +304,7 @@ def shared_prefix(model: Any, teacher: Any) -> int:
         ``k >= 0`` (0: the teacher runs whole).
     """
     from shortllm.models.arch import blocks_of
-    from shortllm.models.surgery import original_indices
+    from shortllm.models.config_rewrite import original_indices
 
     try:
         s_layers, t_layers = blocks_of(model).layers, blocks_of(teacher).layers

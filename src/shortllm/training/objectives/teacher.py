@@ -33,16 +33,16 @@ def warm_up_teacher(teacher: Any, data: Any, steps: int, lr: float, batch_size: 
 
     Args:
         teacher: the teacher causal LM (on ``device``); left in eval mode without gradients.
-        data: the run's :class:`shortllm.training.data.TrainData`.
+        data: the run's :class:`shortllm.training.data.rows.TrainData`.
         steps, lr, batch_size, seed: the warm-up's length, learning rate, rows per step and order seed.
         autocast: ``accelerator.autocast``.
 
     Returns:
         The token-mean loss of each step.
     """
-    from shortllm.training.batches import collate, make_batches
-    from shortllm.training.forward import LossSetup, micro_losses
-    from shortllm.training.head import check_head, output_head
+    from shortllm.training.data.batches import collate, make_batches
+    from shortllm.training.objectives.forward import LossSetup, micro_losses
+    from shortllm.training.objectives.head import check_head, output_head
     from shortllm.optim import adamw
 
     log.info("Teacher correction: %d steps on the healing data (worth it when they differ from the teacher's own "
