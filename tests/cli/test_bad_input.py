@@ -79,7 +79,7 @@ def test_encoder_only_model(tmp_path, out_parent):
 
 
 @pytest.mark.parametrize("blocks,needle", [
-    ("4", "out of range"), ("-1", "out of range"), ("1,1", "given twice"), ("x", "not an integer"),
+    ("4", "out of range"), ("-1", "is negative"), ("1,1", "given twice"), ("x", "not an integer"),
     ("0,1,2,3", "removing all 4 blocks"), ("0-3", "removing all 4 blocks"),
 ])
 def test_bad_blocks(tiny_llama_dir, out_parent, blocks, needle):

@@ -114,3 +114,15 @@ def test_dtype_auto_keeps_the_stored_tensors_on_every_path(tmp_path):
     for name in a:
         assert a[name].dtype == b[name].dtype == torch.float16, name
         assert torch.equal(a[name], b[name]), name
+
+
+def test_an_out_no_folder_can_be_made_in_is_refused_before_the_work(monkeypatch):
+    """Permission bits pass for root in /proc: the folder was found unusable only after the scoring (minutes)."""
+    import shortllm.scoring.run as score_run
+
+    def never(*args, **kwargs):
+        raise AssertionError("scored before the --out check")
+
+    monkeypatch.setattr(score_run, "score_loaded", never)
+    result = run_cli("score", "--out", "/proc/shortllm-out", "--device", "cpu")
+    assert_one_line_error(result, "cannot write to /proc/shortllm-out: /proc does not take new folders")

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import tempfile
 import platform
 import shutil
 import time
@@ -50,6 +51,11 @@ def check_output_dir(out: Path, overwrite: bool, inputs: Inputs = ()) -> None:
         raise OutputError(f"cannot write to {out}: {parent} is a file, not a folder", "choose a directory path")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write to {out}: {parent} is not writable", "choose a writable directory")
+    try:  # permission bits do not tell everything (root in /proc, read-only mounts): make a folder there and remove it
+        os.rmdir(tempfile.mkdtemp(prefix=".shortllm-probe-", dir=parent))
+    except OSError as err:
+        raise OutputError(f"cannot write to {out}: {parent} does not take new folders ({err.strerror})",
+                          "choose a writable directory") from None
 
 
 def data_inputs(label: str, spec: str | None, data_dir: str | None = None) -> list[tuple[str, Path]]:
