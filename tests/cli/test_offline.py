@@ -122,7 +122,7 @@ def test_eval_lm_eval_task(monkeypatch, tok_model, tmp_path):
 
 
 @pytest.mark.parametrize("verb", [["eval", "--tasks", "none", "--ppl", "pydoc", "--device", "cpu"], ["inspect"],
-                                  ["prune", "--blocks", "1", "--dry-run", "--device", "cpu"]])
+                                  ["prune", "--blocks", "1", "--dry-run"]])
 def test_hub_model_id(offline, verb, tmp_path):
     import time
 

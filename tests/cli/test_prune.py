@@ -106,7 +106,7 @@ def test_a_cut_the_config_cannot_state_is_refused_before_loading(tmp_path, monke
         raise AssertionError("weights were loaded")
 
     monkeypatch.setattr(run, "load_model", no_loading)
-    for extra in (["--dry-run"], ["--out", tmp_path / "o"]):
-        result = run_cli("prune", "-m", tmp_path / "m", "--blocks", "0", "--device", "cpu", *extra)
+    for extra in (["--dry-run"], ["--out", tmp_path / "o", "--device", "cpu"]):  # a dry run reads no --device
+        result = run_cli("prune", "-m", tmp_path / "m", "--blocks", "0", *extra)
         assert result.exit_code == 2 and "no_rope_layer_interval=2" in result.stderr, result.output
     assert not (tmp_path / "o").exists()

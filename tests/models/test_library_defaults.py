@@ -79,7 +79,7 @@ def test_kernels_opt_in(hub_kernels_default, tiny_llama_dir):
 
 def test_kernels_refused_when_the_environment_switches_them_off(monkeypatch, tiny_llama_dir, tmp_path):
     monkeypatch.setenv("USE_HUB_KERNELS", "0")
-    result = run_cli("score", "-m", tiny_llama_dir, "-c", "magnitude", "--kernels", "--out", tmp_path / "s")
+    result = run_cli("score", "-m", tiny_llama_dir, "-c", "bi", "--kernels", "--out", tmp_path / "s")
     assert result.exit_code == 2
     assert "USE_HUB_KERNELS=0" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists()
