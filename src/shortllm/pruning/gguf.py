@@ -121,7 +121,7 @@ def prune_gguf(req: Any, progress: Any) -> Any:
     from shortllm.models.loading import load_config, resolve_source
     from shortllm.pruning.request import PruneResult
     from shortllm.pruning.select import brief_report, check_mode, select_blocks
-    from shortllm.scoring.registry import get_criterion
+    from shortllm.scoring.options import check_options
 
     t0 = time.perf_counter()
     check_mode(req)
@@ -138,7 +138,7 @@ def prune_gguf(req: Any, progress: Any) -> Any:
         raise OutputError("--replace changes the kept blocks' weights, and a GGUF output copies them unchanged",
                           "write a Hugging Face folder (--format hf) and convert it with llama.cpp")
     if req.blocks is None and req.scores_dir is None:
-        get_criterion(req.scoring.criterion)
+        check_options(req.scoring)  # the criterion and its values, before anything loads
     inputs = _inputs(req, spec)
     if not req.dry_run:
         if req.out is None:

@@ -28,6 +28,7 @@ from shortllm.pruning.replace import check_options as check_replace_options
 from shortllm.pruning.replacements import get_replacement
 from shortllm.pruning.select import brief_report, check_mode, select_blocks
 from shortllm.scoring.base import Progress
+from shortllm.scoring.options import check_options
 from shortllm.scoring.registry import get_criterion
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def prune(req: PruneRequest, progress: Progress = lambda d, t: None) -> PruneRes
     t0 = time.perf_counter()
     check_mode(req)
     if req.blocks is None and req.scores_dir is None:
-        get_criterion(req.scoring.criterion)
+        check_options(req.scoring)  # the criterion and its values, as the CLI checks them before loading
     check_settings(req.settings)
     parse_size(req.max_shard_size)
     if req.replace is not None:
